@@ -1,0 +1,71 @@
+"""Hugging Face <-> brain-jax weight conversion (public contract: ``from_hf``, ``to_hf``).
+
+Architectures plug in as modules of this package (``convnext``, ``swin``, ``vit``, ``segformer``), each
+providing:
+
+- ``MODEL_TYPES``: the HF ``model_type`` strings it handles;
+- ``build_from_hf_config(hf_config: dict, dtype) -> nnx.Module``: a fresh model of the checkpoint's shape;
+- ``key_map(model) -> KeyMap``: ``{our dotted path: (hf key, Hook)}`` for every Param/BatchStat;
+- ``ignore(hf_key) -> bool``: HF keys that are constants we recompute (buffers), never weights;
+- ``hf_config(model) -> dict``: a transformers ``config.json`` dict describing ``model``.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from types import ModuleType
+
+import jax.numpy as jnp
+from flax import nnx
+
+from brain_jax.convert.core import (
+    ConversionError,
+    export_from,
+    load_hf_checkpoint,
+    load_into,
+    write_hf_checkpoint,
+)
+
+# HF model_type -> architecture module of this package
+_ARCH_MODULES = {
+    "convnextv2": "convnext",
+    "convnext": "convnext",
+    "swin": "swin",
+    "vit": "vit",
+    "segformer": "segformer",
+}
+
+__all__ = ["ConversionError", "from_hf", "to_hf", "arch_module", "load_hf_checkpoint"]
+
+
+def arch_module(model_type: str, *, where: str = "config.json") -> ModuleType:
+    if model_type not in _ARCH_MODULES:
+        raise ConversionError(
+            f"{where}: unknown model_type {model_type!r}; supported: {', '.join(sorted(_ARCH_MODULES))}"
+        )
+    return importlib.import_module(f"brain_jax.convert.{_ARCH_MODULES[model_type]}")
+
+
+def from_hf(src: str | os.PathLike, dtype: jnp.dtype = jnp.float32) -> nnx.Module:
+    """Build a brain-jax model from a transformers checkpoint (folder or Hub id), in eval mode.
+
+    ``model(pixel_values_nhwc)`` then gives the HF model's logits; inputs are HF ``pixel_values``
+    transposed to NHWC.
+    """
+    config, tensors = load_hf_checkpoint(src)
+    where = f"{src}/config.json"
+    mod = arch_module(config.get("model_type", "<missing>"), where=where)
+    model = mod.build_from_hf_config(config, dtype=dtype)
+    load_into(model, tensors, mod.key_map(model), ignore=mod.ignore, source=str(src))
+    model.eval()
+    return model
+
+
+def to_hf(model: nnx.Module, out_dir: str | os.PathLike) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` that transformers' Auto classes load cleanly."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type is None:
+        raise ConversionError(f"{type(model).__name__} has no config.model_type; not a brain-jax model")
+    mod = arch_module(model_type, where=type(model).__name__)
+    return write_hf_checkpoint(out_dir, mod.hf_config(model), export_from(model, mod.key_map(model)))
