@@ -1,0 +1,339 @@
+"""Read one 2-D MRI slice from an image, MATLAB, DICOM or NIfTI file, in its original intensities.
+
+Used by ``brain-jax predict`` so a user can point the trained model at whatever file they hold.
+Every reader returns a :class:`Slice` whose ``image`` is a float32 (rows, cols) array in the file's own
+intensity units (no normalisation: the predictor applies the loader's transform), with row 0 at the top
+of the picture as a viewer would show it, and ``pixel_spacing_mm`` = (row spacing, col spacing), i.e.
+(distance between adjacent rows, distance between adjacent columns), or ``None`` when the file does
+not say.
+
+Format notes (conventions chosen here, documented because they change numbers downstream):
+
+- PNG / JPEG / BMP / TIFF (Pillow): gray images are read as-is (8/16-bit or float). RGB(A) and palette
+  images are turned into gray with ITU-R BT.601 luma, ``0.299 R + 0.587 G + 0.114 B`` in float (no
+  rounding; a gray picture stored as RGB keeps its values exactly); alpha is dropped. Other modes
+  (CMYK, multi-band) and multi-page TIFFs are refused. No spacing (DPI is not a scanner spacing).
+- MATLAB .mat in the Figshare layout (group/struct ``cjdata`` with ``image`` and optionally
+  ``tumorMask``): v7.3 files are HDF5 and read with h5py, whose arrays come out transposed relative to
+  MATLAB, so ``.T`` is applied; older v5 files are read with ``scipy.io.loadmat`` (already in MATLAB
+  order). Spacing is the dataset's documented 0.49 mm at 512 pixels, i.e. ``0.49 * 512 / n`` per axis
+  for an ``n``-pixel axis. A top-level ``image`` variable is accepted too (spacing unknown).
+- DICOM (pydicom): ``RescaleSlope`` / ``RescaleIntercept`` are applied; ``PixelSpacing`` is
+  (row, col) by the standard; MONOCHROME1 is inverted so that bright means high signal. Multi-frame
+  files need an explicit frame index. Files without an extension are recognised by the ``DICM`` magic.
+- NIfTI (.nii / .nii.gz, nibabel, scaling applied): the volume is first reoriented to the closest
+  RAS+ axes, then axial slice ``k`` (default: the middle one) is returned in the radiological display
+  used by DICOM axial scans: rows run anterior -> posterior (top to bottom) and columns run patient
+  right -> left, so the patient's left is on the right of the picture. Spacing is (zoom along the
+  A-P axis, zoom along the R-L axis). 2-D files are treated as a single axial slice.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+# Figshare brain tumour dataset: 0.49 mm pixels at 512 x 512 (REFERENCE.md).
+FIGSHARE_SPACING_MM = 0.49
+FIGSHARE_NATIVE_SIZE = 512
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+MAT_EXTS = (".mat",)
+DICOM_EXTS = (".dcm", ".dicom")
+NIFTI_EXTS = (".nii", ".nii.gz")
+SUPPORTED = IMAGE_EXTS + MAT_EXTS + DICOM_EXTS + NIFTI_EXTS
+
+# BT.601 luma weights for RGB -> gray.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Slice:
+    """One 2-D slice as read from disk.
+
+    image: float32 (rows, cols), original intensities.
+    pixel_spacing_mm: (row, col) spacing in mm, or None when the file does not carry it.
+    source_format: "png", "jpeg", "bmp", "tiff", "mat-v7.3", "mat-v5", "dicom" or "nifti".
+    path: the file it came from.
+    mask: uint8 (rows, cols) 0/1 ground truth when the file carries one (Figshare ``tumorMask``).
+    notes: human-readable remarks on conversions applied (e.g. "RGB converted to gray").
+    """
+
+    image: np.ndarray
+    pixel_spacing_mm: tuple[float, float] | None
+    source_format: str
+    path: str
+    mask: np.ndarray | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.image.shape)  # type: ignore[return-value]
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """The reader family for ``path``: "image", "mat", "dicom" or "nifti"; ValueError if unknown."""
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith(NIFTI_EXTS):
+        return "nifti"
+    suffix = p.suffix.lower()
+    if suffix in IMAGE_EXTS:
+        return "image"
+    if suffix in MAT_EXTS:
+        return "mat"
+    if suffix in DICOM_EXTS:
+        return "dicom"
+    if suffix == "" and _has_dicom_magic(p):
+        return "dicom"
+    raise ValueError(
+        f"{p}: unknown file type {suffix or '(no extension)'!r}; expected one of "
+        f"{', '.join(SUPPORTED)} (or an extension-less DICOM file)"
+    )
+
+
+def read_slice(path: str | os.PathLike, slice_index: int | None = None) -> Slice:
+    """Read one 2-D slice from ``path``.
+
+    ``slice_index`` picks the axial slice of a NIfTI volume (default: the middle one) or the frame of
+    a multi-frame DICOM (required there); it is refused for formats that hold a single slice.
+    Raises FileNotFoundError for a missing file and ValueError (naming the file and what was
+    expected) for anything unreadable, of the wrong shape, or empty.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file")
+    if p.is_dir():
+        raise ValueError(f"{p}: is a folder; expected an image, .mat, DICOM or NIfTI file")
+    kind = detect_format(p)
+    if slice_index is not None and kind not in ("nifti", "dicom"):
+        raise ValueError(f"{p}: a slice index was given but a {kind} file holds a single slice")
+    reader = {"image": _read_pil, "mat": _read_mat, "dicom": _read_dicom, "nifti": _read_nifti}[kind]
+    try:
+        sl = reader(p, slice_index) if kind in ("nifti", "dicom") else reader(p)
+    except (ValueError, FileNotFoundError):
+        raise
+    except Exception as e:  # library-specific parse errors -> one clear message
+        raise ValueError(f"{p}: cannot read as {kind} ({type(e).__name__}: {e})") from e
+    return _validated(sl)
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def _has_dicom_magic(p: Path) -> bool:
+    try:
+        with open(p, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _validated(sl: Slice) -> Slice:
+    """Check the common post-conditions every reader must meet."""
+    img = sl.image
+    if img.ndim != 2:
+        raise ValueError(f"{sl.path}: expected a 2-D slice, got an array of shape {img.shape}")
+    if img.size == 0 or min(img.shape) == 0:
+        raise ValueError(f"{sl.path}: the image is empty (shape {img.shape})")
+    if not np.all(np.isfinite(img)):
+        raise ValueError(f"{sl.path}: the image contains NaN or infinite values")
+    if sl.mask is not None and sl.mask.shape != img.shape:
+        raise ValueError(
+            f"{sl.path}: the ground-truth mask has shape {sl.mask.shape} but the image has {img.shape}"
+        )
+    sp = sl.pixel_spacing_mm
+    if sp is not None and (len(sp) != 2 or not all(np.isfinite(s) and s > 0 for s in sp)):
+        raise ValueError(f"{sl.path}: invalid pixel spacing {sp}; expected two positive numbers (mm)")
+    return dataclasses.replace(sl, image=np.ascontiguousarray(img, dtype=np.float32))
+
+
+def _to_gray(arr: np.ndarray, p: Path, mode: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(H,W) as-is; (H,W,3|4) -> BT.601 luma, alpha dropped; (H,W,2) gray+alpha -> gray."""
+    if arr.ndim == 2:
+        return arr.astype(np.float32), ()
+    if arr.ndim == 3 and arr.shape[-1] == 2:
+        return arr[..., 0].astype(np.float32), ("alpha channel dropped",)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        gray = arr[..., :3].astype(np.float64) @ _LUMA
+        notes = ("RGB converted to gray (BT.601 luma)",)
+        if arr.shape[-1] == 4:
+            notes += ("alpha channel dropped",)
+        return gray.astype(np.float32), notes
+    raise ValueError(
+        f"{p}: unsupported channel layout {arr.shape} (mode {mode}); expected gray, RGB or RGBA"
+    )
+
+
+def _read_pil(p: Path) -> Slice:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        im = Image.open(p)
+    except UnidentifiedImageError as e:
+        raise ValueError(f"{p}: not a readable image file ({e})") from e
+    with im:
+        if getattr(im, "n_frames", 1) > 1:
+            raise ValueError(f"{p}: has {im.n_frames} frames/pages; expected a single 2-D image")
+        mode = im.mode
+        if mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif mode == "1":
+            im = im.convert("L")
+        elif mode not in ("L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "F"):
+            raise ValueError(f"{p}: unsupported image mode {mode!r}; expected gray, RGB or RGBA")
+        im.load()
+        arr = np.asarray(im)
+    gray, notes = _to_gray(arr, p, mode)
+    fmt = {".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}.get(
+        p.suffix.lower(), p.suffix.lower().lstrip(".")
+    )
+    return Slice(gray, None, fmt, str(p), None, notes)
+
+
+def _figshare_spacing(shape: tuple[int, ...]) -> tuple[float, float]:
+    s = FIGSHARE_SPACING_MM * FIGSHARE_NATIVE_SIZE
+    return (s / shape[0], s / shape[1])
+
+
+def _binary_mask(m: np.ndarray, p: Path, key: str) -> np.ndarray:
+    m = np.asarray(m)
+    vals = np.unique(m)
+    if not np.all(np.isin(vals, (0, 1))):
+        raise ValueError(f"{p}: {key} should hold 0/1 values, found {vals[:8].tolist()}")
+    return m.astype(np.uint8)
+
+
+def _read_mat(p: Path) -> Slice:
+    import h5py
+
+    if h5py.is_hdf5(p):
+        return _read_mat73(p)
+    return _read_mat5(p)
+
+
+def _read_mat73(p: Path) -> Slice:
+    import h5py
+
+    with h5py.File(p, "r") as f:
+        if "cjdata" in f and isinstance(f["cjdata"], h5py.Group) and "image" in f["cjdata"]:
+            g = f["cjdata"]
+            # h5py sees MATLAB's column-major arrays transposed.
+            image = np.asarray(g["image"][()]).T
+            _check_numeric_2d(image, p, "cjdata/image")
+            mask = None
+            if "tumorMask" in g:
+                mask = _binary_mask(np.asarray(g["tumorMask"][()]).T, p, "cjdata/tumorMask")
+            return Slice(image.astype(np.float32), _figshare_spacing(image.shape), "mat-v7.3", str(p), mask)
+        if "image" in f and isinstance(f["image"], h5py.Dataset):
+            image = np.asarray(f["image"][()]).T
+            _check_numeric_2d(image, p, "image")
+            return Slice(image.astype(np.float32), None, "mat-v7.3", str(p))
+        keys = ", ".join(sorted(f.keys())) or "(none)"
+    raise ValueError(f"{p}: MATLAB v7.3 file without cjdata/image or image; found keys: {keys}")
+
+
+def _read_mat5(p: Path) -> Slice:
+    import scipy.io
+
+    try:
+        d = scipy.io.loadmat(p, squeeze_me=True, struct_as_record=False)
+    except Exception as e:
+        raise ValueError(f"{p}: not a readable MATLAB file ({type(e).__name__}: {e})") from e
+    if "cjdata" in d and hasattr(d["cjdata"], "image"):
+        cj = d["cjdata"]
+        image = np.asarray(cj.image)
+        _check_numeric_2d(image, p, "cjdata.image")
+        mask = None
+        if hasattr(cj, "tumorMask"):
+            mask = _binary_mask(cj.tumorMask, p, "cjdata.tumorMask")
+        return Slice(image.astype(np.float32), _figshare_spacing(image.shape), "mat-v5", str(p), mask)
+    if "image" in d:
+        image = np.asarray(d["image"])
+        _check_numeric_2d(image, p, "image")
+        return Slice(image.astype(np.float32), None, "mat-v5", str(p))
+    keys = ", ".join(k for k in sorted(d) if not k.startswith("__")) or "(none)"
+    raise ValueError(f"{p}: MATLAB file without cjdata.image or image; found variables: {keys}")
+
+
+def _check_numeric_2d(a: np.ndarray, p: Path, key: str) -> None:
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{p}: {key} has dtype {a.dtype}; expected a numeric 2-D array")
+    if a.ndim != 2:
+        raise ValueError(f"{p}: {key} has shape {a.shape}; expected a 2-D array")
+    if a.size == 0:
+        raise ValueError(f"{p}: {key} is empty (shape {a.shape}); expected a 2-D image")
+
+
+def _read_dicom(p: Path, frame: int | None) -> Slice:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(p)
+    except InvalidDicomError as e:
+        raise ValueError(f"{p}: not a DICOM file ({e})") from e
+    if "PixelData" not in ds:
+        raise ValueError(f"{p}: DICOM file has no pixel data")
+    arr = np.asarray(ds.pixel_array)
+    spp = int(ds.get("SamplesPerPixel", 1))
+    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    notes: tuple[str, ...] = ()
+    if nframes > 1:
+        if frame is None:
+            raise ValueError(
+                f"{p}: multi-frame DICOM with {nframes} frames; pass a frame index (--slice)"
+            )
+        if not 0 <= frame < nframes:
+            raise ValueError(f"{p}: frame {frame} out of range; the file has {nframes} frames (0..{nframes - 1})")
+        arr = arr[frame]
+    elif frame not in (None, 0):
+        raise ValueError(f"{p}: single-frame DICOM; slice index {frame} out of range")
+    if spp == 1:
+        img = arr.astype(np.float64)
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        img = img * slope + intercept
+        if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+            img = img.max() + img.min() - img  # MONOCHROME1: low values are bright
+            notes += ("MONOCHROME1 inverted",)
+    else:
+        img, n2 = _to_gray(arr, p, str(ds.get("PhotometricInterpretation", "")))
+        notes += n2
+    spacing = None
+    if "PixelSpacing" in ds and ds.PixelSpacing is not None and len(ds.PixelSpacing) == 2:
+        spacing = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))  # (row, col) per the standard
+    return Slice(np.asarray(img, np.float32), spacing, "dicom", str(p), None, notes)
+
+
+def _read_nifti(p: Path, index: int | None) -> Slice:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(p))
+    except Exception as e:
+        raise ValueError(f"{p}: not a readable NIfTI file ({type(e).__name__}: {e})") from e
+    shape = tuple(img.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) not in (2, 3):
+        raise ValueError(f"{p}: NIfTI array of shape {img.shape}; expected a 2-D slice or a 3-D volume")
+    if tuple(img.shape) != shape + (1,) * (3 - len(shape)):
+        # 2-D slice or trailing singleton time axis -> a 3-D volume; voxel sizes come from the affine.
+        data3 = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape + (1,) * (3 - len(shape)))
+        img = nib.Nifti1Image(data3, img.affine)
+    can = nib.as_closest_canonical(img)
+    data = np.asarray(can.get_fdata(dtype=np.float32))
+    zx, zy = (float(z) for z in can.header.get_zooms()[:2])
+    n = data.shape[2]
+    k = n // 2 if index is None else index
+    if not 0 <= k < n:
+        raise ValueError(f"{p}: axial slice {k} out of range; the volume has {n} axial slices (0..{n - 1})")
+    # RAS+ voxel axes: x grows toward the patient's right, y toward anterior. Radiological display:
+    # rows = anterior->posterior (reverse y), cols = patient right->left (reverse x).
+    image = data[::-1, ::-1, k].T
+    notes = (f"axial slice {k} of {n}",) if n > 1 else ()
+    return Slice(image, (zy, zx), "nifti", str(p), None, notes)
