@@ -1,0 +1,279 @@
+"""ConvNeXt V1 (layer scale) and ConvNeXt V2 (Global Response Normalization) in Flax NNX, NHWC.
+
+Attribute names follow transformers' ``modeling_convnext.py`` / ``modeling_convnextv2.py`` so that the
+conversion map in ``brain_jax/convert/convnext.py`` is a rename plus transposes:
+``embeddings.{patch_embeddings, layernorm}``, ``encoder.stages.N.downsampling_layer.{0: LayerNorm,
+1: 2x2/2 conv}``, ``encoder.stages.N.layers.M.{dwconv, layernorm, pwconv1, grn, pwconv2,
+layer_scale_parameter, drop_path}``, final ``layernorm`` (after global average pooling), ``classifier``.
+
+Numerics follow HF exactly: every LayerNorm inside the network uses eps 1e-6; only the final pooled
+LayerNorm uses ``config.layer_norm_eps`` (1e-12 in HF configs).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from brain_jax.models.common import DepthwiseConv, DropPath, drop_path_rates, gelu
+
+MODEL_TYPES = ("convnextv2", "convnext")
+BLOCK_EPS = 1e-6  # HF hard-codes this inside the network, independent of config.layer_norm_eps
+
+# (depths, hidden_sizes) per variant; every size transformers/facebook publish plus a tiny test size.
+_TEST = ((1, 1, 2, 1), (8, 16, 32, 64))
+_V2_VARIANTS = {
+    "test": _TEST,
+    "atto": ((2, 2, 6, 2), (40, 80, 160, 320)),
+    "femto": ((2, 2, 6, 2), (48, 96, 192, 384)),
+    "pico": ((2, 2, 6, 2), (64, 128, 256, 512)),
+    "nano": ((2, 2, 8, 2), (80, 160, 320, 640)),
+    "tiny": ((3, 3, 9, 3), (96, 192, 384, 768)),
+    "base": ((3, 3, 27, 3), (128, 256, 512, 1024)),
+    "large": ((3, 3, 27, 3), (192, 384, 768, 1536)),
+    "huge": ((3, 3, 27, 3), (352, 704, 1408, 2816)),
+}
+_V1_VARIANTS = {
+    "test": _TEST,
+    "tiny": ((3, 3, 9, 3), (96, 192, 384, 768)),
+    "small": ((3, 3, 27, 3), (96, 192, 384, 768)),
+    "base": ((3, 3, 27, 3), (128, 256, 512, 1024)),
+    "large": ((3, 3, 27, 3), (192, 384, 768, 1536)),
+    "xlarge": ((3, 3, 27, 3), (256, 512, 1024, 2048)),
+}
+_VARIANTS = {"convnextv2": _V2_VARIANTS, "convnext": _V1_VARIANTS}
+
+
+@dataclass(frozen=True)
+class ConvNeXtConfig:
+    """Architecture hyper-parameters (HF field names where HF has them)."""
+
+    model_type: str = "convnextv2"  # "convnextv2" (GRN) or "convnext" (V1, layer scale)
+    num_labels: int = 1000
+    hidden_sizes: tuple[int, ...] = (96, 192, 384, 768)
+    depths: tuple[int, ...] = (3, 3, 9, 3)
+    num_channels: int = 3
+    patch_size: int = 4
+    layer_norm_eps: float = 1e-12  # final pooled LayerNorm only
+    layer_scale_init_value: float = 0.0  # V1: 1e-6 in HF; 0 means no layer scale
+    drop_path_rate: float = 0.0
+    head_dropout: float = 0.0  # dropout on the pooled features; HF has none (keep 0 for parity)
+    image_size: int = 224  # informational (conv nets take any size); kept for the HF config
+    label_names: tuple[str, ...] = ()  # id2label names, () -> LABEL_i
+    depthwise_impl: str = "auto"  # "auto" | "shift" | "grouped" (same numbers; speed per backend)
+
+    def __post_init__(self):
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"ConvNeXtConfig.model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
+        if len(self.hidden_sizes) != len(self.depths) or not self.depths:
+            raise ValueError(
+                f"ConvNeXtConfig: hidden_sizes {self.hidden_sizes} and depths {self.depths} must be "
+                "non-empty and of equal length"
+            )
+        if self.num_labels < 1:
+            raise ValueError(f"ConvNeXtConfig.num_labels must be >= 1, got {self.num_labels}")
+        if self.label_names and len(self.label_names) != self.num_labels:
+            raise ValueError(
+                f"ConvNeXtConfig.label_names has {len(self.label_names)} names but num_labels is {self.num_labels}"
+            )
+        if self.model_type == "convnextv2" and self.layer_scale_init_value:
+            raise ValueError("ConvNeXtConfig.layer_scale_init_value must be 0 for convnextv2 (V2 has GRN instead)")
+
+
+def _trunc_normal():
+    return nnx.initializers.truncated_normal(stddev=0.02)
+
+
+def _layer_norm(dim: int, eps: float, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    # Two-pass variance, as torch computes it: the fast E[x²]-E[x]² form drifts by ~1e-5 on big activations.
+    return nnx.LayerNorm(dim, epsilon=eps, dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False, rngs=rngs)
+
+
+def _linear(d_in: int, d_out: int, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(d_in, d_out, dtype=dtype, param_dtype=jnp.float32, kernel_init=_trunc_normal(), rngs=rngs)
+
+
+def _patch_conv(d_in: int, d_out: int, k: int, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Conv:
+    """k×k stride-k conv, no padding (PyTorch floors odd sizes the same way as VALID)."""
+    return nnx.Conv(d_in, d_out, (k, k), strides=(k, k), padding="VALID", dtype=dtype, param_dtype=jnp.float32,
+                    kernel_init=_trunc_normal(), rngs=rngs)
+
+
+class GRN(nnx.Module):
+    """Global Response Normalization: x + weight·(x·N(x)) + bias, N = ‖x‖₂ over H,W / channel-mean."""
+
+    def __init__(self, dim: int, *, dtype: jnp.dtype = jnp.float32):
+        # HF initialises both to zero (GRN starts as the identity).
+        self.weight = nnx.Param(jnp.zeros((dim,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((dim,), jnp.float32))
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.astype(self.dtype)
+        # statistics in float32 even under bfloat16 compute: a sum of H·W squares overflows bf16's precision
+        gx = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=(1, 2), keepdims=True))
+        nx = (gx / (jnp.mean(gx, axis=-1, keepdims=True) + 1e-6)).astype(self.dtype)
+        w = self.weight[...].astype(self.dtype)
+        b = self.bias[...].astype(self.dtype)
+        return w * (x * nx) + b + x
+
+
+class ConvNeXtLayer(nnx.Module):
+    """One block: 7×7 depthwise conv -> LN -> Linear 4C -> GELU [-> GRN] -> Linear C [-> ·γ] -> drop path + x."""
+
+    def __init__(self, cfg: ConvNeXtConfig, dim: int, drop_path: float, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.dwconv = DepthwiseConv(dim, 7, 3, dtype=dtype, impl=cfg.depthwise_impl, rngs=rngs)  # type: ignore[arg-type]
+        self.layernorm = _layer_norm(dim, BLOCK_EPS, dtype, rngs)
+        self.pwconv1 = _linear(dim, 4 * dim, dtype, rngs)
+        self.grn = GRN(4 * dim, dtype=dtype) if cfg.model_type == "convnextv2" else nnx.data(None)
+        self.pwconv2 = _linear(4 * dim, dim, dtype, rngs)
+        if cfg.model_type == "convnext" and cfg.layer_scale_init_value > 0:
+            self.layer_scale_parameter = nnx.Param(jnp.full((dim,), cfg.layer_scale_init_value, jnp.float32))
+        else:
+            self.layer_scale_parameter = nnx.data(None)
+        self.drop_path = DropPath(drop_path, rngs=rngs)
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = self.dwconv(x)
+        h = self.layernorm(h)
+        h = gelu(self.pwconv1(h))
+        if self.grn is not None:
+            h = self.grn(h)
+        h = self.pwconv2(h)
+        if self.layer_scale_parameter is not None:
+            h = h * self.layer_scale_parameter[...].astype(self.dtype)
+        return x.astype(self.dtype) + self.drop_path(h)
+
+
+class ConvNeXtStage(nnx.Module):
+    """Optional downsampling (LN, 2×2/2 conv) then ``depth`` blocks."""
+
+    def __init__(self, cfg: ConvNeXtConfig, d_in: int, d_out: int, downsample: bool, rates: list[float], *,
+                 dtype: jnp.dtype, rngs: nnx.Rngs):
+        if downsample:
+            self.downsampling_layer = nnx.List(
+                [_layer_norm(d_in, BLOCK_EPS, dtype, rngs), _patch_conv(d_in, d_out, 2, dtype, rngs)]
+            )
+        else:
+            self.downsampling_layer = nnx.List([])
+        self.layers = nnx.List([ConvNeXtLayer(cfg, d_out, r, dtype=dtype, rngs=rngs) for r in rates])
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for layer in self.downsampling_layer:
+            x = layer(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class ConvNeXtEmbeddings(nnx.Module):
+    """Patchify stem: p×p stride-p conv then LayerNorm (eps 1e-6)."""
+
+    def __init__(self, cfg: ConvNeXtConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.patch_embeddings = _patch_conv(cfg.num_channels, cfg.hidden_sizes[0], cfg.patch_size, dtype, rngs)
+        self.layernorm = _layer_norm(cfg.hidden_sizes[0], BLOCK_EPS, dtype, rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.layernorm(self.patch_embeddings(x))
+
+
+class ConvNeXtEncoder(nnx.Module):
+    def __init__(self, cfg: ConvNeXtConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+        rates = drop_path_rates(cfg.drop_path_rate, tuple(cfg.depths))
+        stages, prev = [], cfg.hidden_sizes[0]
+        for i, (dim, r) in enumerate(zip(cfg.hidden_sizes, rates)):
+            # HF downsamples whenever stride > 1 (every stage but the first) or the width changes
+            stages.append(ConvNeXtStage(cfg, prev, dim, i > 0 or prev != dim, r, dtype=dtype, rngs=rngs))
+            prev = dim
+        self.stages = nnx.List(stages)
+
+
+class ConvNeXt(nnx.Module):
+    """ConvNeXt V1/V2 image classifier: ``model(x_nhwc)`` -> logits (B, num_labels), float32.
+
+    ``model(x, output_hidden_states=True)`` -> (logits, [stem output, stage 1 ... stage N outputs]) in NHWC,
+    the same list as HF's ``hidden_states`` (transposed).
+    """
+
+    head_paths = ("classifier",)
+
+    def __init__(self, config: ConvNeXtConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+        self.config = config
+        self.dtype = dtype
+        self.embeddings = ConvNeXtEmbeddings(config, dtype=dtype, rngs=rngs)
+        self.encoder = ConvNeXtEncoder(config, dtype=dtype, rngs=rngs)
+        self.layernorm = _layer_norm(config.hidden_sizes[-1], config.layer_norm_eps, dtype, rngs)
+        self.head_dropout = nnx.Dropout(config.head_dropout, rngs=rngs)
+        self.classifier = _linear(config.hidden_sizes[-1], config.num_labels, dtype, rngs)
+
+    def __call__(self, x: jax.Array, *, output_hidden_states: bool = False):
+        if x.ndim != 4 or x.shape[-1] != self.config.num_channels:
+            raise ValueError(
+                f"ConvNeXt expects NHWC input with {self.config.num_channels} channels, got shape {x.shape}"
+            )
+        h = self.embeddings(x)
+        hidden = [h]
+        for stage in self.encoder.stages:
+            h = stage(h)
+            hidden.append(h)
+        pooled = jnp.mean(h.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
+        pooled = self.head_dropout(self.layernorm(pooled))
+        logits = self.classifier(pooled).astype(jnp.float32)
+        return (logits, hidden) if output_hidden_states else logits
+
+
+# --------------------------------------------------------------------------- registry hooks
+
+
+def variants(name: str) -> tuple[str, ...]:
+    if name not in _VARIANTS:
+        raise ValueError(f"convnext module handles {MODEL_TYPES}, not {name!r}")
+    return tuple(_VARIANTS[name])
+
+
+_FIELDS = {f.name for f in dataclasses.fields(ConvNeXtConfig)}
+
+
+def make_config(name: str, variant: str, num_classes: int, **overrides) -> ConvNeXtConfig:
+    """The config of a named size; ``dropout`` is accepted as an alias of ``head_dropout``."""
+    table = _VARIANTS.get(name)
+    if table is None:
+        raise ValueError(f"convnext module handles {MODEL_TYPES}, not {name!r}")
+    if variant not in table:
+        raise ValueError(f"unknown {name} variant {variant!r}; expected one of {', '.join(table)}")
+    if "dropout" in overrides:
+        overrides["head_dropout"] = overrides.pop("dropout")
+    allowed = _FIELDS - {"model_type", "num_labels"}  # those two come from name / num_classes
+    bad = sorted(set(overrides) - allowed)
+    if bad:
+        raise ValueError(f"unknown {name} override(s) {bad}; allowed: {sorted(allowed)}")
+    depths, dims = table[variant]
+    base = dict(model_type=name, num_labels=num_classes, depths=depths, hidden_sizes=dims,
+                layer_scale_init_value=1e-6 if name == "convnext" else 0.0)
+    base.update(overrides)
+    return config_from_dict(base)
+
+
+def create(name: str, variant: str, num_classes: int, *, dtype: jnp.dtype = jnp.float32,
+           rngs: nnx.Rngs | None = None, **overrides) -> ConvNeXt:
+    """A fresh ConvNeXt of a named size, e.g. ``create("convnextv2", "tiny", 4, drop_path_rate=0.1)``."""
+    rngs = rngs if rngs is not None else nnx.Rngs(params=0, dropout=1)
+    return from_config(make_config(name, variant, num_classes, **overrides), dtype=dtype, rngs=rngs)
+
+
+def config_from_dict(d: dict) -> ConvNeXtConfig:
+    """Rebuild a config from ``dataclasses.asdict`` output read back from JSON (lists -> tuples)."""
+    unknown = sorted(set(d) - _FIELDS)
+    if unknown:
+        raise ValueError(f"unknown ConvNeXt config field(s) {unknown}; expected a subset of {sorted(_FIELDS)}")
+    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return ConvNeXtConfig(**d)
+
+
+def from_config(cfg: ConvNeXtConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs | None = None) -> ConvNeXt:
+    rngs = rngs if rngs is not None else nnx.Rngs(params=0, dropout=1)
+    return ConvNeXt(cfg, dtype=dtype, rngs=rngs)
