@@ -24,13 +24,16 @@ def ignore(hf_key: str) -> bool:
     return bool(_IGNORE.search(hf_key))
 
 
-def _label_names(hf: dict, where: str) -> tuple[int, tuple[str, ...]]:
+def hf_labels(hf: dict, where: str) -> tuple[int, tuple[str, ...]]:
+    """num_labels and id2label names from a config.json dict (shared with the ViT converter)."""
     id2label = hf.get("id2label")
     if id2label:
         try:
             names = tuple(str(id2label[str(i)] if str(i) in id2label else id2label[i]) for i in range(len(id2label)))
         except KeyError as e:
             raise ConversionError(f"{where}: id2label keys must be 0..{len(id2label) - 1}, missing {e}") from e
+        if "num_labels" in hf and int(hf["num_labels"]) != len(names):
+            raise ConversionError(f"{where}: num_labels {hf['num_labels']} != {len(names)} id2label entries")
         return len(names), names
     n = hf.get("num_labels")
     if not isinstance(n, int) or n < 1:
@@ -38,12 +41,12 @@ def _label_names(hf: dict, where: str) -> tuple[int, tuple[str, ...]]:
     return n, ()
 
 
-def _expect(hf: dict, key: str, want, where: str) -> None:
+def expect_value(hf: dict, key: str, want, where: str) -> None:
     if key in hf and hf[key] != want:
         raise ConversionError(f"{where}: {key}={hf[key]!r} is not supported (brain-jax Swin needs {want!r})")
 
 
-def _int(v, key: str, where: str) -> int:
+def square_int(v, key: str, where: str) -> int:
     if isinstance(v, (list, tuple)):
         if len(set(v)) != 1:
             raise ConversionError(f"{where}: non-square {key}={v} is not supported")
@@ -55,9 +58,9 @@ def config_from_hf(hf: dict, where: str = "config.json") -> SwinConfig:
     """SwinConfig from a transformers config.json dict; unsupported options raise ConversionError."""
     if hf.get("model_type") != "swin":
         raise ConversionError(f"{where}: model_type {hf.get('model_type')!r} is not 'swin'")
-    _expect(hf, "hidden_act", "gelu", where)
-    _expect(hf, "use_absolute_embeddings", False, where)
-    num_labels, names = _label_names(hf, where)
+    expect_value(hf, "hidden_act", "gelu", where)
+    expect_value(hf, "use_absolute_embeddings", False, where)
+    num_labels, names = hf_labels(hf, where)
     try:
         return SwinConfig(
             num_labels=num_labels,
@@ -66,8 +69,8 @@ def config_from_hf(hf: dict, where: str = "config.json") -> SwinConfig:
             depths=tuple(int(d) for d in hf.get("depths", (2, 2, 6, 2))),
             num_heads=tuple(int(h) for h in hf.get("num_heads", (3, 6, 12, 24))),
             window_size=int(hf.get("window_size", 7)),
-            image_size=_int(hf.get("image_size", 224), "image_size", where),
-            patch_size=_int(hf.get("patch_size", 4), "patch_size", where),
+            image_size=square_int(hf.get("image_size", 224), "image_size", where),
+            patch_size=square_int(hf.get("patch_size", 4), "patch_size", where),
             num_channels=int(hf.get("num_channels", 3)),
             mlp_ratio=float(hf.get("mlp_ratio", 4.0)),
             qkv_bias=bool(hf.get("qkv_bias", True)),

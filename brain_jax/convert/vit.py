@@ -1,0 +1,116 @@
+"""HF ``ViTForImageClassification`` <-> ``brain_jax.models.vit.ViT``: explicit key map and config.
+
+HF keys are the ones ``save_pretrained`` writes (transformers 5.24 renames them to ``q_proj``/``mlp.fc1``
+internally and back on save): ``vit.`` + our path with ``.weight``/``.bias`` for ``.kernel``/``.bias``
+(LayerNorm ``scale`` <-> ``weight``), and ``classifier.*`` for the head. A ``ViTModel`` checkpoint's
+``vit.pooler.*`` weights are not part of a classifier: they are reported as unused, never dropped silently.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import nnx
+
+from brain_jax.convert.core import CONV, IDENTITY, LINEAR, ConversionError, KeyMap
+from brain_jax.convert.swin import expect_value, hf_labels, square_int
+from brain_jax.models.vit import ViT, ViTConfig
+
+MODEL_TYPES = ("vit",)
+
+
+def ignore(hf_key: str) -> bool:
+    """ViT checkpoints hold no buffers: every key is a weight."""
+    return False
+
+
+def config_from_hf(hf: dict, where: str = "config.json") -> ViTConfig:
+    """ViTConfig from a transformers config.json dict; unsupported options raise ConversionError."""
+    if hf.get("model_type") != "vit":
+        raise ConversionError(f"{where}: model_type {hf.get('model_type')!r} is not 'vit'")
+    expect_value(hf, "hidden_act", "gelu", where)
+    hidden = int(hf.get("hidden_size", 768))
+    heads = int(hf.get("num_attention_heads", 12))
+    if hf.get("head_dim") not in (None, hidden // max(heads, 1)):
+        raise ConversionError(f"{where}: head_dim={hf['head_dim']} != hidden_size/num_attention_heads is not supported")
+    num_labels, names = hf_labels(hf, where)
+    try:
+        return ViTConfig(
+            num_labels=num_labels,
+            label_names=names,
+            hidden_size=hidden,
+            num_hidden_layers=int(hf.get("num_hidden_layers", 12)),
+            num_attention_heads=heads,
+            intermediate_size=int(hf.get("intermediate_size", 3072)),
+            image_size=square_int(hf.get("image_size", 224), "image_size", where),
+            patch_size=square_int(hf.get("patch_size", 16), "patch_size", where),
+            num_channels=int(hf.get("num_channels", 3)),
+            qkv_bias=bool(hf.get("qkv_bias", True)),
+            hidden_dropout_prob=float(hf.get("hidden_dropout_prob", 0.0)),
+            attention_probs_dropout_prob=float(hf.get("attention_probs_dropout_prob", 0.0)),
+            layer_norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
+        )
+    except ValueError as e:
+        raise ConversionError(f"{where}: {e}") from e
+
+
+def build_from_hf_config(hf_config: dict, dtype: jnp.dtype = jnp.float32) -> ViT:
+    return ViT(config_from_hf(hf_config), dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1))
+
+
+def _linear(m: dict, ours: str, hf: str, bias: bool = True) -> None:
+    m[f"{ours}.kernel"] = (f"{hf}.weight", LINEAR)
+    if bias:
+        m[f"{ours}.bias"] = (f"{hf}.bias", IDENTITY)
+
+
+def _norm(m: dict, ours: str, hf: str) -> None:
+    m[f"{ours}.scale"] = (f"{hf}.weight", IDENTITY)
+    m[f"{ours}.bias"] = (f"{hf}.bias", IDENTITY)
+
+
+def key_map(model: ViT) -> KeyMap:
+    """``{our dotted path: (HF key, hook)}`` for every parameter of ``model``."""
+    cfg = model.config
+    m: dict = {
+        "embeddings.cls_token": ("vit.embeddings.cls_token", IDENTITY),
+        "embeddings.position_embeddings": ("vit.embeddings.position_embeddings", IDENTITY),
+    }
+    proj = "embeddings.patch_embeddings.projection"
+    m[f"{proj}.kernel"] = (f"vit.{proj}.weight", CONV)
+    m[f"{proj}.bias"] = (f"vit.{proj}.bias", IDENTITY)
+    for i in range(cfg.num_hidden_layers):
+        p = f"encoder.layer.{i}"
+        _norm(m, f"{p}.layernorm_before", f"vit.{p}.layernorm_before")
+        for name in ("query", "key", "value"):
+            _linear(m, f"{p}.attention.attention.{name}", f"vit.{p}.attention.attention.{name}", cfg.qkv_bias)
+        for name in ("attention.output.dense", "intermediate.dense", "output.dense"):
+            _linear(m, f"{p}.{name}", f"vit.{p}.{name}")
+        _norm(m, f"{p}.layernorm_after", f"vit.{p}.layernorm_after")
+    _norm(m, "layernorm", "vit.layernorm")
+    _linear(m, "classifier", "classifier")
+    return m
+
+
+def hf_config(model: ViT) -> dict:
+    """A config.json that ``transformers.AutoModelForImageClassification`` loads as this model."""
+    cfg = model.config
+    names = cfg.label_names or tuple(f"LABEL_{i}" for i in range(cfg.num_labels))
+    return {
+        "architectures": ["ViTForImageClassification"],
+        "model_type": "vit",
+        "image_size": cfg.image_size,
+        "patch_size": cfg.patch_size,
+        "num_channels": cfg.num_channels,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "qkv_bias": cfg.qkv_bias,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": cfg.hidden_dropout_prob,
+        "attention_probs_dropout_prob": cfg.attention_probs_dropout_prob,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "initializer_range": 0.02,
+        "encoder_stride": cfg.patch_size,
+        "id2label": {str(i): n for i, n in enumerate(names)},
+        "label2id": {n: i for i, n in enumerate(names)},
+    }
