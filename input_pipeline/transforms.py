@@ -1,0 +1,68 @@
+"""Per-example transforms (numpy, run inside grain's map): intensity normalisation, resize with the
+pixel spacing updated, augmentation applied identically to image and mask, grayscale -> 3 channels
+and the mean/std of the pretrained weights."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+
+def normalise_intensity(image: np.ndarray, upper_percentile: float = 99.5) -> np.ndarray:
+    """Map each image to [0, 1]: minimum -> 0, the given upper percentile -> 1 (clipped above), so
+    16-bit MRI and 8-bit JPEG sources land on the same scale and a few hot pixels do not set it."""
+    x = np.asarray(image, np.float32)
+    lo = float(x.min())
+    hi = float(np.percentile(x, upper_percentile))
+    if hi <= lo:
+        hi = float(x.max())
+    if hi <= lo:
+        return np.zeros_like(x)
+    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+
+
+def resize(image: np.ndarray, mask: np.ndarray, spacing_mm: np.ndarray, size: int):
+    """Resize to (size, size): antialiased bilinear for the image, nearest for the mask; the spacing
+    per axis grows by the shrink factor (non-square inputs get anisotropic spacing)."""
+    h, w = image.shape
+    spacing = np.asarray(spacing_mm, np.float32) * np.array([h / size, w / size], np.float32)
+    if (h, w) == (size, size):
+        return image, mask, spacing
+    img = np.asarray(Image.fromarray(image, mode="F").resize((size, size), Image.BILINEAR), np.float32)
+    m = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((size, size), Image.NEAREST))
+    return img, m, spacing
+
+
+def augment(image: np.ndarray, mask: np.ndarray, spacing_mm: np.ndarray, rng: np.random.Generator,
+            cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random flips, rotation + isotropic scale about the centre, brightness/contrast (image only).
+
+    The same geometry goes to the mask with nearest-neighbour sampling. Zooming in by s divides the
+    physical size of a pixel by s, so the spacing follows.
+    """
+    if cfg.hflip and rng.random() < 0.5:
+        image, mask = image[:, ::-1], mask[:, ::-1]
+    if cfg.vflip and rng.random() < 0.5:
+        image, mask = image[::-1], mask[::-1]
+    angle = np.deg2rad(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg)) if cfg.rotate_deg else 0.0
+    scale = rng.uniform(cfg.scale_min, cfg.scale_max) if cfg.scale_max > cfg.scale_min else 1.0
+    if angle != 0.0 or scale != 1.0:
+        c, s = np.cos(angle), np.sin(angle)
+        # affine_transform maps output coords to input coords: inverse of "rotate then zoom by scale".
+        mat = np.array([[c, s], [-s, c]], np.float64) / scale
+        centre = (np.array(image.shape, np.float64) - 1) / 2
+        offset = centre - mat @ centre
+        image = ndimage.affine_transform(np.ascontiguousarray(image), mat, offset, order=1, cval=0.0)
+        mask = ndimage.affine_transform(np.ascontiguousarray(mask), mat, offset, order=0, cval=0)
+        spacing_mm = np.asarray(spacing_mm, np.float32) / np.float32(scale)
+    if cfg.contrast or cfg.brightness:
+        cf = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)
+        br = rng.uniform(-cfg.brightness, cfg.brightness)
+        image = (image - 0.5) * cf + 0.5 + br
+    return np.ascontiguousarray(image), np.ascontiguousarray(mask), spacing_mm
+
+
+def to_model_input(image01: np.ndarray, mean, std) -> np.ndarray:
+    """Grayscale [0, 1] -> (H, W, 3) float32 normalised with the pretrained weights' mean/std."""
+    x = np.repeat(image01[..., None], 3, axis=-1)
+    return ((x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).astype(np.float32)

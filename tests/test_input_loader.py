@@ -1,0 +1,177 @@
+"""Phantom builder and grain loader: contents, determinism, exact resume, sharding, padding."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import input_pipeline as ip
+from input_pipeline import phantoms, transforms
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory):
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()
+    d = tmp_path_factory.mktemp("tfds")
+    ip.build_dataset("brain_phantoms", d, builder_config="tiny")
+    return d
+
+
+def _cfg(data_dir, **kw):
+    c = ip.default_data_config()
+    c.data_dir = str(data_dir)
+    c.builder_config = "tiny"
+    c.image_size = 32
+    for k, v in kw.items():
+        setattr(c, k, v)
+    return c
+
+
+def _records(data_dir, split):
+    import tensorflow_datasets as tfds
+
+    ds = tfds.data_source("brain_phantoms/tiny", split=split, data_dir=str(data_dir))
+    return [ds[i] for i in range(len(ds))]
+
+
+def test_phantom_splits_counts_labels(phantom_dir):
+    recs = {s: _records(phantom_dir, s) for s in ("train", "validation", "test")}
+    # 16 patients, 4 per class: 2 train / 1 validation / 1 test per class, 2 slices each.
+    assert {s: len(r) for s, r in recs.items()} == {"train": 16, "validation": 8, "test": 8}
+    for r in recs.values():
+        labels = np.bincount([e["label"] for e in r], minlength=4)
+        assert (labels == labels[0]).all()
+    pats = {s: {e["patient_id"] for e in r} for s, r in recs.items()}
+    assert not (pats["train"] & pats["validation"] or pats["train"] & pats["test"]
+                or pats["validation"] & pats["test"])
+    e = recs["train"][0]
+    assert e["image"].dtype == np.uint16 and e["image"].shape == (32, 32)
+    np.testing.assert_allclose(e["pixel_spacing_mm"], [0.98 * 8, 0.98 * 8], rtol=1e-6)
+    assert e["has_mask"] and e["source"] == b"brain_phantoms" and len(e["sha256"]) == 64
+
+
+def test_phantom_tumours_are_class_specific():
+    size = 96
+    for pt in range(16):
+        img, mask, label = phantoms.render_slice(0, pt, 0, size)
+        img2, mask2, _ = phantoms.render_slice(0, pt, 0, size)
+        np.testing.assert_array_equal(img, img2)  # deterministic
+        if label == phantoms.NOTUMOR:
+            assert mask.sum() == 0
+            continue
+        assert mask.sum() > 20
+        yy, xx = np.nonzero(mask)
+        cy, cx = (yy.mean() + 0.5) / size * 2 - 1, (xx.mean() + 0.5) / size * 2 - 1
+        r = np.hypot(cx, cy)
+        if label == phantoms.PITUITARY:
+            assert abs(cx) < 0.06 and cy > 0.3  # midline, low (skull base)
+        elif label == phantoms.MENINGIOMA:
+            assert r > 0.55  # at the skull
+            assert img[mask > 0].mean() > np.percentile(img, 95) * 0.85  # bright
+        else:
+            assert r < 0.6  # intra-axial
+            inner = img[mask > 0]
+            assert inner.std() > 0.2 * inner.mean()  # heterogeneous (necrotic core)
+    a, _, _ = phantoms.render_slice(1, 0, 0, size)
+    assert not np.array_equal(a, phantoms.render_slice(0, 0, 0, size)[0])  # seed matters
+
+
+def test_missing_dataset_message(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        ip.make_loader(_cfg(tmp_path), "train", global_batch_size=4, train=True, seed=0,
+                       process_index=0, process_count=1)
+    msg = str(e.value)
+    assert "brain_phantoms" in msg and str(tmp_path) in msg and "brain-jax data build" in msg
+
+
+def test_eval_padding_and_sharding(phantom_dir):
+    cfg = _cfg(phantom_dir)
+    assert ip.num_examples(cfg, "validation") == 8
+    one = list(ip.make_loader(cfg, "validation", global_batch_size=6, train=False, seed=0,
+                              process_index=0, process_count=1))
+    assert len(one) == 2 and one[0]["image"].shape == (6, 32, 32, 3)
+    valid = np.concatenate([b["valid"] for b in one])
+    assert valid.tolist() == [True] * 8 + [False] * 4
+    assert one[1]["mask"].dtype == np.int32 and one[1]["label"].dtype == np.int32
+    assert not one[1]["image"][2:].any() and one[1]["has_mask"][:2].all()
+    # Two simulated hosts: host p holds rows p*3:(p+1)*3 of each global batch.
+    hosts = [list(ip.make_loader(cfg, "validation", global_batch_size=6, train=False, seed=0,
+                                 process_index=p, process_count=2)) for p in range(2)]
+    for step in range(2):
+        for key in ("image", "label", "valid", "mask"):
+            np.testing.assert_array_equal(
+                np.concatenate([hosts[0][step][key], hosts[1][step][key]]), one[step][key])
+    # Unaugmented eval images are the normalised, 3-channel stored images.
+    rec = _records(phantom_dir, "validation")[0]
+    x = transforms.normalise_intensity(rec["image"])
+    expect = (x[..., None] - np.array(ip.default_data_config().mean)) / np.array(
+        ip.default_data_config().std)
+    np.testing.assert_allclose(one[0]["image"][0], expect, atol=1e-5)
+    np.testing.assert_array_equal(one[0]["mask"][0], rec["mask"])
+    with pytest.raises(ValueError, match="multiple of the process count"):
+        ip.make_loader(cfg, "validation", global_batch_size=5, train=False, seed=0,
+                       process_index=0, process_count=2)
+
+
+def test_train_epochs_determinism_and_exact_resume(phantom_dir):
+    cfg = _cfg(phantom_dir)
+    cfg.augment.enabled = False
+
+    def loader(seed=0):
+        return ip.make_loader(cfg, "train", global_batch_size=4, train=True, seed=seed,
+                              process_index=0, process_count=1)
+
+    it = iter(loader())
+    batches = [next(it) for _ in range(8)]  # two epochs of 16 // 4 = 4 steps
+    ids = [[b["image"][i].tobytes() for i in range(4)] for b in batches]
+    epoch0, epoch1 = sum(ids[:4], []), sum(ids[4:], [])
+    assert len(set(epoch0)) == 16 and set(epoch0) == set(epoch1)  # each epoch sees every record once
+    assert epoch0 != epoch1  # reshuffled per epoch
+    it2 = iter(loader())
+    for b in batches:
+        np.testing.assert_array_equal(next(it2)["image"], b["image"])
+    assert [x.tobytes() for x in next(iter(loader(seed=1)))["image"]] != ids[0]
+
+    # Resume mid-epoch with augmentation on: identical remaining batches.
+    cfg.augment.enabled = True
+    it = iter(loader())
+    for _ in range(3):
+        next(it)
+    state = it.get_state()
+    rest = [next(it) for _ in range(4)]  # crosses the epoch boundary
+    it3 = iter(loader())
+    it3.set_state(state)
+    for b in rest:
+        got = next(it3)
+        for k in b:
+            np.testing.assert_array_equal(got[k], b[k])
+
+
+def test_augment_moves_image_and_mask_together():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:30, 5:20] = 1  # asymmetric
+    image = mask.astype(np.float32)
+    cfg = ip.default_data_config().augment
+    cfg.brightness = cfg.contrast = 0.0
+    cfg.rotate_deg, cfg.scale_min, cfg.scale_max = 20.0, 0.8, 1.2
+    moved = 0
+    for _ in range(8):
+        img, m, sp = transforms.augment(image, mask, np.array([1.0, 1.0], np.float32), rng, cfg)
+        assert set(np.unique(m)) <= {0, 1}
+        agree = ((img > 0.5) == (m > 0)).mean()
+        assert agree > 0.97
+        moved += not np.array_equal(m, mask)
+        assert 1 / 1.2 - 1e-6 <= sp[0] <= 1 / 0.8 + 1e-6 and sp[0] == sp[1]
+    assert moved >= 6
+
+
+def test_resize_updates_spacing():
+    img = np.zeros((40, 80), np.float32)
+    mask = np.zeros((40, 80), np.uint8)
+    mask[:, :40] = 1
+    out, m, sp = transforms.resize(img, mask, np.array([0.5, 0.5], np.float32), 20)
+    assert out.shape == (20, 20) and m.shape == (20, 20)
+    np.testing.assert_allclose(sp, [1.0, 2.0])
+    assert m[:, :10].all() and not m[:, 10:].any()
