@@ -67,4 +67,9 @@ def build_dataset(name: str, data_dir: str | os.PathLike, *, manual_dir: str | o
         manual_dir=os.fspath(Path(manual_dir).expanduser()) if manual_dir else None
     )
     b.download_and_prepare(download_config=dl, file_format="array_record")
+    bad = getattr(b, "bad_inputs", None)  # set by builders that read user files, during a fresh build
+    if bad is not None and bad.problems:
+        report = Path(b.data_dir) / "skipped_inputs.json"
+        bad.write(report)
+        print(f"{name}: built without {len(bad.problems)} bad input(s); list in {report}")
     return b

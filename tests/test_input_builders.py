@@ -1,0 +1,243 @@
+"""Figshare (.mat v7.3 / v5, zips, cvind.mat) and Kaggle-folder builders from fixtures written in the
+real formats, bad-input handling, and merged / de-duplicated / group-split loading."""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import io as sio
+
+import input_pipeline as ip
+
+MATLAB_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Fri Nov 27 05:00:00 2026 HDF5 schema 1.00 ."
+
+
+def write_v73(path: Path, image: np.ndarray, mask: np.ndarray, label: float, pid: str) -> None:
+    """Write a cjdata .mat the way MATLAB -v7.3 does: HDF5 behind a 512-byte header, arrays stored
+    column-major (so h5py sees them transposed), label double, PID as uint16 char codes."""
+    with h5py.File(path, "w", userblock_size=512) as f:
+        g = f.create_group("cjdata")
+        g.create_dataset("image", data=np.asarray(image, np.int16).T)
+        g.create_dataset("tumorMask", data=np.asarray(mask, np.uint8).T)
+        g.create_dataset("label", data=np.array([[label]], np.float64))
+        g.create_dataset("PID", data=np.array([[ord(c) for c in pid]], np.uint16).T)
+        g.create_dataset("tumorBorder", data=np.zeros((1, 4)))
+        g["PID"].attrs["MATLAB_class"] = np.bytes_("char")
+    with open(path, "r+b") as fh:
+        fh.write(MATLAB_HEADER.ljust(512, b" "))
+
+
+def write_cvind(path: Path, folds) -> None:
+    with h5py.File(path, "w", userblock_size=512) as f:
+        f.create_dataset("cvind", data=np.asarray(folds, np.float64)[None, :])
+    with open(path, "r+b") as fh:
+        fh.write(MATLAB_HEADER.ljust(512, b" "))
+
+
+def slice_data(num: int, shape=(32, 32)):
+    rng = np.random.default_rng(num)
+    image = rng.integers(0, 900, size=shape).astype(np.int16)
+    mask = np.zeros(shape, np.uint8)
+    mask[2:6, 10:shape[1] - 2] = 1  # asymmetric: a transposed read would not match
+    return image, mask
+
+
+# 10 slices, 5 patients x 2 slices; patient k lives in fold k+1; labels cycle 1, 2, 3.
+PATIENTS = {n: (f"PT{(n - 1) // 2:03d}", (n - 1) // 2 + 1, float(1 + ((n - 1) // 2) % 3)) for n in range(1, 11)}
+SHAPES = {3: (16, 16), 4: (24, 40)}
+
+
+@pytest.fixture(scope="session")
+def figshare_manual(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("figshare_manual")
+    tmp = tmp_path_factory.mktemp("figshare_zip")
+    with zipfile.ZipFile(d / "brainTumorDataPublic_1-5.zip", "w") as zf:
+        for n in range(1, 6):  # 1..5 inside a zip, as shipped
+            pid, _, label = PATIENTS[n]
+            write_v73(tmp / f"{n}.mat", *slice_data(n, SHAPES.get(n, (32, 32))), label, pid)
+            zf.write(tmp / f"{n}.mat", f"{n}.mat")
+    (d / "extracted").mkdir()
+    for n in range(6, 11):  # 6..10 extracted; 10 is a MATLAB v5 file
+        pid, _, label = PATIENTS[n]
+        image, mask = slice_data(n)
+        if n == 10:
+            sio.savemat(d / "extracted" / f"{n}.mat", {"cjdata": {
+                "image": image, "tumorMask": mask, "label": label, "PID": pid}})
+        else:
+            write_v73(d / "extracted" / f"{n}.mat", image, mask, label, pid)
+    write_cvind(d / "cvind.mat", [PATIENTS[n][1] for n in range(1, 11)])
+    return d
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, figshare_manual):
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()
+    data_dir = tmp_path_factory.mktemp("tfds_real")
+    ip.build_dataset("figshare_brain_tumor", data_dir, manual_dir=figshare_manual)
+    kaggle = kaggle_tree(tmp_path_factory.mktemp("kaggle_manual"))
+    ip.build_dataset("brain_tumor_mri", data_dir, manual_dir=kaggle)
+    return data_dir, kaggle
+
+
+def kaggle_tree(d: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for root, split, per_class in (("rootA", "Training", 2), ("rootA", "Testing", 1), ("rootB", "Training", 1)):
+        for c in ("glioma", "meningioma", "notumor", "pituitary"):
+            if root == "rootB" and c != "glioma":
+                continue
+            (d / root / split / c).mkdir(parents=True, exist_ok=True)
+            for k in range(per_class):
+                a = rng.integers(0, 255, (20 + k, 30), dtype=np.uint8)
+                img = Image.fromarray(a).convert("RGB") if root == "rootB" else Image.fromarray(a)
+                img.save(d / root / split / c / f"{c}_{k}.jpg", quality=95)
+    # A JPEG copy of Figshare slice 7: the same picture in another source (near duplicate).
+    from input_pipeline.features import to_uint8
+
+    Image.fromarray(to_uint8(slice_data(7)[0])).save(d / "rootB" / "Training" / "glioma" / "copy7.jpg", quality=90)
+    return d
+
+
+def _all(data_dir, name, split):
+    import tensorflow_datasets as tfds
+
+    ds = tfds.data_source(name, split=split, data_dir=str(data_dir))
+    return [ds[i] for i in range(len(ds))]
+
+
+def test_figshare_contents(built):
+    data_dir, _ = built
+    recs = {k: _all(data_dir, "figshare_brain_tumor", f"fold{k}") for k in range(1, 6)}
+    assert {k: len(v) for k, v in recs.items()} == {k: 2 for k in range(1, 6)}
+    by_num = {}
+    for k, rs in recs.items():
+        for r in rs:
+            num = int(Path(r["file_name"].decode().split(":")[-1]).stem)
+            pid, fold, label = PATIENTS[num]
+            assert r["patient_id"].decode() == pid and fold == k
+            # 1 meningioma, 2 glioma, 3 pituitary -> CLASS_NAMES indices
+            assert ip.CLASS_NAMES[r["label"]] == {1.0: "meningioma", 2.0: "glioma", 3.0: "pituitary"}[label]
+            by_num[num] = r
+    assert sorted(by_num) == list(range(1, 11))
+    for num, r in by_num.items():
+        image, mask = slice_data(num, SHAPES.get(num, (32, 32)))
+        np.testing.assert_array_equal(r["image"], image.astype(np.uint16))
+        np.testing.assert_array_equal(r["mask"], mask)
+        assert r["has_mask"] and r["source"] == b"figshare_brain_tumor"
+    h, w = SHAPES[4]
+    np.testing.assert_allclose(by_num[4]["pixel_spacing_mm"], [0.49 * 512 / h, 0.49 * 512 / w], rtol=1e-6)
+    np.testing.assert_allclose(by_num[3]["pixel_spacing_mm"], [0.49 * 32, 0.49 * 32], rtol=1e-6)
+    np.testing.assert_allclose(by_num[1]["pixel_spacing_mm"], [0.49 * 16, 0.49 * 16], rtol=1e-6)
+    four = _all(data_dir, "figshare_brain_tumor", "fold1+fold2+fold3+fold4")
+    assert len(four) == 8 and {r["patient_id"] for r in four}.isdisjoint({b"PT004"})
+
+
+def test_kaggle_contents(built):
+    data_dir, manual = built
+    train, test = _all(data_dir, "brain_tumor_mri", "train"), _all(data_dir, "brain_tumor_mri", "test")
+    assert len(train) == 8 + 1 + 1 and len(test) == 4
+    labels = np.bincount([r["label"] for r in train], minlength=4)
+    assert labels.tolist() == [4, 2, 2, 2]
+    for r in train + test:
+        assert not r["has_mask"] and not r["mask"].any() and r["patient_id"] == b""
+        assert r["pixel_spacing_mm"].tolist() == [0.0, 0.0]
+        expect = np.asarray(Image.open(manual / r["file_name"].decode()).convert("L"))
+        np.testing.assert_array_equal(r["image"], expect)
+        folder = Path(r["file_name"].decode()).parent.name
+        assert ip.CLASS_NAMES[r["label"]] == folder
+    assert {r["source"] for r in train} == {b"brain_tumor_mri:rootA", b"brain_tumor_mri:rootB"}
+
+
+def _bad_figshare(d: Path, with_cvind: bool) -> Path:
+    img, mask = slice_data(1)
+    write_v73(d / "1.mat", img, mask, 1.0, "A")
+    write_v73(d / "2.mat", img, mask, 4.0, "B")  # label outside 1-3
+    write_v73(d / "3.mat", img, mask[:, :20], 2.0, "C")  # mask shape differs
+    write_v73(d / "4.mat", img, mask, 3.0, "D")
+    (d / "5.mat").write_bytes((d / "4.mat").read_bytes()[:1500])  # truncated
+    if with_cvind:
+        write_cvind(d / "cvind.mat", [1, 2, 3, 4, 5])
+    return d
+
+
+def test_figshare_bad_inputs_all_listed_then_skipped(tmp_path):
+    (tmp_path / "m").mkdir()
+    manual = _bad_figshare(tmp_path / "m", with_cvind=False)
+    with pytest.raises(ValueError) as e:
+        ip.build_dataset("figshare_brain_tumor", tmp_path / "d", manual_dir=manual)
+    msg = str(e.value)
+    for offender in ("2.mat", "3.mat", "5.mat", "cvind.mat"):
+        assert offender in msg, offender
+    assert "1.mat" not in msg and "label 4" in msg and "shape" in msg and "4 bad input" in msg
+    b = ip.build_dataset("figshare_brain_tumor", tmp_path / "d", manual_dir=manual, skip_bad=True)
+    assert len(b.bad_inputs.problems) == 4
+    assert (Path(b.data_dir) / "skipped_inputs.json").exists()
+    import tensorflow_datasets as tfds
+
+    splits = tfds.data_source("figshare_brain_tumor", data_dir=str(tmp_path / "d"))
+    assert sum(len(s) for s in splits.values()) == 2  # 1.mat and 4.mat
+    assert {r["patient_id"] for s in splits.values() for r in (s[i] for i in range(len(s)))} == {b"A", b"D"}
+
+
+def test_figshare_patient_in_two_folds_fails(tmp_path):
+    img, mask = slice_data(1)
+    write_v73(tmp_path / "1.mat", img, mask, 1.0, "SAME")
+    write_v73(tmp_path / "2.mat", img, mask, 1.0, "SAME")
+    write_cvind(tmp_path / "cvind.mat", [1, 2])
+    with pytest.raises(ValueError, match="SAME"):
+        ip.build_dataset("figshare_brain_tumor", tmp_path / "d", manual_dir=tmp_path)
+
+
+def test_kaggle_bad_inputs(tmp_path):
+    m = tmp_path / "m"
+    (m / "Training" / "glioma").mkdir(parents=True)
+    (m / "Training" / "astrocytoma").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(m / "Training" / "glioma" / "ok.jpg")
+    (m / "Training" / "glioma" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(m / "Training" / "astrocytoma" / "x.jpg")
+    with pytest.raises(ValueError) as e:
+        ip.build_dataset("brain_tumor_mri", tmp_path / "d", manual_dir=m)
+    assert "broken.jpg" in str(e.value) and "astrocytoma" in str(e.value) and "ok.jpg" not in str(e.value)
+    b = ip.build_dataset("brain_tumor_mri", tmp_path / "d", manual_dir=m, skip_bad=True)
+    assert len(b.bad_inputs.problems) == 2
+
+
+def test_merged_dedup_and_group_split(built):
+    data_dir, _ = built
+    cfg = ip.default_data_config()
+    cfg.data_dir, cfg.name, cfg.image_size = str(data_dir), "figshare_brain_tumor+brain_tumor_mri", 16
+    cfg.split_by = "group"
+    cfg.group_split_fractions.train, cfg.group_split_fractions.validation = 0.5, 0.25
+    sizes = {s: ip.num_examples(cfg, s) for s in ("train", "validation", "test")}
+    assert sum(sizes.values()) == 10 + 14  # every record in exactly one split
+    cfg.dedup = "near"
+    dd = {s: ip.num_examples(cfg, s) for s in ("train", "validation", "test")}
+    assert sum(dd.values()) == 23  # the JPEG copy of slice 7 is dropped
+    from input_pipeline.loader import _metadata, resolve
+
+    for split in ("train", "validation", "test"):
+        idx = resolve(cfg, split)
+        pids = set()
+        for p, r in zip(idx.part, idx.record):
+            n, c, s = idx.parts[p]
+            pid = _metadata(n, c, str(data_dir), s)["patient_id"][r]
+            if pid:
+                pids.add(pid)
+        for other in ("train", "validation", "test"):
+            if other != split:
+                oidx = resolve(cfg, other)
+                opids = {_metadata(*oidx.parts[p][:2], str(data_dir), oidx.parts[p][2])["patient_id"][r]
+                         for p, r in zip(oidx.part, oidx.record)}
+                assert pids.isdisjoint(opids - {""})
+    seg = ip.default_data_config()
+    seg.data_dir, seg.name, seg.task, seg.train_split = str(data_dir), "figshare_brain_tumor+brain_tumor_mri", "segmentation", "train"
+    with pytest.raises(ValueError, match="bad split"):
+        ip.num_examples(seg, "train")  # figshare has folds, not train
+    seg.name = "brain_tumor_mri"
+    with pytest.raises(ValueError, match="empty"):
+        ip.make_loader(seg, "train", global_batch_size=2, train=True, seed=0, process_index=0, process_count=1)
