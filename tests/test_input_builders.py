@@ -100,6 +100,9 @@ def kaggle_tree(d: Path) -> Path:
     from input_pipeline.features import to_uint8
 
     Image.fromarray(to_uint8(slice_data(7)[0])).save(d / "rootB" / "Training" / "glioma" / "copy7.jpg", quality=90)
+    # The same file shipped in Training and Testing (exact duplicate across splits).
+    (d / "rootA" / "Testing" / "notumor" / "dup.jpg").write_bytes(
+        (d / "rootA" / "Training" / "notumor" / "notumor_0.jpg").read_bytes())
     return d
 
 
@@ -140,7 +143,7 @@ def test_figshare_contents(built):
 def test_kaggle_contents(built):
     data_dir, manual = built
     train, test = _all(data_dir, "brain_tumor_mri", "train"), _all(data_dir, "brain_tumor_mri", "test")
-    assert len(train) == 8 + 1 + 1 and len(test) == 4
+    assert len(train) == 8 + 1 + 1 and len(test) == 5
     labels = np.bincount([r["label"] for r in train], minlength=4)
     assert labels.tolist() == [4, 2, 2, 2]
     for r in train + test:
@@ -214,10 +217,12 @@ def test_merged_dedup_and_group_split(built):
     cfg.split_by = "group"
     cfg.group_split_fractions.train, cfg.group_split_fractions.validation = 0.5, 0.25
     sizes = {s: ip.num_examples(cfg, s) for s in ("train", "validation", "test")}
-    assert sum(sizes.values()) == 10 + 14  # every record in exactly one split
+    assert sum(sizes.values()) == 10 + 15  # every record in exactly one split
     cfg.dedup = "near"
     dd = {s: ip.num_examples(cfg, s) for s in ("train", "validation", "test")}
-    assert sum(dd.values()) == 23  # the JPEG copy of slice 7 is dropped
+    assert sum(dd.values()) == 23  # the JPEG copy of slice 7 and the Training/Testing copy dropped
+    cfg.dedup = "exact"
+    assert sum(ip.num_examples(cfg, s) for s in ("train", "validation", "test")) == 24
     from input_pipeline.loader import _metadata, resolve
 
     for split in ("train", "validation", "test"):
@@ -241,3 +246,30 @@ def test_merged_dedup_and_group_split(built):
     seg.name = "brain_tumor_mri"
     with pytest.raises(ValueError, match="empty"):
         ip.make_loader(seg, "train", global_batch_size=2, train=True, seed=0, process_index=0, process_count=1)
+
+
+def test_cli_build_and_audit(built, tmp_path, capsys):
+    import json
+
+    from brain_jax.cli import main
+
+    data_dir, _ = built
+    assert main(["data", "build", "brain_phantoms", "--config", "tiny", "--data-dir", str(tmp_path)]) == 0
+    assert "train=16" in capsys.readouterr().out
+    out = tmp_path / "audit"
+    assert main(["data", "audit", "figshare_brain_tumor", "brain_tumor_mri", "--data-dir", str(data_dir),
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "audit.json").read_text())
+    assert report["num_records"] == 25
+    assert report["exact_duplicate_pairs"] == 1 and report["near_duplicate_pairs"] == 1
+    assert report["pairs_by_kind"] == {"exact/across_splits": 1, "near/across_datasets": 1}
+    assert report["records_after_dedup"] == 23 and report["patients_in_several_splits"] == {}
+    near = [p for p in report["example_pairs"] if p["kind"] == "near"][0]
+    assert {Path(near["a"]["file_name"]).name, Path(near["b"]["file_name"]).name} == {"7.mat", "copy7.jpg"}
+    assert (out / "duplicates.png").stat().st_size > 1000
+    # Only the test split of Kaggle: the Training/Testing copy is no longer a pair.
+    main(["data", "audit", "brain_tumor_mri:test", "--data-dir", str(data_dir), "--out", str(out)])
+    assert json.loads((out / "audit.json").read_text())["exact_duplicate_pairs"] == 0
+    # Missing dataset: one line naming the build command, exit 2.
+    assert main(["data", "audit", "brain_phantoms/large", "--data-dir", str(tmp_path), "--out", str(out)]) == 2
+    assert "brain-jax data build brain_phantoms" in capsys.readouterr().err
