@@ -1,0 +1,202 @@
+"""Per-batch sufficient statistics (jnp, inside jit) and host-side accumulators over a whole split.
+
+A batch's statistics are counts (summed over the batch inside jit, so a batch sharded over devices
+and hosts yields the global sum) and per-case values with a validity flag. Accumulators add the
+counts and keep the valid per-case values in numpy; ratios and means are computed once, over the
+whole split, in ``result()``. Padded examples (``valid`` False) never count.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from brain_jax.metrics.calibration import bootstrap_ci, calibration_bins, ece_from_bins
+from brain_jax.metrics.classification import classification_summary, confusion_matrix
+from brain_jax.metrics.segmentation import dice, intersection_union_counts, iou, mean_iou
+from brain_jax.metrics.surface import empty_case_flags, hausdorff_distances
+
+
+def to_host(x: Any) -> np.ndarray:
+    """numpy copy of a (possibly multi-host, sharded) array holding the *global* values.
+
+    Replicated arrays are read from a local replica; arrays sharded across hosts are all-gathered.
+    """
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        if x.sharding.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+# --------------------------------------------------------------------------- per-batch statistics (jit)
+
+
+def classification_batch_stats(
+    logits: jax.Array, labels: jax.Array, valid: jax.Array | None, num_classes: int, num_bins: int = 15
+) -> dict[str, jax.Array]:
+    """Sufficient statistics of one classification batch: confusion matrix, ECE bins, per-case correctness."""
+    logits = jnp.asarray(logits, jnp.float32)
+    labels = jnp.asarray(labels).reshape(-1)
+    ok = jnp.ones(labels.shape, bool) if valid is None else jnp.asarray(valid).astype(bool).reshape(-1)
+    preds = jnp.argmax(logits, axis=-1)
+    bins = calibration_bins(jax.nn.softmax(logits, axis=-1), labels, num_bins, ok)
+    return {
+        "confusion": confusion_matrix(labels, preds, num_classes, ok),
+        "count": jnp.sum(ok, dtype=jnp.int32),
+        "ece_count": bins["count"],
+        "ece_confidence": bins["confidence"],
+        "ece_correct": bins["correct"],
+        "correct": preds == labels,
+        "valid": ok,
+    }
+
+
+def segmentation_batch_stats(
+    pred_labels: jax.Array,
+    target_labels: jax.Array,
+    spacing_mm: jax.Array,
+    valid: jax.Array | None = None,
+    num_classes: int = 2,
+    percentile: float = 95.0,
+) -> dict[str, jax.Array]:
+    """Sufficient statistics of one segmentation batch of label maps (B, H, W).
+
+    Per-class intersection/union pixel counts (for mIoU) over valid cases, and per-case Dice, IoU,
+    HD and HD``percentile`` (mm) of the foreground (label != 0) with ``both_empty``/``miss`` flags.
+    """
+    p = jnp.asarray(pred_labels)
+    t = jnp.asarray(target_labels)
+    ok = jnp.ones(p.shape[:1], bool) if valid is None else jnp.asarray(valid).astype(bool).reshape(-1)
+    inter, union = intersection_union_counts(p, t, num_classes, ok)
+    fp, ft = p != 0, t != 0
+    hd, hdq = hausdorff_distances(fp, ft, spacing_mm, (None, percentile))
+    flags = empty_case_flags(fp, ft)
+    return {
+        "intersection": inter,
+        "union": union,
+        "dice": dice(fp, ft),
+        "iou": iou(fp, ft),
+        "hd": hd,
+        "hd_percentile": hdq,
+        "both_empty": flags["both_empty"],
+        "miss": flags["miss"],
+        "valid": ok,
+    }
+
+
+# --------------------------------------------------------------------------- host accumulators
+
+
+def _check_keys(stats: Mapping[str, Any], keys: Sequence[str], who: str) -> None:
+    missing = [k for k in keys if k not in stats]
+    if missing:
+        raise KeyError(f"{who}.update: batch statistics lack keys {missing}; expected those of the *_batch_stats function")
+
+
+class ClassificationAccumulator:
+    """Sums ``classification_batch_stats`` over a split; ``result()`` gives the summary and ECE."""
+
+    _KEYS = ("confusion", "count", "ece_count", "ece_confidence", "ece_correct", "correct", "valid")
+
+    def __init__(self, num_classes: int, num_bins: int = 15, class_names: Sequence[str] | None = None):
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names has {len(class_names)} names but num_classes={num_classes}")
+        self.num_classes, self.num_bins = num_classes, num_bins
+        self.class_names = tuple(class_names) if class_names else tuple(str(i) for i in range(num_classes))
+        self.confusion = np.zeros((num_classes, num_classes), np.int64)
+        self.bins = {k: np.zeros(num_bins, np.float64) for k in ("count", "confidence", "correct")}
+        self.correct: list[np.ndarray] = []
+
+    def update(self, stats: Mapping[str, Any]) -> None:
+        _check_keys(stats, self._KEYS, "ClassificationAccumulator")
+        cm = to_host(stats["confusion"]).astype(np.int64)
+        count = int(to_host(stats["count"]))
+        if cm.shape != self.confusion.shape:
+            raise ValueError(f"confusion matrix shape {cm.shape} != ({self.num_classes}, {self.num_classes})")
+        if int(cm.sum()) != count:
+            raise ValueError(
+                f"{count - int(cm.sum())} valid examples have a label or prediction outside "
+                f"[0, {self.num_classes}): check num_classes and the dataset's label field"
+            )
+        self.confusion += cm
+        for k in self.bins:
+            self.bins[k] += to_host(stats[f"ece_{k}"]).astype(np.float64)
+        valid = to_host(stats["valid"]).astype(bool)
+        self.correct.append(to_host(stats["correct"]).astype(np.float32)[valid])
+
+    def result(self, ci_resamples: int = 0, confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
+        """Plain-Python summary; with ``ci_resamples`` > 0 also a bootstrap CI of accuracy."""
+        out = {k: np.asarray(v).tolist() for k, v in classification_summary(self.confusion).items()}
+        out["confusion_matrix"] = self.confusion.tolist()
+        out["class_names"] = list(self.class_names)
+        out["num_examples"] = int(self.confusion.sum())
+        out["ece"] = float(ece_from_bins(self.bins["count"], self.bins["confidence"], self.bins["correct"]))
+        if ci_resamples > 0:
+            ci = bootstrap_ci(np.concatenate(self.correct or [np.zeros(0, np.float32)]),
+                              num_resamples=ci_resamples, confidence=confidence, seed=seed)
+            out["accuracy_ci"] = [float(ci["low"]), float(ci["high"])]
+        return out
+
+
+class SegmentationAccumulator:
+    """Sums ``segmentation_batch_stats`` over a split.
+
+    ``result()`` reports mIoU (pooled counts), mean per-case Dice / IoU / HD / HD95 over valid cases
+    (a miss is penalised with the image diagonal, both-empty counts as Dice 1 / HD 0), the same HD
+    means over detected cases only (both masks non-empty), and the counts of misses and both-empty
+    cases, which reports show beside the means.
+    """
+
+    _CASE_KEYS = ("dice", "iou", "hd", "hd_percentile", "both_empty", "miss")
+
+    def __init__(self, num_classes: int = 2):
+        self.num_classes = num_classes
+        self.intersection = np.zeros(num_classes, np.int64)
+        self.union = np.zeros(num_classes, np.int64)
+        self.cases: dict[str, list[np.ndarray]] = {k: [] for k in self._CASE_KEYS}
+
+    def update(self, stats: Mapping[str, Any]) -> None:
+        _check_keys(stats, ("intersection", "union", "valid") + self._CASE_KEYS, "SegmentationAccumulator")
+        self.intersection += to_host(stats["intersection"]).astype(np.int64)
+        self.union += to_host(stats["union"]).astype(np.int64)
+        valid = to_host(stats["valid"]).astype(bool)
+        for k in self._CASE_KEYS:
+            self.cases[k].append(to_host(stats[k])[valid])
+
+    def per_case(self) -> dict[str, np.ndarray]:
+        """Valid per-case values in arrival order (e.g. for ``bootstrap_ci``)."""
+        return {k: np.concatenate(v) if v else np.zeros(0) for k, v in self.cases.items()}
+
+    def result(self, ci_resamples: int = 0, confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
+        cases = self.per_case()
+        n = len(cases["dice"])
+        miou, per_class = mean_iou(self.intersection, self.union)
+        detected = ~(cases["miss"].astype(bool) | cases["both_empty"].astype(bool))
+
+        def mean(x: np.ndarray) -> float:
+            return float(np.mean(x, dtype=np.float64)) if len(x) else float("nan")
+
+        out = {
+            "miou": float(miou),
+            "iou_per_class": np.asarray(per_class).tolist(),
+            "num_cases": n,
+            "num_miss": int(cases["miss"].sum()),
+            "num_both_empty": int(cases["both_empty"].sum()),
+            "dice": mean(cases["dice"]),
+            "iou": mean(cases["iou"]),
+            "hd_mm": mean(cases["hd"]),
+            "hd95_mm": mean(cases["hd_percentile"]),
+            "hd_mm_detected": mean(cases["hd"][detected]),
+            "hd95_mm_detected": mean(cases["hd_percentile"][detected]),
+        }
+        if ci_resamples > 0:
+            for k, key in (("dice", "dice"), ("hd95_mm", "hd_percentile")):
+                ci = bootstrap_ci(cases[key].astype(np.float32), num_resamples=ci_resamples,
+                                  confidence=confidence, seed=seed)
+                out[f"{k}_ci"] = [float(ci["low"]), float(ci["high"])]
+        return out

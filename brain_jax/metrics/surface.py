@@ -1,0 +1,243 @@
+"""Exact surface distances between binary masks in millimetres (Hausdorff distance, HD95).
+
+Everything is jit-able on static shapes and batched over the leading axis, so a batch sharded over
+devices is reduced by the same code that runs on one device.
+
+Border pixels are the mask minus its erosion by the 4-connected cross, with pixels outside the image
+counted as background (scipy ``binary_erosion`` with ``border_value=0``, as medpy.metric.binary and
+MONAI use): a foreground pixel on the image edge is always a border pixel.
+
+Distances come from an exact Euclidean distance transform of the border set with anisotropic
+spacing. Pass 1 finds, for every pixel, the column offset to the nearest border pixel in its own row
+(two cumulative scans). Pass 2 minimises ``(dy * (r - r'))**2 + (dx * g(r', c))**2`` over all rows
+``r'``; that is O(H^2 W) per image but perfectly parallel, and it is computed in row blocks so memory
+stays bounded. No sampling or approximation is involved.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# Budget for the (cases, row block, H, W) intermediate of pass 2 if XLA does not fuse it away.
+_BLOCK_ELEMENTS = 1 << 24
+
+
+def border(mask: jax.Array) -> jax.Array:
+    """Border pixels of binary masks (..., H, W): the mask minus its 4-connected erosion.
+
+    Outside the image counts as background, so foreground on the image edge is border (medpy).
+    """
+    m = jnp.asarray(mask).astype(bool)
+    pad = [(0, 0)] * (m.ndim - 2) + [(1, 1), (1, 1)]
+    p = jnp.pad(m, pad, constant_values=False)
+    eroded = (
+        p[..., 1:-1, 1:-1]
+        & p[..., :-2, 1:-1]
+        & p[..., 2:, 1:-1]
+        & p[..., 1:-1, :-2]
+        & p[..., 1:-1, 2:]
+    )
+    return m & ~eroded
+
+
+def _row_offsets(b: jax.Array) -> jax.Array:
+    """Pass 1: |c - c'| to the nearest True pixel in the same row of ``b`` (N, H, W); -1 if none."""
+    w = b.shape[-1]
+    cols = jnp.arange(w, dtype=jnp.int32)
+    big = jnp.int32(4 * w + 4)
+    left = lax.cummax(jnp.where(b, cols, -big), axis=b.ndim - 1)
+    right = lax.cummin(jnp.where(b, cols, 2 * big), axis=b.ndim - 1, reverse=True)
+    g = jnp.minimum(cols - left, right - cols)
+    return jnp.where(g <= w, g, -1)
+
+
+def squared_distance_map(b: jax.Array, spacing_mm: jax.Array) -> jax.Array:
+    """Exact squared Euclidean distance (mm²) from each pixel to the nearest True pixel of ``b``.
+
+    ``b``: (N, H, W) bool; ``spacing_mm``: (N, 2) as (row, column). Returns float32 (N, H, W),
+    ``inf`` where ``b`` has no True pixel.
+    """
+    n, h, w = b.shape
+    sp = jnp.broadcast_to(jnp.asarray(spacing_mm, jnp.float32), (n, 2))
+    g = _row_offsets(b)
+    col_term = jnp.where(g >= 0, jnp.square(sp[:, 1, None, None] * g.astype(jnp.float32)), jnp.inf)
+
+    block = max(1, min(h, _BLOCK_ELEMENTS // max(1, n * h * w)))
+    while h % block:
+        block -= 1
+    rows = jnp.arange(h, dtype=jnp.float32)
+
+    def one_block(start: jax.Array) -> jax.Array:
+        r = start.astype(jnp.float32) + jnp.arange(block, dtype=jnp.float32)
+        dy2 = jnp.square(sp[:, 0, None, None] * (r[:, None] - rows[None, :]))  # (N, block, H)
+        return jnp.min(dy2[..., None] + col_term[:, None, :, :], axis=2)  # (N, block, W)
+
+    starts = jnp.arange(0, h, block, dtype=jnp.int32)
+    out = lax.map(one_block, starts)  # (h // block, N, block, W)
+    return jnp.moveaxis(out, 0, 1).reshape(n, h, w)
+
+
+def _as_batch(pred: jax.Array, target: jax.Array, spacing_mm) -> tuple[jax.Array, jax.Array, jax.Array]:
+    pred = jnp.asarray(pred).astype(bool)
+    target = jnp.asarray(target).astype(bool)
+    if pred.shape != target.shape or pred.ndim not in (2, 3):
+        raise ValueError(
+            f"pred and target must be binary masks of equal shape (H, W) or (B, H, W); got {pred.shape} "
+            f"and {target.shape}"
+        )
+    if pred.ndim == 2:
+        pred, target = pred[None], target[None]
+    sp = jnp.asarray(spacing_mm, jnp.float32)
+    if sp.shape not in ((2,), (pred.shape[0], 2)):
+        raise ValueError(f"spacing_mm must have shape (2,) or (B, 2) = (row, column) mm; got {sp.shape}")
+    return pred, target, jnp.broadcast_to(sp, (pred.shape[0], 2))
+
+
+def directed_surface_distances(
+    pred: jax.Array, target: jax.Array, spacing_mm
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Per-pixel directed surface distances (mm) of a batch, as dense maps with masks.
+
+    Returns ``(d_pred, pred_border, d_target, target_border)``, each (B, H, W): ``d_pred`` holds, at
+    every pixel, the distance to the nearest *target* border pixel (valid where ``pred_border``);
+    ``d_target`` the distance to the nearest *pred* border pixel (valid where ``target_border``).
+    These are medpy's ``__surface_distances(pred, target)`` and ``(target, pred)`` sets.
+    """
+    pred, target, sp = _as_batch(pred, target, spacing_mm)
+    bp, bt = border(pred), border(target)
+    d2 = squared_distance_map(jnp.concatenate([bt, bp]), jnp.concatenate([sp, sp]))
+    n = pred.shape[0]
+    return jnp.sqrt(d2[:n]), bp, jnp.sqrt(d2[n:]), bt
+
+
+def _lerp(a: jax.Array, b: jax.Array, t: jax.Array) -> jax.Array:
+    """numpy's percentile interpolation, including its switch of formula at t >= 0.5."""
+    diff = b - a
+    return jnp.where(t >= 0.5, b - diff * (1.0 - t), a + diff * t)
+
+
+def _kth_smallest(values: jax.Array, valid: jax.Array, k: jax.Array) -> jax.Array:
+    """Exact k-th smallest (0-based) valid non-negative value per row of (N, M) ``values``.
+
+    Bisection on the float32 bit pattern (monotone for non-negative floats): 31 counting passes,
+    cheaper than sorting the whole (N, M) array and exact.
+    """
+    bits = lax.bitcast_convert_type(values.astype(jnp.float32), jnp.int32)
+    bits = jnp.where(valid, bits, jnp.int32(0x7F800000))
+    lo = jnp.zeros(k.shape, jnp.int32)
+    hi = jnp.full(k.shape, 0x7F800000, jnp.int32)
+
+    def body(_, carry):
+        lo, hi = carry
+        mid = lo + (hi - lo) // 2
+        count = jnp.sum(bits <= mid[:, None], axis=-1)
+        enough = count >= k + 1
+        return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
+
+    lo, hi = lax.fori_loop(0, 31, body, (lo, hi))
+    return lax.bitcast_convert_type(lo, jnp.float32)
+
+
+def masked_percentile(values: jax.Array, valid: jax.Array, q: float) -> jax.Array:
+    """numpy.percentile(values[valid], q) (linear method) per row of (N, M) arrays; NaN if none valid.
+
+    ``values`` must be non-negative (distances).
+    """
+    n = jnp.sum(valid, axis=-1)
+    pos = (jnp.maximum(n, 1) - 1).astype(jnp.float32) * (jnp.float32(q) / 100.0)
+    lo_idx = jnp.floor(pos).astype(jnp.int32)
+    hi_idx = jnp.minimum(lo_idx + 1, jnp.maximum(n, 1) - 1)
+    t = pos - lo_idx.astype(jnp.float32)
+    a = _kth_smallest(values, valid, lo_idx)
+    b = _kth_smallest(values, valid, hi_idx)
+    return jnp.where(n > 0, _lerp(a, b, t), jnp.nan)
+
+
+def image_diagonal_mm(shape: tuple[int, int], spacing_mm) -> jax.Array:
+    """Diagonal of the field of view, sqrt((H*dy)^2 + (W*dx)^2), the penalty for a missed case."""
+    sp = jnp.asarray(spacing_mm, jnp.float32)
+    return jnp.sqrt(jnp.square(shape[0] * sp[..., 0]) + jnp.square(shape[1] * sp[..., 1]))
+
+
+def _reduce_maps(maps, percentile: float | None, symmetric: str) -> jax.Array:
+    """HD (percentile None) or a percentile HD from ``directed_surface_distances`` output."""
+    d_p, b_p, d_t, b_t = maps
+    b = d_p.shape[0]
+    if percentile is None:
+        neg = jnp.float32(-1.0)
+        m_p = jnp.max(jnp.where(b_p, d_p, neg).reshape(b, -1), axis=-1)
+        m_t = jnp.max(jnp.where(b_t, d_t, neg).reshape(b, -1), axis=-1)
+        return jnp.maximum(m_p, m_t)
+    if not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must be in [0, 100] or None; got {percentile}")
+    if symmetric == "union":
+        vals = jnp.concatenate([d_p.reshape(b, -1), d_t.reshape(b, -1)], axis=-1)
+        ok = jnp.concatenate([b_p.reshape(b, -1), b_t.reshape(b, -1)], axis=-1)
+        return masked_percentile(vals, ok, percentile)
+    if symmetric == "max":
+        vals = jnp.concatenate([d_p.reshape(b, -1), d_t.reshape(b, -1)])
+        ok = jnp.concatenate([b_p.reshape(b, -1), b_t.reshape(b, -1)])
+        per = masked_percentile(vals, ok, percentile)
+        return jnp.maximum(per[:b], per[b:])
+    raise ValueError(f"symmetric must be 'union' or 'max'; got {symmetric!r}")
+
+
+def hausdorff_distances(
+    pred: jax.Array,
+    target: jax.Array,
+    spacing_mm,
+    percentiles: tuple[float | None, ...] = (None, 95.0),
+    *,
+    symmetric: Literal["union", "max"] = "union",
+) -> tuple[jax.Array, ...]:
+    """Several Hausdorff variants (e.g. HD and HD95) from one distance transform; see ``hausdorff_distance``."""
+    pred, target, sp = _as_batch(pred, target, spacing_mm)
+    maps = directed_surface_distances(pred, target, sp)
+    flags = empty_case_flags(pred, target)
+    diag = image_diagonal_mm(pred.shape[-2:], sp)
+    out = []
+    for q in percentiles:
+        dist = _reduce_maps(maps, q, symmetric)
+        dist = jnp.where(flags["miss"], diag, dist)
+        out.append(jnp.where(flags["both_empty"], 0.0, dist))
+    return tuple(out)
+
+
+def hausdorff_distance(
+    pred: jax.Array,
+    target: jax.Array,
+    spacing_mm,
+    percentile: float | None = None,
+    *,
+    symmetric: Literal["union", "max"] = "union",
+) -> jax.Array:
+    """Symmetric Hausdorff distance between mask borders, per case, in mm (float32 (B,)).
+
+    Args:
+      pred, target: binary masks (B, H, W) (or a single (H, W) case; the result is then (1,)).
+      spacing_mm: (2,) or (B, 2) pixel spacing as (row, column), the array-axis order of medpy,
+        MONAI and DICOM PixelSpacing; may differ per case.
+      percentile: None for the maximum (HD); e.g. 95 for HD95.
+      symmetric: "union" (medpy ``hd95``, the default): the percentile of the union of both directed
+        distance sets; "max" (MONAI ``HausdorffDistanceMetric(directed=False)``): the larger of the
+        two directed percentiles. Both give the same HD when ``percentile`` is None.
+
+    Empty masks (a convention, since medpy raises and MONAI returns inf/NaN): both empty -> 0;
+    exactly one empty -> the image diagonal in mm (``image_diagonal_mm``), flagged as a miss by
+    ``empty_case_flags`` so that reports count misses beside the mean.
+    """
+    return hausdorff_distances(pred, target, spacing_mm, (percentile,), symmetric=symmetric)[0]
+
+
+def empty_case_flags(pred: jax.Array, target: jax.Array) -> dict[str, jax.Array]:
+    """Per-case flags: ``both_empty`` (no foreground anywhere) and ``miss`` (exactly one mask empty)."""
+    pred = jnp.asarray(pred).astype(bool)
+    target = jnp.asarray(target).astype(bool)
+    if pred.ndim == 2:
+        pred, target = pred[None], target[None]
+    p_empty = ~jnp.any(pred, axis=(-2, -1))
+    t_empty = ~jnp.any(target, axis=(-2, -1))
+    return {"both_empty": p_empty & t_empty, "miss": p_empty ^ t_empty}
