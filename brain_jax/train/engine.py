@@ -1,0 +1,281 @@
+"""The one place that knows NNX split/merge, meshes and the pure train/eval steps.
+
+The model is split once into a graph definition (train-mode and eval-mode copies) and plain array
+trees; the steps are pure functions under ``jax.jit`` with the train state donated, the batch sharded
+on the mesh's ``data`` axis and the state replicated. Dropout keys come from (seed, step) inside the
+step, so no RNG state is ever checkpointed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from brain_jax.train import losses
+from brain_jax.train.optim import ema_update
+
+DATA_AXIS = "data"
+# Keys of a pipeline batch that go to the device (anything else stays on the host).
+BATCH_KEYS = ("image", "label", "mask", "has_mask", "spacing_mm", "valid")
+
+
+# --------------------------------------------------------------------------- mesh and global arrays
+
+
+def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
+    """1-D ``data`` mesh over all devices (or the first ``num_devices``, for tests on fake devices)."""
+    devices = jax.devices()
+    if num_devices and num_devices > 0:
+        if num_devices > len(devices):
+            raise ValueError(f"config field mesh.num_devices={num_devices}, but only {len(devices)} devices exist")
+        if jax.process_count() > 1:
+            raise ValueError("config field mesh.num_devices must be 0 (all devices) in multi-process runs")
+        devices = devices[:num_devices]
+    return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices)
+
+
+def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def local_batch_multiple(mesh: jax.sharding.Mesh) -> int:
+    """A per-host batch must be a multiple of this (the mesh devices this process owns)."""
+    return max(1, sum(d.process_index == jax.process_index() for d in mesh.devices.flat))
+
+
+def pad_local_batch(batch: Mapping[str, np.ndarray], multiple: int) -> dict[str, np.ndarray]:
+    """Pad a host batch with invalid examples (``valid=False``) to a multiple of ``multiple`` rows."""
+    out = {k: np.asarray(v) for k, v in batch.items() if k in BATCH_KEYS}
+    n = len(out["valid"]) if "valid" in out else len(next(iter(out.values())))
+    if "valid" not in out:
+        out["valid"] = np.ones((n,), bool)
+    pad = (-n) % multiple
+    if pad:
+        out = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in out.items()}
+    return out
+
+
+def to_global(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+    """Per-host numpy batch -> global arrays sharded on the data axis (one host or many)."""
+    sharding = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+    """All of a global array on every host."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+# --------------------------------------------------------------------------- model split
+
+
+@dataclasses.dataclass
+class ModelParts:
+    """A model split once: graph definitions for train/eval mode plus array trees."""
+
+    graphdef_train: Any
+    graphdef_eval: Any
+    params: Any
+    batch_stats: Any
+    rest: Any  # RNG streams and other non-trained variables; reseeded per step, never checkpointed
+    head_paths: tuple[str, ...]
+    num_classes: int
+
+    def merge(self, params: Any, batch_stats: Any | None = None, *, train: bool = False) -> nnx.Module:
+        graphdef = self.graphdef_train if train else self.graphdef_eval
+        bs = self.batch_stats if batch_stats is None else batch_stats
+        return nnx.merge(graphdef, params, bs, self.rest)
+
+
+def split_model(model: nnx.Module) -> ModelParts:
+    model.train()
+    graphdef_train = nnx.graphdef(model)
+    model.eval()
+    graphdef_eval, params, batch_stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+    num_classes = int(getattr(getattr(model, "config", None), "num_labels", 0) or 0)
+    return ModelParts(
+        graphdef_train=graphdef_train,
+        graphdef_eval=graphdef_eval,
+        params=nnx.as_pure(params),
+        batch_stats=nnx.as_pure(batch_stats),
+        rest=nnx.as_pure(rest),
+        head_paths=tuple(getattr(model, "head_paths", ())),
+        num_classes=num_classes,
+    )
+
+
+def tree_paths(tree: Any) -> list[str]:
+    """Dotted path of every leaf of an (as_pure) NNX state, in flatten order."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return [".".join(_key_str(k) for k in path) for path, _ in leaves]
+
+
+def _key_str(k: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def tree_from_paths(template: Any, values: Mapping[str, Any]) -> Any:
+    """A tree shaped like ``template`` whose leaves are ``values[dotted path]``."""
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    return jax.tree_util.tree_unflatten(treedef, [values[p] for p in tree_paths(template)])
+
+
+# --------------------------------------------------------------------------- train state
+
+
+def init_train_state(parts: ModelParts, tx: optax.GradientTransformation, *, ema: bool) -> dict[str, Any]:
+    """Everything that is checkpointed (besides the data iterator): arrays only, no RNG keys."""
+    state = {
+        "step": jnp.zeros((), jnp.int32),
+        "params": parts.params,
+        "batch_stats": parts.batch_stats,
+        "opt_state": tx.init(parts.params),
+        # first step whose loss was not finite (-1: none); once set, the state is frozen
+        "bad_step": jnp.full((), -1, jnp.int32),
+    }
+    if ema:
+        state["ema"] = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), parts.params)
+    return state
+
+
+def _reseed_policy(path: tuple, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    # A distinct stream per module (fold in a hash of its path) so layers never share a dropout mask.
+    del shape
+    return jax.random.fold_in(key, zlib.crc32(repr(path).encode()) & 0x7FFFFFFF)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    task: str  # "classification" | "segmentation"
+    label_smoothing: float = 0.0
+    class_weights: tuple[float, ...] = ()
+    dice_weight: float = 0.0
+
+    @classmethod
+    def from_config(cls, task: str, loss: ml_collections.ConfigDict) -> "LossConfig":
+        return cls(
+            task=task,
+            label_smoothing=float(loss.label_smoothing),
+            class_weights=tuple(float(w) for w in loss.class_weights),
+            dice_weight=float(loss.dice_weight),
+        )
+
+
+def compute_loss(logits: jax.Array, batch: Mapping[str, jax.Array], lc: LossConfig) -> tuple[jax.Array, dict]:
+    """Task loss over the valid examples of a batch (and, for segmentation, those with a mask)."""
+    valid = batch["valid"]
+    if lc.task == "segmentation":
+        masks = batch["mask"]
+        weight = valid & batch["has_mask"] if "has_mask" in batch else valid
+        logits = losses.upsample_logits(logits, masks.shape[1:3]).astype(jnp.float32)
+        ce = losses.cross_entropy(
+            logits, masks, weight[:, None, None], label_smoothing=lc.label_smoothing, class_weights=lc.class_weights
+        )
+        loss = ce
+        aux = {"ce": ce}
+        if lc.dice_weight > 0:
+            dl = losses.soft_dice_loss(logits, masks, weight)
+            loss = loss + lc.dice_weight * dl
+            aux["dice_loss"] = dl
+        return loss, aux
+    labels = batch["label"]
+    loss = losses.cross_entropy(
+        logits, labels, valid, label_smoothing=lc.label_smoothing, class_weights=lc.class_weights
+    )
+    correct = (jnp.argmax(logits, -1) == labels) & valid
+    acc = jnp.sum(correct) / jnp.maximum(jnp.sum(valid), 1)
+    return loss, {"accuracy": acc}
+
+
+def make_train_step(
+    parts: ModelParts,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    lc: LossConfig,
+    *,
+    seed: int,
+    ema_decay: float = 0.0,
+) -> Callable:
+    """``step(state, batch, rest) -> (state, metrics)``: pure; a non-finite loss freezes the state."""
+    base_key = jax.random.key(seed)
+
+    def loss_fn(params, batch_stats, rest, batch, key):
+        model = nnx.merge(parts.graphdef_train, params, batch_stats, rest)
+        logits = model(batch["image"])
+        loss, aux = compute_loss(logits, batch, lc)
+        new_bs = nnx.as_pure(nnx.state(model, nnx.BatchStat))
+        return loss, (new_bs, aux)
+
+    def seeded(rest, key):
+        # Reseed outside of grad: NNX refuses to mutate variables of an outer trace level.
+        model = nnx.merge(parts.graphdef_train, parts.params, parts.batch_stats, rest)
+        nnx.reseed(model, policy=_reseed_policy, dropout=key)
+        return nnx.as_pure(nnx.split(model, nnx.Param, nnx.BatchStat, ...)[3])
+
+    def step(state, batch, rest):
+        key = jax.random.fold_in(base_key, state["step"])
+        rest = seeded(rest, key)
+        (loss, (new_bs, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["params"], state["batch_stats"], rest, batch, key
+        )
+        updates, new_opt = tx.update(grads, state["opt_state"], state["params"])
+        new_params = optax.apply_updates(state["params"], updates)
+        grad_norm = optax.global_norm(grads)
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (state["bad_step"] < 0)
+        new = {"params": new_params, "batch_stats": new_bs, "opt_state": new_opt}
+        if "ema" in state:
+            new["ema"] = ema_update(state["ema"], new_params, ema_decay)
+        keep = {k: state[k] for k in new}
+        chosen = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, keep)
+        out = dict(state, **chosen)
+        out["step"] = state["step"] + 1
+        out["bad_step"] = jnp.where(ok | (state["bad_step"] >= 0), state["bad_step"], state["step"])
+        metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state["step"]), **aux}
+        return out, metrics
+
+    return step
+
+
+def make_eval_step(parts: ModelParts, task: str) -> Callable:
+    """``eval_step(params, batch_stats, rest, batch) -> outputs``: predictions at label resolution."""
+
+    def eval_step(params, batch_stats, rest, batch):
+        model = nnx.merge(parts.graphdef_eval, params, batch_stats, rest)
+        logits = model(batch["image"]).astype(jnp.float32)
+        if task == "segmentation":
+            logits = losses.upsample_logits(logits, batch["mask"].shape[1:3])
+            return {"pred": jnp.argmax(logits, -1).astype(jnp.int32)}
+        return {"pred": jnp.argmax(logits, -1).astype(jnp.int32), "probs": jax.nn.softmax(logits, -1)}
+
+    return eval_step
+
+
+def jit_train_step(step: Callable, mesh: jax.sharding.Mesh, state: Any) -> Callable:
+    """Jit with the state donated and kept replicated; batch shardings follow the inputs."""
+    repl = replicated(mesh)
+    state_sh = jax.tree.map(lambda _: repl, state)
+    return jax.jit(step, donate_argnums=(0,), out_shardings=(state_sh, repl))
+
+
+def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    repl = replicated(mesh)
+    return jax.tree.map(lambda x: jax.device_put(x, repl), tree)

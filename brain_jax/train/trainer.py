@@ -1,0 +1,303 @@
+"""``train_and_evaluate(config, workdir)``: the training loop shared by classification and segmentation."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from brain_jax.train import builders, engine, optim
+from brain_jax.train.checkpoints import CONFIG_FILE, Checkpointer, abstract_like, has_checkpoint
+from brain_jax.train.config import save_config, to_dict
+from brain_jax.train.logging import MetricWriter
+
+# A hook is called after every step as hook(step, state, metrics) (tests use it to inject signals).
+Hook = Callable[[int, Any, Any], None]
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN/Inf; the last good checkpoint is kept."""
+
+
+# --------------------------------------------------------------------------- distributed set-up
+
+
+def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
+    """``jax.distributed.initialize`` when more than one process is configured (config or env)."""
+    dist = config.get("distributed")
+    num = int(dist.num_processes) if dist is not None else 1
+    env_num = int(os.environ.get("BRAIN_JAX_NUM_PROCESSES", "0") or 0)
+    num = max(num, env_num)
+    auto = dist is not None and bool(dist.get("auto", False))
+    if num <= 1 and not auto:
+        return
+    try:
+        if jax.distributed.is_initialized():
+            return
+    except AttributeError:  # older jax
+        pass
+    kwargs: dict[str, Any] = {}
+    addr = (dist.coordinator_address if dist is not None else "") or os.environ.get("BRAIN_JAX_COORDINATOR", "")
+    pid = int(dist.process_id) if dist is not None else -1
+    if pid < 0 and os.environ.get("BRAIN_JAX_PROCESS_ID"):
+        pid = int(os.environ["BRAIN_JAX_PROCESS_ID"])
+    if num > 1:
+        kwargs["num_processes"] = num
+    if addr:
+        kwargs["coordinator_address"] = addr
+    if pid >= 0:
+        kwargs["process_id"] = pid
+    if dist is not None and dist.get("local_device_ids", ""):
+        kwargs["local_device_ids"] = [int(x) for x in str(dist.local_device_ids).split(",")]
+    # With nothing given (TPU pods, SLURM), jax detects the cluster itself.
+    jax.distributed.initialize(**kwargs)
+
+
+# --------------------------------------------------------------------------- workdir checks
+
+
+_IDENTITY_FIELDS = ("model.name", "model.variant", "data.task", "data.num_classes")
+
+
+def _get(d: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def check_workdir(config: ml_collections.ConfigDict, workdir: Path) -> bool:
+    """True when ``workdir`` holds a run of the same model to resume; ValueError when it is another one."""
+    saved_path = workdir / CONFIG_FILE
+    if not saved_path.is_file():
+        if has_checkpoint(workdir):
+            raise ValueError(f"{workdir}: holds checkpoints but no {CONFIG_FILE}; use a fresh --workdir")
+        return False
+    try:
+        saved = json.loads(saved_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{saved_path}: unreadable ({e}); use a fresh --workdir") from e
+    now = to_dict(config)
+    diffs = [f"{f}: workdir has {_get(saved, f)!r}, config has {_get(now, f)!r}"
+             for f in _IDENTITY_FIELDS if _get(saved, f) != _get(now, f)]
+    if diffs:
+        raise ValueError(
+            f"{workdir} holds a checkpoint of another model ({'; '.join(diffs)}); nothing was changed. "
+            "Use a fresh --workdir."
+        )
+    return has_checkpoint(workdir)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def total_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+    if config.num_train_steps > 0:
+        return int(config.num_train_steps)
+    return max(1, int(math.ceil(float(config.num_epochs) * steps_per_epoch)))
+
+
+def _every(value: int, steps_per_epoch: int) -> int:
+    """Interval in steps: ``value`` > 0, else once per epoch; 0 stays 0 (never)."""
+    if value < 0:
+        return max(1, steps_per_epoch)
+    return int(value)
+
+
+def lr_scales_for(parts: engine.ModelParts, layer_decay: float) -> Any | None:
+    if layer_decay >= 1.0 or layer_decay <= 0.0:
+        return None
+    paths = engine.tree_paths(parts.params)
+    scales = optim.layer_decay_scales(paths, parts.head_paths, layer_decay)
+    return engine.tree_from_paths(parts.params, scales)
+
+
+class _SignalFlag:
+    """Remembers SIGTERM (preemption) so the loop can checkpoint and exit between steps."""
+
+    def __init__(self, enabled: bool):
+        self.received = False
+        self._old = None
+        if enabled:
+            try:
+                self._old = signal.signal(signal.SIGTERM, self._handle)
+            except ValueError:  # not in the main thread
+                self._old = None
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.received = True
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, leave=True)
+
+
+def _mean_metrics(rows: list[dict]) -> dict[str, float]:
+    if not rows:
+        return {}
+    host = jax.device_get(rows)
+    keys = host[0].keys()
+    return {k: float(np.mean([float(r[k]) for r in host])) for k in keys}
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike,
+    *,
+    data: builders.DataSource | None = None,
+    model: nnx.Module | None = None,
+    hooks: Sequence[Hook] = (),
+    handle_sigterm: bool = True,
+) -> dict[str, Any]:
+    """Train (resuming from the workdir's latest checkpoint), evaluating and checkpointing as configured.
+
+    Returns ``{"status": "done" | "preempted", "step": int, "eval": {...last eval summary...}}``.
+    Raises TrainingDiverged on a non-finite loss (the last good checkpoint stays), ValueError /
+    FileNotFoundError on bad configs, workdirs or missing datasets, before writing anything.
+    """
+    # ---- set-up and checks (nothing is written until all pass)
+    maybe_initialize_distributed(config)
+    workdir = Path(workdir).absolute()
+    if model is None:
+        builders.validate_config(config)
+    resume = check_workdir(config, workdir)
+    data = data if data is not None else builders.PipelineData(config)
+    steps_per_epoch = data.steps_per_epoch()  # a missing dataset fails here
+    total_steps = total_train_steps(config, steps_per_epoch)
+    if model is None:
+        model = builders.create_model(config, with_init=not resume)
+    parts = engine.split_model(model)
+    opt_cfg = config.optimizer
+    warmup = opt_cfg.warmup_steps if opt_cfg.warmup_steps >= 0 else int(round(opt_cfg.warmup_epochs * steps_per_epoch))
+    opt_view = ml_collections.ConfigDict(dict(opt_cfg.to_dict(), warmup_steps=int(warmup)))
+    tx, schedule = optim.make_optimizer(opt_view, total_steps, lr_scales=lr_scales_for(parts, opt_cfg.layer_decay))
+    lc = engine.LossConfig.from_config(config.data.task, config.loss)
+
+    mesh = engine.make_mesh(int(config.mesh.num_devices))
+    ema = float(opt_cfg.ema_decay) > 0
+    state = engine.replicate(engine.init_train_state(parts, tx, ema=ema), mesh)
+    rest = engine.replicate(parts.rest, mesh)
+    is_main = jax.process_index() == 0
+
+    ckpt = Checkpointer(workdir, keep=int(config.keep_checkpoints), best_metric=str(config.best_metric),
+                        best_mode=str(config.best_mode), async_save=bool(config.async_checkpoint))
+    train_it = data.train_iterator()
+    start = 0
+    if resume:
+        restored = ckpt.restore_latest(abstract_like(state, engine.replicated(mesh)))
+        if restored is not None:
+            state, it_state, start = restored
+            train_it.set_state(it_state)
+    if is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        save_config(config, workdir / CONFIG_FILE)
+        if hasattr(model, "config"):
+            builders.save_model_json(model, workdir / builders.MODEL_FILE)
+    writer = MetricWriter(workdir, enabled=is_main)
+
+    train_step = engine.jit_train_step(
+        engine.make_train_step(parts, tx, schedule, lc, seed=int(config.seed), ema_decay=float(opt_cfg.ema_decay)),
+        mesh, state,
+    )
+    eval_step = jax.jit(engine.make_eval_step(parts, config.data.task))
+    multiple = engine.local_batch_multiple(mesh)
+    log_every = max(1, int(config.log_every_steps))
+    eval_every = _every(int(config.eval_every_steps), steps_per_epoch)
+    ckpt_every = _every(int(config.checkpoint_every_steps), steps_per_epoch)
+    eval_split = str(config.data.eval_split or "")
+
+    def run_eval(step: int) -> dict[str, Any]:
+        from brain_jax.train.evaluate import evaluate_split
+
+        params = state["ema"] if "ema" in state else state["params"]
+        summary, _ = evaluate_split(
+            eval_step, params, state["batch_stats"], rest, data.eval_batches(eval_split), mesh=mesh,
+            task=config.data.task, num_classes=builders.num_classes(config),
+            class_names=builders.class_names(config),
+        )
+        writer.write(step, "eval", {k: v for k, v in summary.items() if np.isscalar(v)})
+        return summary
+
+    def check_finite(step: int) -> None:
+        bad = int(jax.device_get(state["bad_step"]))
+        if bad >= 0:
+            ckpt.wait()
+            last = ckpt.latest_step()
+            where = f"the last good checkpoint (step {last}) is kept in {workdir}" if last is not None else \
+                "no checkpoint had been saved yet"
+            raise TrainingDiverged(
+                f"loss became NaN/Inf at step {bad + 1}; stopped at step {step}; {where}. Lower "
+                "optimizer.lr, enable optimizer.grad_clip_norm, or use model.dtype=float32."
+            )
+
+    # ---- loop
+    flag = _SignalFlag(handle_sigterm)
+    bar = _progress(total_steps, start, bool(config.progress_bar) and is_main)
+    status, last_eval, pending, step = "done", {}, [], start
+    t_log, n_log = time.perf_counter(), 0
+    try:
+        for step in range(start + 1, total_steps + 1):
+            batch = engine.to_global(engine.pad_local_batch(next(train_it), multiple), mesh)
+            state, metrics = train_step(state, batch, rest)
+            pending.append(metrics)
+            n_log += int(config.batch_size)
+            for hook in hooks:
+                hook(step, state, metrics)
+            if bar is not None:
+                bar.update(1)
+            if step % log_every == 0 or step == total_steps:
+                row = _mean_metrics(pending)
+                pending = []
+                dt = time.perf_counter() - t_log
+                row["images_per_s"] = n_log / dt if dt > 0 else float("nan")
+                t_log, n_log = time.perf_counter(), 0
+                writer.write(step, "train", row)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.1f}")
+                check_finite(step)
+            if flag.received:
+                check_finite(step)
+                ckpt.save(step, state, train_it.get_state(), force=True)
+                ckpt.wait()
+                status = "preempted"
+                if is_main:
+                    print(f"SIGTERM: saved checkpoint at step {step} in {workdir}; exiting", flush=True)
+                break
+            do_eval = bool(eval_split) and ((eval_every > 0 and step % eval_every == 0) or step == total_steps)
+            do_ckpt = (ckpt_every > 0 and step % ckpt_every == 0) or step == total_steps
+            if do_eval or do_ckpt:
+                check_finite(step)
+            if do_ckpt:
+                ckpt.save(step, state, train_it.get_state())
+            if do_eval:
+                last_eval = run_eval(step)
+                ckpt.save_best(step, state, train_it.get_state(), last_eval)
+    finally:
+        flag.restore()
+        if bar is not None:
+            bar.close()
+        ckpt.close()
+        writer.close()
+    return {"status": status, "step": step, "total_steps": total_steps, "eval": last_eval, "state": state}
+
