@@ -34,7 +34,8 @@ def hf_labels(hf: dict, where: str) -> tuple[int, tuple[str, ...]]:
             raise ConversionError(f"{where}: id2label keys must be 0..{len(id2label) - 1}, missing {e}") from e
         if "num_labels" in hf and int(hf["num_labels"]) != len(names):
             raise ConversionError(f"{where}: num_labels {hf['num_labels']} != {len(names)} id2label entries")
-        return len(names), names
+        placeholder = names == tuple(f"LABEL_{i}" for i in range(len(names)))  # HF's default names
+        return len(names), () if placeholder else names
     n = hf.get("num_labels")
     if not isinstance(n, int) or n < 1:
         raise ConversionError(f"{where}: needs id2label or a positive num_labels")
