@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 
@@ -16,6 +17,24 @@ from brain_jax.train.engine import tree_paths
 from configs.common import base_config
 
 SIZE = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def compilation_cache(tmp_path_factory):
+    """Persistent XLA cache for this module: the runs below compile the same steps many times."""
+    from jax._src import compilation_cache as cc
+
+    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+            "jax_persistent_cache_min_entry_size_bytes")
+    old = {k: getattr(jax.config, k) for k in keys}
+    jax.config.update(keys[0], str(tmp_path_factory.mktemp("xla_cache")))
+    jax.config.update(keys[1], 0.0)
+    jax.config.update(keys[2], 0)
+    cc.reset_cache()
+    yield
+    for k, v in old.items():
+        jax.config.update(k, v)
+    cc.reset_cache()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +142,7 @@ def tiny_config(**overrides):
     c.optimizer.warmup_steps = 2
     c.log_every_steps = 1
     c.checkpoint_every_steps = 4
+    c.mesh.num_devices = 1
     c.progress_bar = False
     c.async_checkpoint = False
     c.best_metric = ""
@@ -208,3 +228,24 @@ def test_segmentation_step_learns_with_dice_loss(tmp_path):
     run(cfg, tmp_path, task="segmentation", hooks=[rec])
     assert np.isfinite(rec.losses).all()
     assert np.mean(rec.losses[-3:]) < 0.7 * np.mean(rec.losses[:3])
+
+
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
+def test_eval_counts_each_example_once_and_keeps_best(tmp_path, task):
+    cfg = tiny_config(**{"data.task": task, "data.eval_split": "validation", "eval_every_steps": 4,
+                         "best_metric": "accuracy" if task == "classification" else "dice",
+                         "mesh.num_devices": 8})
+    result = run(cfg, tmp_path, task=task)
+    ev = result["eval"]
+    # 13 real examples in two batches of 8: the 3 padded rows must not count
+    assert ev["num_examples" if task == "classification" else "num_cases"] == 13
+    if task == "classification":
+        assert np.asarray(ev["confusion_matrix"]).sum() == 13
+        assert 0.0 <= ev["accuracy"] <= 1.0 and "macro_f1" in ev
+    else:
+        assert 0.0 <= ev["dice"] <= 1.0 and np.isfinite(ev["hd95_mm"])
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "eval"] == [4, 8]
+    assert (tmp_path / "config.json").is_file()
+    flat, step, src = checkpoints.load_weights(tmp_path, which="best")
+    assert src.endswith("best") and step in (4, 8)

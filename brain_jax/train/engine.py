@@ -75,11 +75,9 @@ def to_global(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[
 
 def to_host(x: jax.Array) -> np.ndarray:
     """All of a global array on every host."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
+    from brain_jax.metrics import to_host as _to_host
 
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)
+    return _to_host(x)
 
 
 # --------------------------------------------------------------------------- model split
@@ -256,15 +254,27 @@ def make_train_step(
 
 
 def make_eval_step(parts: ModelParts, task: str) -> Callable:
-    """``eval_step(params, batch_stats, rest, batch) -> outputs``: predictions at label resolution."""
+    """``eval_step(params, batch_stats, rest, batch) -> {"stats": ..., "pred": ...}``.
+
+    ``stats`` are brain_jax.metrics sufficient statistics of the batch (padded examples excluded),
+    ``pred`` the predicted labels (segmentation: label maps at the mask's resolution).
+    """
+    from brain_jax import metrics
 
     def eval_step(params, batch_stats, rest, batch):
         model = nnx.merge(parts.graphdef_eval, params, batch_stats, rest)
         logits = model(batch["image"]).astype(jnp.float32)
+        valid = batch["valid"]
         if task == "segmentation":
             logits = losses.upsample_logits(logits, batch["mask"].shape[1:3])
-            return {"pred": jnp.argmax(logits, -1).astype(jnp.int32)}
-        return {"pred": jnp.argmax(logits, -1).astype(jnp.int32), "probs": jax.nn.softmax(logits, -1)}
+            pred = jnp.argmax(logits, -1).astype(jnp.int32)
+            ok = valid & batch["has_mask"] if "has_mask" in batch else valid
+            stats = metrics.segmentation_batch_stats(
+                pred, batch["mask"], batch["spacing_mm"], ok, num_classes=logits.shape[-1]
+            )
+            return {"stats": stats, "pred": pred}
+        stats = metrics.classification_batch_stats(logits, batch["label"], valid, logits.shape[-1])
+        return {"stats": stats, "pred": jnp.argmax(logits, -1).astype(jnp.int32)}
 
     return eval_step
 

@@ -236,7 +236,9 @@ def train_and_evaluate(
             task=config.data.task, num_classes=builders.num_classes(config),
             class_names=builders.class_names(config),
         )
-        writer.write(step, "eval", {k: v for k, v in summary.items() if np.isscalar(v)})
+        from brain_jax.train.evaluate import scalars
+
+        writer.write(step, "eval", scalars(summary))
         return summary
 
     def check_finite(step: int) -> None:
