@@ -1,0 +1,218 @@
+"""ViT: torch-compatible bicubic position-embedding interpolation, parity with HF transformers at the
+trained and at other resolutions, conversion round trips, training-mode behaviour, golden fixture.
+
+Tiny configs only (hidden 32, 2 layers, images <= 56 px).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from brain_jax.convert import ConversionError, from_hf, to_hf
+from brain_jax.convert.core import model_variables
+from brain_jax.models import create, variants
+from brain_jax.models import vit
+from tests.fixtures.make_golden_swin_vit import VIT_GOLDEN, hf_vit
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _randn(shape, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _nhwc(x_nchw: np.ndarray) -> jax.Array:
+    return jnp.asarray(x_nchw.transpose(0, 2, 3, 1))
+
+
+@nnx.jit(static_argnames="hidden")
+def _call(model, x, hidden=False):
+    """Jitted forward: one compile per shape instead of XLA:CPU's slow op-by-op first calls."""
+    return model(x, output_hidden_states=hidden)
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vit_hf") / "tiny"
+    hf_vit(seed=4, **VIT_GOLDEN).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ours(hf_dir):
+    return from_hf(hf_dir)
+
+
+# --------------------------------------------------------------------------- interpolation
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("grid,out", [(4, (7, 7)), (4, (3, 3)), (5, (9, 6)), (7, (2, 11)), (14, (24, 24)),
+                                      (3, (3, 5))])
+def test_bicubic_matches_torch_interpolate(grid, out):
+    import torch
+
+    pos = _randn((1, 1 + grid * grid, 6), seed=grid)
+    got = np.asarray(vit.interpolate_pos_encoding(jnp.asarray(pos), *out))
+    patch = torch.from_numpy(pos[:, 1:]).reshape(1, grid, grid, 6).permute(0, 3, 1, 2)
+    ref = torch.nn.functional.interpolate(patch, size=out, mode="bicubic", align_corners=False)
+    ref = ref.permute(0, 2, 3, 1).reshape(1, -1, 6).numpy()
+    np.testing.assert_array_equal(got[:, :1], pos[:, :1])
+    np.testing.assert_allclose(got[:, 1:], ref, atol=1e-5, rtol=0)
+
+
+def test_bicubic_matrix_properties():
+    """Rows sum to 1; same size is the identity; halving puts each output at t = 0.5 between two inputs,
+    where Keys' kernel with a = −0.75 weighs the taps (−3/32, 19/32, 19/32, −3/32)."""
+    for n_in, n_out in [(4, 7), (7, 4), (5, 5), (3, 12)]:
+        m = vit.torch_bicubic_matrix(n_in, n_out)
+        np.testing.assert_allclose(m.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(vit.torch_bicubic_matrix(6, 6), np.eye(6, dtype=np.float32))
+    row = vit.torch_bicubic_matrix(8, 4)[1]  # source 2.5: taps 1..4
+    np.testing.assert_allclose(row, [0, -3 / 32, 19 / 32, 19 / 32, -3 / 32, 0, 0, 0], atol=1e-7)
+
+
+# --------------------------------------------------------------------------- whole model vs HF
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("size", [
+    (32, 32),  # the configured resolution: embeddings used as stored
+    (48, 40),  # 6×5 grid, interpolated from 4×4, non-square
+    (24, 24),  # 3×3 grid: bicubic downsampling
+    (35, 33),  # 4×4 grid plus remainder pixels the patch conv drops
+])
+def test_logits_and_hidden_states_match_hf(hf_dir, ours, size):
+    import torch
+    from transformers import ViTForImageClassification
+
+    hf = ViTForImageClassification.from_pretrained(hf_dir).eval()
+    x = _randn((2, 3) + size, seed=size[0])
+    with torch.no_grad():
+        o = hf(torch.from_numpy(x), output_hidden_states=True, interpolate_pos_encoding=True)
+    logits, hidden = _call(ours, _nhwc(x), hidden=True)
+    assert logits.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(logits), o.logits.numpy(), atol=1e-4, rtol=0)
+    assert len(hidden) == len(o.hidden_states) == 3
+    for i, (a, b) in enumerate(zip(hidden, o.hidden_states)):
+        np.testing.assert_allclose(np.asarray(a), b.numpy(), atol=1e-4, rtol=0, err_msg=f"hidden state {i}")
+
+
+def test_golden_fixture_without_torch():
+    io = np.load(FIXTURES / "vit_golden" / "io.npz")
+    model = from_hf(FIXTURES / "vit_golden")
+    assert io["pixel_values"].shape[2:] != (model.config.image_size,) * 2  # interpolated positions
+    np.testing.assert_allclose(np.asarray(_call(model, _nhwc(io["pixel_values"]))), io["logits"], atol=1e-4,
+                               rtol=0)
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+@pytest.mark.torch
+def test_export_loads_cleanly_in_transformers_and_round_trips(tmp_path):
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    model = create("vit", "test", 4, image_size=24, rngs=nnx.Rngs(params=7, dropout=1))
+    for path, var in model_variables(model).items():
+        var.set_value(var.get_value() + 0.3 * jnp.asarray(_randn(var.get_value().shape, seed=len(path))))
+    model.eval()
+    out = to_hf(model, tmp_path / "export")
+    hf, info = AutoModelForImageClassification.from_pretrained(out, output_loading_info=True)
+    assert type(hf).__name__ == "ViTForImageClassification"
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    x = _randn((2, 3, 24, 24), seed=2)
+    with torch.no_grad():
+        ref = hf.eval()(torch.from_numpy(x)).logits.numpy()
+    np.testing.assert_allclose(np.asarray(_call(model, _nhwc(x))), ref, atol=1e-4, rtol=0)
+    back = from_hf(out)
+    assert back.config == model.config
+    ours_vars, back_vars = model_variables(model), model_variables(back)
+    assert ours_vars.keys() == back_vars.keys()
+    for k in ours_vars:
+        np.testing.assert_array_equal(np.asarray(back_vars[k].get_value()), np.asarray(ours_vars[k].get_value()),
+                                      err_msg=k)
+
+
+def test_bad_checkpoints_fail_with_every_offender(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    src = FIXTURES / "vit_golden"
+    tensors = load_file(str(src / "model.safetensors"))
+    cfg = json.loads((src / "config.json").read_text())
+    tensors["vit.embeddings.position_embeddings"] = tensors["vit.embeddings.position_embeddings"][:, :-1]
+    del tensors["vit.encoder.layer.1.output.dense.bias"]
+    tensors["vit.pooler.dense.weight"] = np.zeros((32, 32), np.float32)
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConversionError) as e:
+        from_hf(tmp_path)
+    msg = str(e.value)
+    for key in ("vit.embeddings.position_embeddings", "vit.encoder.layer.1.output.dense.bias",
+                "vit.pooler.dense.weight"):
+        assert key in msg
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "hidden_act": "relu"}))
+    with pytest.raises(ConversionError, match="hidden_act"):
+        from_hf(tmp_path)
+
+
+# --------------------------------------------------------------------------- registry and modes
+
+
+def test_registry_variants_and_config_round_trip():
+    assert set(variants("vit")) == {"base_16", "base_32", "large_16", "large_32", "huge_14", "test"}
+    huge = vit.VARIANTS["huge_14"]
+    assert (huge.hidden_size, huge.num_hidden_layers, huge.patch_size, huge.intermediate_size) == (1280, 32, 14, 5120)
+    model = create("vit", "test", 5, dropout=0.1, attention_dropout=0.2, image_size=48)
+    cfg = model.config
+    assert (cfg.model_type, cfg.num_labels, cfg.hidden_dropout_prob, cfg.attention_probs_dropout_prob) == (
+        "vit", 5, 0.1, 0.2)
+    assert model.embeddings.position_embeddings.get_value().shape == (1, 1 + 36, 32)
+    assert vit.ViT.head_paths == ("classifier",) and "classifier.kernel" in model_variables(model)
+    again = vit.config_from_dict(json.loads(json.dumps(dataclasses.asdict(cfg))))
+    assert again == cfg
+    with pytest.raises(ValueError, match="base_16"):
+        create("vit", "base", 3)
+    with pytest.raises(ValueError, match="num_attention_heads"):
+        vit.ViTConfig(hidden_size=30, num_attention_heads=4)
+    with pytest.raises(ValueError, match="patch_size=8"):
+        model(jnp.zeros((1, 4, 4, 3)))
+
+
+def test_dropout_and_drop_path_act_only_in_training():
+    x = jnp.asarray(_randn((4, 32, 32, 3), seed=9))
+    for kw in ({"dropout": 0.3}, {"attention_dropout": 0.3}, {"drop_path_rate": 0.5}):
+        model = create("vit", "test", 3, rngs=nnx.Rngs(params=0, dropout=1), **kw)
+        model.eval()
+        ref = np.asarray(_call(model, x))
+        np.testing.assert_array_equal(np.asarray(_call(model, x)), ref)
+        model.train()
+        a, b = np.asarray(_call(model, x)), np.asarray(_call(model, x))
+        assert not np.allclose(a, ref) and not np.allclose(a, b), kw
+        model.eval()
+        np.testing.assert_array_equal(np.asarray(_call(model, x)), ref)
+    model = create("vit", "test", 3, rngs=nnx.Rngs(params=0, dropout=1))
+    model.train()  # all rates zero: training mode must equal eval mode
+    t = np.asarray(_call(model, x))
+    model.eval()
+    np.testing.assert_array_equal(t, np.asarray(_call(model, x)))
+
+
+def test_bfloat16_compute():
+    x = jnp.asarray(_randn((2, 40, 40, 3), seed=4))
+    f32 = create("vit", "test", 3, rngs=nnx.Rngs(params=0, dropout=1))
+    bf16 = create("vit", "test", 3, dtype=jnp.bfloat16, rngs=nnx.Rngs(params=0, dropout=1))
+    f32.eval()
+    bf16.eval()
+    assert all(v.get_value().dtype == jnp.float32 for v in model_variables(bf16).values())
+    ref, out = np.asarray(_call(f32, x)), _call(bf16, x)
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(out), ref, atol=0.1 * np.abs(ref).max() + 0.05)
