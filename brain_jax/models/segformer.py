@@ -1,0 +1,428 @@
+"""SegFormer in Flax NNX: Mix Transformer (MiT) encoder b0-b5 + all-MLP decode head, or MiT classifier.
+
+Attribute names follow the keys HF transformers writes with ``save_pretrained``
+(``segformer.encoder.block.{stage}.{layer}.attention.self.query`` ...,
+``decode_head.linear_c.{i}.proj``) so conversion is a rename plus transposes. Everything is NHWC: the
+encoder keeps tokens as (B, H, W, C) maps and flattens them only inside attention.
+
+Numerics follow ``transformers/models/segformer/modeling_segformer.py`` (v5.24):
+- every encoder LayerNorm is ``nn.LayerNorm(C)``, i.e. eps 1e-5, whatever ``layer_norm_eps`` the HF
+  config carries (that field is unused there), so eps is a constant here, not config;
+- the decode head upsamples each projected stage bilinearly with ``align_corners=False`` to the stage-1
+  size (H/4, W/4) and concatenates them in reverse order (c4, c3, c2, c1);
+- the decode-head BatchNorm follows ``torch.nn.BatchNorm2d``: batch statistics in training, running
+  statistics updated with momentum 0.1 and the *unbiased* batch variance (so ``nnx.BatchNorm``, which
+  uses the biased one, is not used).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from brain_jax.models.common import DepthwiseConv, DropPath, drop_path_rates, gelu
+
+# HF builds every encoder LayerNorm as nn.LayerNorm(C): eps 1e-5 regardless of config.layer_norm_eps.
+ENCODER_LN_EPS = 1e-5
+TASKS = ("segmentation", "classification")
+
+
+@dataclasses.dataclass(frozen=True)
+class SegformerConfig:
+    """Shape and regularisation of a SegFormer; ``dataclasses.asdict`` of it rebuilds the model."""
+
+    model_type: str = "segformer"
+    task: str = "segmentation"  # "segmentation" (decode head) or "classification" (mean pool + linear)
+    num_labels: int = 2
+    label_names: tuple[str, ...] = ()  # id2label values; empty -> "LABEL_i"
+    num_channels: int = 3
+    hidden_sizes: tuple[int, ...] = (32, 64, 160, 256)
+    depths: tuple[int, ...] = (2, 2, 2, 2)
+    num_attention_heads: tuple[int, ...] = (1, 2, 5, 8)
+    sr_ratios: tuple[int, ...] = (8, 4, 2, 1)
+    patch_sizes: tuple[int, ...] = (7, 3, 3, 3)
+    strides: tuple[int, ...] = (4, 2, 2, 2)
+    mlp_ratios: tuple[int, ...] = (4, 4, 4, 4)
+    decoder_hidden_size: int = 256
+    hidden_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    classifier_dropout: float = 0.1
+    drop_path_rate: float = 0.1
+    batch_norm_eps: float = 1e-5
+    batch_norm_momentum: float = 0.9  # flax convention: running = m * running + (1 - m) * batch (torch 0.1)
+    depthwise_impl: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"SegformerConfig.task must be one of {TASKS}, got {self.task!r}")
+        if self.num_labels < 1:
+            raise ValueError(f"SegformerConfig.num_labels must be >= 1, got {self.num_labels}")
+        if self.label_names and len(self.label_names) != self.num_labels:
+            raise ValueError(
+                f"SegformerConfig.label_names has {len(self.label_names)} names for num_labels={self.num_labels}"
+            )
+        n = len(self.hidden_sizes)
+        for field in ("depths", "num_attention_heads", "sr_ratios", "patch_sizes", "strides", "mlp_ratios"):
+            if len(getattr(self, field)) != n:
+                raise ValueError(
+                    f"SegformerConfig.{field} has {len(getattr(self, field))} entries, expected one per stage "
+                    f"({n}, the length of hidden_sizes)"
+                )
+        for i, (c, h) in enumerate(zip(self.hidden_sizes, self.num_attention_heads)):
+            if c % h:
+                raise ValueError(f"SegformerConfig: hidden_sizes[{i}]={c} is not divisible by num_attention_heads[{i}]={h}")
+
+
+_B0 = dict(hidden_sizes=(32, 64, 160, 256), decoder_hidden_size=256)
+_WIDE = dict(hidden_sizes=(64, 128, 320, 512))
+VARIANTS: dict[str, dict[str, Any]] = {
+    "b0": dict(_B0, depths=(2, 2, 2, 2)),
+    "b1": dict(_WIDE, depths=(2, 2, 2, 2), decoder_hidden_size=256),
+    "b2": dict(_WIDE, depths=(3, 4, 6, 3), decoder_hidden_size=768),
+    "b3": dict(_WIDE, depths=(3, 4, 18, 3), decoder_hidden_size=768),
+    "b4": dict(_WIDE, depths=(3, 8, 27, 3), decoder_hidden_size=768),
+    "b5": dict(_WIDE, depths=(3, 6, 40, 3), decoder_hidden_size=768),
+    "test": dict(hidden_sizes=(8, 16, 24, 32), depths=(1, 1, 1, 1), num_attention_heads=(1, 2, 1, 2),
+                 decoder_hidden_size=32),
+}
+
+# create() override name -> SegformerConfig field
+_OVERRIDE_ALIASES = {"dropout": "hidden_dropout", "hidden_dropout_prob": "hidden_dropout",
+                     "attention_probs_dropout_prob": "attention_dropout",
+                     "classifier_dropout_prob": "classifier_dropout"}
+
+
+def variants(name: str = "segformer") -> tuple[str, ...]:
+    return tuple(VARIANTS)
+
+
+def config_for(variant: str, num_classes: int, **overrides) -> SegformerConfig:
+    """The config of a named variant with ``num_labels=num_classes`` and field overrides.
+
+    ``image_size`` is accepted and ignored: SegFormer has no position embeddings, any size works.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown SegFormer variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+    overrides.pop("image_size", None)
+    fields = {f.name for f in dataclasses.fields(SegformerConfig)}
+    kw: dict[str, Any] = dict(VARIANTS[variant])
+    for key, value in overrides.items():
+        key = _OVERRIDE_ALIASES.get(key, key)
+        if key not in fields:
+            raise ValueError(f"unknown SegFormer override {key!r}; expected one of {', '.join(sorted(fields))}")
+        kw[key] = value
+    return SegformerConfig(num_labels=num_classes, **kw)
+
+
+def config_from_dict(d: dict) -> SegformerConfig:
+    """Inverse of ``dataclasses.asdict`` after a JSON round trip (lists back to tuples)."""
+    fields = {f.name for f in dataclasses.fields(SegformerConfig)}
+    unknown = sorted(set(d) - fields)
+    if unknown:
+        raise ValueError(f"SegFormer config has unknown field(s) {unknown}; expected a subset of {sorted(fields)}")
+    return SegformerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def from_config(cfg: SegformerConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs) -> nnx.Module:
+    cls = SegformerForSemanticSegmentation if cfg.task == "segmentation" else SegformerForImageClassification
+    return cls(cfg, dtype=dtype, rngs=rngs)
+
+
+def create(name: str, variant: str, num_classes: int, *, dtype: jnp.dtype = jnp.float32,
+           rngs: nnx.Rngs, **overrides) -> nnx.Module:
+    """A fresh SegFormer; ``task="classification"`` in overrides gives the MiT classifier form."""
+    if name != "segformer":
+        raise ValueError(f"brain_jax.models.segformer builds 'segformer', not {name!r}")
+    return from_config(config_for(variant, num_classes, **overrides), dtype=dtype, rngs=rngs)
+
+
+# --------------------------------------------------------------------------- layers
+
+_linear_init = nnx.initializers.truncated_normal(stddev=0.02)
+
+
+def _linear(din: int, dout: int, dtype, rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(din, dout, dtype=dtype, kernel_init=_linear_init, rngs=rngs)
+
+
+def _conv(din: int, dout: int, k: int, stride: int, pad: int, dtype, rngs: nnx.Rngs, use_bias: bool = True):
+    # SegFormer's own init: normal(0, sqrt(2 / fan_out)), fan_out = k*k*out.
+    init = nnx.initializers.normal(stddev=math.sqrt(2.0 / (k * k * dout)))
+    return nnx.Conv(din, dout, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+                    use_bias=use_bias, dtype=dtype, kernel_init=init, rngs=rngs)
+
+
+def _layer_norm(c: int, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    return nnx.LayerNorm(c, epsilon=ENCODER_LN_EPS, dtype=dtype, use_fast_variance=False, rngs=rngs)
+
+
+def _dropout(rate: float, rngs: nnx.Rngs) -> nnx.Dropout:
+    return nnx.Dropout(rate, rngs=rngs if rate > 0 else None)
+
+
+def resize_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Bilinear resize of NHWC ``x`` to ``size`` = (H, W), ``align_corners=False`` (half-pixel centres).
+
+    Matches ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`` (no antialias),
+    both for up- and downsampling; an identity when the size is unchanged.
+    """
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[1:3]) == size:
+        return x
+    out = jax.image.resize(x, (x.shape[0], *size, x.shape[3]), method="bilinear", antialias=False)
+    return out.astype(x.dtype)
+
+
+def upsample_logits(logits: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Upsample (B, h, w, L) logits to the input size, as HF's loss and post-processing do."""
+    return resize_bilinear(logits, size)
+
+
+class BatchNorm2d(nnx.Module):
+    """``torch.nn.BatchNorm2d`` semantics on NHWC: batch stats in training, unbiased running-var update.
+
+    ``mean``/``var`` are BatchStats (HF ``running_mean``/``running_var``); ``scale``/``bias`` Params.
+    ``use_running_average`` follows ``model.train()`` / ``model.eval()``.
+    """
+
+    def __init__(self, c: int, *, momentum: float = 0.9, epsilon: float = 1e-5, dtype=jnp.float32,
+                 use_running_average: bool = False, rngs: nnx.Rngs | None = None):
+        self.scale = nnx.Param(jnp.ones((c,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((c,), jnp.float32))
+        self.mean = nnx.BatchStat(jnp.zeros((c,), jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones((c,), jnp.float32))
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.dtype = dtype
+        self.use_running_average = use_running_average
+
+    def set_view(self, use_running_average: bool | None = None) -> None:  # nnx.view hook
+        if use_running_average is not None:
+            self.use_running_average = use_running_average
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        xf = x.astype(jnp.float32)
+        if self.use_running_average:
+            mean, var = self.mean[...], self.var[...]
+        else:
+            axes = tuple(range(x.ndim - 1))
+            mean = jnp.mean(xf, axis=axes)
+            var = jnp.mean(jnp.square(xf - mean), axis=axes)
+            n = math.prod(x.shape[:-1])
+            unbiased = var * (n / max(n - 1, 1))
+            m = self.momentum
+            self.mean[...] = jax.lax.stop_gradient(m * self.mean[...] + (1 - m) * mean)
+            self.var[...] = jax.lax.stop_gradient(m * self.var[...] + (1 - m) * unbiased)
+        inv = jax.lax.rsqrt(var + self.epsilon) * self.scale[...]
+        return ((xf - mean) * inv + self.bias[...]).astype(self.dtype)
+
+
+class OverlapPatchEmbeddings(nnx.Module):
+    """Strided k×k conv with k//2 padding (overlapping patches), then LayerNorm."""
+
+    def __init__(self, din: int, dout: int, patch: int, stride: int, *, dtype, rngs: nnx.Rngs):
+        self.proj = _conv(din, dout, patch, stride, patch // 2, dtype, rngs)
+        self.layer_norm = _layer_norm(dout, dtype, rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.layer_norm(self.proj(x))
+
+
+class EfficientSelfAttention(nnx.Module):
+    """Multi-head attention whose keys/values come from a map shrunk by an sr×sr stride-sr conv + LN."""
+
+    def __init__(self, c: int, heads: int, sr: int, attn_drop: float, *, dtype, rngs: nnx.Rngs):
+        self.num_heads = heads
+        self.dtype = dtype
+        self.query = _linear(c, c, dtype, rngs)
+        self.key = _linear(c, c, dtype, rngs)
+        self.value = _linear(c, c, dtype, rngs)
+        self.sr_ratio = sr
+        if sr > 1:
+            self.sr = _conv(c, c, sr, sr, 0, dtype, rngs)
+            self.layer_norm = _layer_norm(c, dtype, rngs)
+        else:
+            self.sr = nnx.data(None)
+            self.layer_norm = nnx.data(None)
+        self.dropout = _dropout(attn_drop, rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, h, w, c = x.shape
+        hd = c // self.num_heads
+        q = self.query(x).reshape(b, h * w, self.num_heads, hd)
+        kv = x if self.sr is None else self.layer_norm(self.sr(x))
+        n_kv = kv.shape[1] * kv.shape[2]
+        k = self.key(kv).reshape(b, n_kv, self.num_heads, hd)
+        v = self.value(kv).reshape(b, n_kv, self.num_heads, hd)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) * (hd**-0.5)
+        probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
+        probs = self.dropout(probs)
+        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+        return out.reshape(b, h, w, c)
+
+
+class SelfOutput(nnx.Module):
+    def __init__(self, c: int, drop: float, *, dtype, rngs: nnx.Rngs):
+        self.dense = _linear(c, c, dtype, rngs)
+        self.dropout = _dropout(drop, rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.dropout(self.dense(x))
+
+
+class Attention(nnx.Module):
+    def __init__(self, c: int, heads: int, sr: int, cfg: SegformerConfig, *, dtype, rngs: nnx.Rngs):
+        # ``self.self`` mirrors HF's ``attention.self`` module name.
+        self.self = EfficientSelfAttention(c, heads, sr, cfg.attention_dropout, dtype=dtype, rngs=rngs)
+        self.output = SelfOutput(c, cfg.hidden_dropout, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.output(self.self(x))
+
+
+class DWConv(nnx.Module):
+    def __init__(self, c: int, *, dtype, impl: str, rngs: nnx.Rngs):
+        self.dwconv = DepthwiseConv(c, 3, 1, dtype=dtype, impl=impl, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.dwconv(x)
+
+
+class MixFFN(nnx.Module):
+    """dense1 -> 3×3 depthwise conv -> exact GELU -> dropout -> dense2 -> dropout."""
+
+    def __init__(self, c: int, hidden: int, drop: float, *, dtype, impl: str, rngs: nnx.Rngs):
+        self.dense1 = _linear(c, hidden, dtype, rngs)
+        self.dwconv = DWConv(hidden, dtype=dtype, impl=impl, rngs=rngs)
+        self.dense2 = _linear(hidden, c, dtype, rngs)
+        self.dropout = _dropout(drop, rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.dropout(gelu(self.dwconv(self.dense1(x))))
+        return self.dropout(self.dense2(x))
+
+
+class SegformerLayer(nnx.Module):
+    """Pre-norm transformer block: x + DropPath(attn(LN(x))), then x + DropPath(MixFFN(LN(x)))."""
+
+    def __init__(self, c: int, heads: int, sr: int, mlp_ratio: int, drop_path: float,
+                 cfg: SegformerConfig, *, dtype, rngs: nnx.Rngs):
+        self.layer_norm_1 = _layer_norm(c, dtype, rngs)
+        self.attention = Attention(c, heads, sr, cfg, dtype=dtype, rngs=rngs)
+        self.drop_path = DropPath(drop_path, rngs=rngs)
+        self.layer_norm_2 = _layer_norm(c, dtype, rngs)
+        self.mlp = MixFFN(c, int(c * mlp_ratio), cfg.hidden_dropout, dtype=dtype,
+                          impl=cfg.depthwise_impl, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x + self.drop_path(self.attention(self.layer_norm_1(x)))
+        return x + self.drop_path(self.mlp(self.layer_norm_2(x)))
+
+
+class MixTransformerEncoder(nnx.Module):
+    """Four (or len(hidden_sizes)) stages of patch embedding -> blocks -> LayerNorm."""
+
+    def __init__(self, cfg: SegformerConfig, *, dtype, rngs: nnx.Rngs):
+        rates = drop_path_rates(cfg.drop_path_rate, cfg.depths)
+        ins = (cfg.num_channels,) + tuple(cfg.hidden_sizes[:-1])
+        self.patch_embeddings = nnx.List([
+            OverlapPatchEmbeddings(ins[s], c, cfg.patch_sizes[s], cfg.strides[s], dtype=dtype, rngs=rngs)
+            for s, c in enumerate(cfg.hidden_sizes)
+        ])
+        self.block = nnx.List([
+            nnx.List([
+                SegformerLayer(c, cfg.num_attention_heads[s], cfg.sr_ratios[s], cfg.mlp_ratios[s], rates[s][i],
+                               cfg, dtype=dtype, rngs=rngs)
+                for i in range(cfg.depths[s])
+            ])
+            for s, c in enumerate(cfg.hidden_sizes)
+        ])
+        self.layer_norm = nnx.List([_layer_norm(c, dtype, rngs) for c in cfg.hidden_sizes])
+
+    def __call__(self, x: jax.Array) -> list[jax.Array]:
+        """Per-stage NHWC feature maps (HF's ``hidden_states``, transposed)."""
+        feats = []
+        for embed, blocks, norm in zip(self.patch_embeddings, self.block, self.layer_norm):
+            x = embed(x)
+            for blk in blocks:
+                x = blk(x)
+            x = norm(x)
+            feats.append(x)
+        return feats
+
+
+class SegformerModel(nnx.Module):
+    def __init__(self, cfg: SegformerConfig, *, dtype, rngs: nnx.Rngs):
+        self.encoder = MixTransformerEncoder(cfg, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> list[jax.Array]:
+        return self.encoder(x)
+
+
+class MLPProjection(nnx.Module):
+    def __init__(self, din: int, dout: int, *, dtype, rngs: nnx.Rngs):
+        self.proj = _linear(din, dout, dtype, rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.proj(x)
+
+
+class DecodeHead(nnx.Module):
+    """All-MLP head: project each stage, upsample to H/4, concat (c4..c1), fuse, BN, ReLU, classify."""
+
+    def __init__(self, cfg: SegformerConfig, *, dtype, rngs: nnx.Rngs):
+        d = cfg.decoder_hidden_size
+        self.linear_c = nnx.List([MLPProjection(c, d, dtype=dtype, rngs=rngs) for c in cfg.hidden_sizes])
+        self.linear_fuse = _conv(d * len(cfg.hidden_sizes), d, 1, 1, 0, dtype, rngs, use_bias=False)
+        self.batch_norm = BatchNorm2d(d, momentum=cfg.batch_norm_momentum, epsilon=cfg.batch_norm_eps,
+                                      dtype=dtype)
+        self.dropout = _dropout(cfg.classifier_dropout, rngs)
+        self.classifier = _conv(d, cfg.num_labels, 1, 1, 0, dtype, rngs)
+
+    def __call__(self, feats: list[jax.Array]) -> jax.Array:
+        size = feats[0].shape[1:3]
+        maps = [resize_bilinear(proj(f), size) for proj, f in zip(self.linear_c, feats)]
+        x = self.linear_fuse(jnp.concatenate(maps[::-1], axis=-1))
+        x = jax.nn.relu(self.batch_norm(x))
+        return self.classifier(self.dropout(x))
+
+
+class SegformerForSemanticSegmentation(nnx.Module):
+    """``model(x)`` -> logits (B, H/4, W/4, num_labels) = HF ``logits`` transposed to NHWC."""
+
+    head_paths = ("decode_head.classifier",)
+
+    def __init__(self, cfg: SegformerConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        if cfg.task != "segmentation":
+            raise ValueError(f"SegformerForSemanticSegmentation needs task='segmentation', got {cfg.task!r}")
+        self.config = cfg
+        self.segformer = SegformerModel(cfg, dtype=dtype, rngs=rngs)
+        self.decode_head = DecodeHead(cfg, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array, output_hidden_states: bool = False):
+        feats = self.segformer(x)
+        logits = self.decode_head(feats).astype(jnp.float32)
+        return (logits, feats) if output_hidden_states else logits
+
+
+class SegformerForImageClassification(nnx.Module):
+    """MiT classifier (e.g. nvidia/mit-b0): encoder -> mean over positions -> linear."""
+
+    head_paths = ("classifier",)
+
+    def __init__(self, cfg: SegformerConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        if cfg.task != "classification":
+            raise ValueError(f"SegformerForImageClassification needs task='classification', got {cfg.task!r}")
+        self.config = cfg
+        self.segformer = SegformerModel(cfg, dtype=dtype, rngs=rngs)
+        self.classifier = _linear(cfg.hidden_sizes[-1], cfg.num_labels, dtype, rngs)
+
+    def __call__(self, x: jax.Array, output_hidden_states: bool = False):
+        feats = self.segformer(x)
+        pooled = jnp.mean(feats[-1].astype(jnp.float32), axis=(1, 2)).astype(feats[-1].dtype)
+        logits = self.classifier(pooled).astype(jnp.float32)
+        return (logits, feats) if output_hidden_states else logits

@@ -1,0 +1,345 @@
+"""SegFormer / MiT: parity with HF transformers, HF round trips, encoder transfer, training behaviour.
+
+Tiny configs only (hidden 8..32, images <= 96 px): the whole file must stay well under 2 minutes on
+2 CPU cores.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from brain_jax.convert import ConversionError, from_hf, to_hf
+from brain_jax.convert import segformer as conv_sf
+from brain_jax.convert.core import model_variables
+from brain_jax.models import create, variants
+from brain_jax.models import segformer as sf
+
+# A tiny HF config: two layers in stage 1 (block indexing), uneven heads and mlp ratios.
+TINY_HF = dict(
+    hidden_sizes=[8, 16, 24, 32], depths=[1, 2, 1, 1], num_attention_heads=[1, 2, 2, 2],
+    sr_ratios=[8, 4, 2, 1], mlp_ratios=[4, 2, 4, 4], decoder_hidden_size=32,
+)
+
+
+def _hf_model(tmp_path, *, arch: str = "seg", num_labels: int = 2, seed: int = 0, **extra):
+    """A transformers SegFormer from a tiny config with EVERY tensor randomised, saved to tmp_path."""
+    import torch
+    from transformers import SegformerConfig, SegformerForImageClassification, SegformerForSemanticSegmentation
+
+    kw = dict(TINY_HF, num_labels=num_labels, drop_path_rate=0.0, classifier_dropout_prob=0.0)
+    kw.update(extra)
+    cfg = SegformerConfig(**kw)
+    cls = SegformerForSemanticSegmentation if arch == "seg" else SegformerForImageClassification
+    torch.manual_seed(seed)
+    model = cls(cfg).eval()
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=gen) * 1.5 + 0.5)
+            elif "norm" in name and name.endswith("weight"):
+                t.copy_(1.0 + 0.2 * torch.randn(t.shape, generator=gen))
+            else:
+                t.copy_(0.2 * torch.randn(t.shape, generator=gen))
+    out = tmp_path / f"hf_{arch}_{num_labels}"
+    model.save_pretrained(out)
+    return model, out
+
+
+def _hf_forward(model, x_nhwc: np.ndarray):
+    import torch
+
+    with torch.no_grad():
+        o = model(torch.from_numpy(x_nhwc.transpose(0, 3, 1, 2).copy()), output_hidden_states=True)
+    logits = o.logits.numpy()
+    if logits.ndim == 4:
+        logits = logits.transpose(0, 2, 3, 1)
+    return logits, [h.numpy().transpose(0, 2, 3, 1) for h in o.hidden_states]
+
+
+def _randn(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("src,dst", [((8, 12), (16, 24)), ((2, 3), (16, 24)), ((13, 7), (25, 25)),
+                                     ((25, 19), (100, 75)), ((16, 24), (5, 7))])
+def test_resize_bilinear_matches_torch(src, dst):
+    import torch
+
+    x = _randn((2, *src, 3))
+    ours = np.asarray(sf.resize_bilinear(jnp.asarray(x), dst))
+    ref = torch.nn.functional.interpolate(torch.from_numpy(x.transpose(0, 3, 1, 2)), size=dst, mode="bilinear",
+                                          align_corners=False).numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.torch
+def test_batchnorm_train_and_eval_match_torch():
+    import torch
+
+    c = 6
+    ours = sf.BatchNorm2d(c)
+    ref = torch.nn.BatchNorm2d(c)
+    with torch.no_grad():
+        g = _randn((c,), 1) * 0.3 + 1
+        b = _randn((c,), 2) * 0.3
+        ref.weight.copy_(torch.from_numpy(g))
+        ref.bias.copy_(torch.from_numpy(b))
+    ours.scale.set_value(jnp.asarray(g))
+    ours.bias.set_value(jnp.asarray(b))
+    ours.train()
+    ref.train()
+    for step in range(3):
+        x = _randn((3, 5, 4, c), 10 + step) * 2 + 1
+        y = np.asarray(ours(jnp.asarray(x)))
+        y_ref = ref(torch.from_numpy(x.transpose(0, 3, 1, 2))).detach().numpy().transpose(0, 2, 3, 1)
+        np.testing.assert_allclose(y, y_ref, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(ours.mean[...]), ref.running_mean.numpy(), atol=1e-6)
+        # torch updates running_var with the unbiased batch variance
+        np.testing.assert_allclose(np.asarray(ours.var[...]), ref.running_var.numpy(), rtol=1e-5)
+    ours.eval()
+    ref.eval()
+    x = _randn((2, 3, 3, c), 20)
+    before = np.asarray(ours.var[...]).copy()
+    y_ref = ref(torch.from_numpy(x.transpose(0, 3, 1, 2))).detach().numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(np.asarray(ours(jnp.asarray(x))), y_ref, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(ours.var[...]), before)
+
+
+# --------------------------------------------------------------------------- parity with HF
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("num_labels,hw", [(1, (64, 96)), (2, (64, 96)), (5, (64, 96)), (2, (50, 70))])
+def test_segmentation_matches_hf(tmp_path, num_labels, hw):
+    hf, path = _hf_model(tmp_path, num_labels=num_labels, seed=num_labels)
+    x = _randn((2, *hw, 3), seed=num_labels)
+    ref_logits, ref_hidden = _hf_forward(hf, x)
+    model = from_hf(path)
+    assert isinstance(model, sf.SegformerForSemanticSegmentation)
+    assert model.config.num_labels == num_labels
+    logits, hidden = model(jnp.asarray(x), output_hidden_states=True)
+    assert logits.shape == ref_logits.shape == (2, math.ceil(hw[0] / 4), math.ceil(hw[1] / 4), num_labels)
+    assert len(hidden) == len(ref_hidden) == 4
+    for i, (h, r) in enumerate(zip(hidden, ref_hidden)):
+        np.testing.assert_allclose(np.asarray(h), r, atol=1e-4, err_msg=f"stage {i}")
+    np.testing.assert_allclose(np.asarray(logits), ref_logits, atol=1e-4)
+    up = sf.upsample_logits(logits, hw)
+    assert up.shape == (2, *hw, num_labels)
+
+
+@pytest.mark.torch
+def test_classification_matches_hf(tmp_path):
+    hf, path = _hf_model(tmp_path, arch="cls", num_labels=7, seed=3)
+    x = _randn((2, 64, 96, 3), seed=4)
+    ref_logits, ref_hidden = _hf_forward(hf, x)
+    model = from_hf(path)
+    assert isinstance(model, sf.SegformerForImageClassification)
+    assert model.head_paths == ("classifier",)
+    logits, hidden = model(jnp.asarray(x), output_hidden_states=True)
+    assert logits.shape == (2, 7)
+    for h, r in zip(hidden, ref_hidden):
+        np.testing.assert_allclose(np.asarray(h), r, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(logits), ref_logits, atol=1e-4)
+
+
+@pytest.mark.torch
+def test_train_mode_batch_statistics_match_hf(tmp_path):
+    """With dropout / drop path at 0, train mode differs from eval only by BatchNorm: compare with HF."""
+    import torch
+
+    hf, path = _hf_model(tmp_path, num_labels=3, seed=5)
+    model = from_hf(path)
+    x = _randn((2, 32, 64, 3), seed=6)
+    hf.train()
+    with torch.no_grad():
+        ref = hf(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).logits.numpy().transpose(0, 2, 3, 1)
+    model.train()
+    ours = np.asarray(model(jnp.asarray(x)))
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    bn = model.decode_head.batch_norm
+    np.testing.assert_allclose(np.asarray(bn.mean[...]), hf.decode_head.batch_norm.running_mean.numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(bn.var[...]), hf.decode_head.batch_norm.running_var.numpy(), rtol=1e-5)
+    model.eval()
+    assert np.abs(np.asarray(model(jnp.asarray(x))) - ours).max() > 1e-3  # running stats now in use
+
+
+# --------------------------------------------------------------------------- export / round trip
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("task", ["segmentation", "classification"])
+def test_export_loads_in_transformers_and_round_trips(tmp_path, task):
+    from transformers import AutoModelForImageClassification, AutoModelForSemanticSegmentation
+
+    model = create("segformer", "test", 3, task=task, rngs=nnx.Rngs(params=7, dropout=8))
+    # fresh BatchNorm stats are 0/1; make them non-trivial so the export of BatchStats is tested
+    for path, var in model_variables(model).items():
+        if isinstance(var, nnx.BatchStat):
+            var.set_value(jnp.asarray(np.abs(_randn(var.get_value().shape, len(path))) + 0.5))
+    model.eval()
+    out = to_hf(model, tmp_path / "export")
+    auto = AutoModelForSemanticSegmentation if task == "segmentation" else AutoModelForImageClassification
+    hf, info = auto.from_pretrained(out, output_loading_info=True)
+    assert type(hf).__name__ == ("SegformerForSemanticSegmentation" if task == "segmentation"
+                                 else "SegformerForImageClassification")
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    if task == "segmentation":
+        assert hf.config.do_reduce_labels is False
+        assert hf.config.id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
+    hf.eval()
+    x = _randn((1, 64, 96, 3), seed=9)
+    ref, _ = _hf_forward(hf, x)
+    np.testing.assert_allclose(np.asarray(model(jnp.asarray(x))), ref, atol=1e-4)
+    back = from_hf(out)
+    a, b = model_variables(model), model_variables(back)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(np.asarray(a[k].get_value()), np.asarray(b[k].get_value()), err_msg=k)
+    assert back.config == model.config
+
+
+def test_hf_config_labels_and_errors(tmp_path):
+    model = create("segformer", "test", 2, rngs=nnx.Rngs(0))
+    cfg = conv_sf.hf_config(model)
+    assert cfg["id2label"] == {"0": "background", "1": "tumour"} and cfg["do_reduce_labels"] is False
+    out = to_hf(model, tmp_path / "m")
+    bad = dict(cfg, hidden_act="relu")
+    (out / "config.json").write_text(json.dumps(bad))
+    with pytest.raises(ConversionError, match="hidden_act"):
+        from_hf(out)
+    (out / "config.json").write_text(json.dumps(dict(cfg, architectures=["SegformerModel"])))
+    with pytest.raises(ConversionError, match="load_encoder_into"):
+        from_hf(out)
+    (out / "config.json").write_text(json.dumps(dict(cfg, num_attention_heads=[1, 2, 5, 8])))
+    with pytest.raises(ConversionError, match="hidden_sizes\\[2\\]=24 is not divisible"):
+        from_hf(out)
+    (out / "config.json").write_text(json.dumps(dict(cfg, decoder_hidden_size=16)))
+    with pytest.raises(ConversionError, match="decode_head.linear_fuse.weight"):
+        from_hf(out)
+
+
+# --------------------------------------------------------------------------- encoder transfer
+
+
+def _classifier_checkpoint(tmp_path, seed=11, **overrides):
+    cls = create("segformer", "test", 10, task="classification", rngs=nnx.Rngs(seed), **overrides)
+    return cls, to_hf(cls, tmp_path / f"mit_{seed}")
+
+
+def test_load_encoder_into_fills_encoder_keeps_fresh_head(tmp_path):
+    cls, ckpt = _classifier_checkpoint(tmp_path)
+    seg = create("segformer", "test", 2, rngs=nnx.Rngs(99))
+    before = {k: np.asarray(v.get_value()).copy() for k, v in model_variables(seg).items()}
+    conv_sf.load_encoder_into(seg, ckpt)
+    src = model_variables(cls)
+    after = model_variables(seg)
+    n_enc = 0
+    for k, v in after.items():
+        if k.startswith("segformer."):
+            n_enc += 1
+            np.testing.assert_array_equal(np.asarray(v.get_value()), np.asarray(src[k].get_value()), err_msg=k)
+        else:
+            assert k.startswith("decode_head.")
+            np.testing.assert_array_equal(np.asarray(v.get_value()), before[k], err_msg=k)
+    assert n_enc == sum(k.startswith("segformer.") for k in src) > 50
+    x = jnp.asarray(_randn((1, 32, 32, 3)))
+    seg.eval()
+    cls.eval()
+    np.testing.assert_allclose(np.asarray(seg(x, output_hidden_states=True)[1][-1]),
+                               np.asarray(cls(x, output_hidden_states=True)[1][-1]), atol=1e-6)
+
+
+def test_load_encoder_into_rejects_mismatches(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    _, ckpt = _classifier_checkpoint(tmp_path, seed=12)
+    seg = create("segformer", "test", 2, num_attention_heads=(1, 1, 1, 1), rngs=nnx.Rngs(0))
+    with pytest.raises(ConversionError, match="num_attention_heads"):
+        conv_sf.load_encoder_into(seg, ckpt)
+    seg = create("segformer", "test", 2, rngs=nnx.Rngs(0))
+    tensors = load_file(str(ckpt / "model.safetensors"))
+    extra = dict(tensors, **{"segformer.encoder.block.0.1.layer_norm_1.weight": np.ones(8, np.float32)})
+    save_file(extra, str(ckpt / "model.safetensors"))
+    with pytest.raises(ConversionError, match="unused segformer|unused encoder.block.0.1"):
+        conv_sf.load_encoder_into(seg, ckpt)
+    bad = dict(tensors)
+    bad["segformer.encoder.block.0.0.mlp.dense1.weight"] = np.ones((16, 8), np.float32)
+    save_file(bad, str(ckpt / "model.safetensors"))
+    with pytest.raises(ConversionError, match="mlp.dense1.weight"):
+        conv_sf.load_encoder_into(seg, ckpt)
+    k0 = np.asarray(seg.segformer.encoder.block[0][0].mlp.dense1.kernel[...]).copy()
+    np.testing.assert_array_equal(np.asarray(seg.segformer.encoder.block[0][0].mlp.dense1.kernel[...]), k0)
+
+
+# --------------------------------------------------------------------------- config / training
+
+
+def test_variants_and_config_round_trip():
+    assert set(variants("segformer")) == {"b0", "b1", "b2", "b3", "b4", "b5", "test"}
+    model = create("segformer", "test", 5, drop_path_rate=0.2, dropout=0.1, image_size=96, rngs=nnx.Rngs(0))
+    assert model.config.model_type == "segformer" and model.config.num_labels == 5
+    assert model.head_paths == ("decode_head.classifier",)
+    d = json.loads(json.dumps(dataclasses.asdict(model.config)))
+    cfg = sf.config_from_dict(d)
+    assert cfg == model.config
+    rebuilt = sf.from_config(cfg, rngs=nnx.Rngs(0))
+    assert {k: v.get_value().shape for k, v in model_variables(rebuilt).items()} == \
+        {k: v.get_value().shape for k, v in model_variables(model).items()}
+    with pytest.raises(ValueError, match="unknown SegFormer override 'depth'"):
+        create("segformer", "test", 2, depth=3)
+    with pytest.raises(ValueError, match="unknown SegFormer variant"):
+        create("segformer", "b9", 2)
+
+
+# Encoder parameter counts (millions) of MiT-B0..B5 from the SegFormer paper (Xie et al. 2021, Table 1)
+PAPER_ENCODER_MPARAMS = {"b0": 3.4, "b1": 13.1, "b2": 24.2, "b3": 44.0, "b4": 60.8, "b5": 81.4}
+
+
+@pytest.mark.parametrize("variant", sorted(PAPER_ENCODER_MPARAMS))
+def test_variant_encoder_sizes_match_paper(variant):
+    abstract = nnx.eval_shape(lambda: create("segformer", variant, 150, rngs=nnx.Rngs(0)))
+    n = sum(math.prod(v.get_value().shape) for k, v in model_variables(abstract).items()
+            if k.startswith("segformer.") and isinstance(v, nnx.Param))
+    assert round(n / 1e6, 1) == pytest.approx(PAPER_ENCODER_MPARAMS[variant], abs=0.15)
+
+
+def test_dropout_and_drop_path_only_in_train_mode():
+    model = create("segformer", "test", 2, drop_path_rate=0.5, hidden_dropout=0.2, attention_dropout=0.2,
+                   classifier_dropout=0.3, rngs=nnx.Rngs(params=0, dropout=1))
+    x = jnp.asarray(_randn((2, 32, 32, 3)))
+    model.eval()
+    e1, e2 = np.asarray(model(x)), np.asarray(model(x))
+    np.testing.assert_array_equal(e1, e2)
+    model.train()
+    t1, t2 = np.asarray(model(x)), np.asarray(model(x))
+    assert np.abs(t1 - t2).max() > 1e-3
+    # dropout/drop path are what differs: same batch-stat BatchNorm without them is deterministic
+    quiet = create("segformer", "test", 2, drop_path_rate=0.0, classifier_dropout=0.0, rngs=nnx.Rngs(0))
+    quiet.train()
+    np.testing.assert_allclose(np.asarray(quiet(x)), np.asarray(quiet(x)), atol=1e-6)
+
+
+def test_bfloat16_compute_close_to_float32():
+    m32 = create("segformer", "test", 2, rngs=nnx.Rngs(0))
+    m16 = create("segformer", "test", 2, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    m32.eval()
+    m16.eval()
+    x = jnp.asarray(_randn((1, 32, 64, 3)))
+    y32, y16 = np.asarray(m32(x)), m16(x)
+    assert y16.dtype == jnp.float32 and m16.segformer.encoder.layer_norm[0].scale[...].dtype == jnp.float32
+    assert np.isfinite(np.asarray(y16)).all()
+    assert np.abs(np.asarray(y16) - y32).max() < 0.1 * (np.abs(y32).max() + 1)
