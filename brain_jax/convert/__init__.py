@@ -68,4 +68,9 @@ def to_hf(model: nnx.Module, out_dir: str | os.PathLike) -> Path:
     if model_type is None:
         raise ConversionError(f"{type(model).__name__} has no config.model_type; not a brain-jax model")
     mod = arch_module(model_type, where=type(model).__name__)
-    return write_hf_checkpoint(out_dir, mod.hf_config(model), export_from(model, mod.key_map(model)))
+    tensors = export_from(model, mod.key_map(model))
+    # optional: HF buffers with no model variable (e.g. BatchNorm num_batches_tracked) so loads report none missing
+    extra = getattr(mod, "hf_extra_tensors", None)
+    if extra is not None:
+        tensors.update(extra(model))
+    return write_hf_checkpoint(out_dir, mod.hf_config(model), tensors)

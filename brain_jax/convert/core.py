@@ -132,8 +132,9 @@ def write_hf_checkpoint(out_dir: str | os.PathLike, config: dict, tensors: Mappi
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(out / "model.safetensors"),
-              metadata={"format": "pt"})
+    # ascontiguousarray makes 0-d arrays (e.g. num_batches_tracked) 1-d: keep the original shape
+    arrays = {k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in tensors.items()}
+    save_file(arrays, str(out / "model.safetensors"), metadata={"format": "pt"})
     return out
 
 
@@ -182,9 +183,13 @@ def load_into(
             problems.append(f"missing {hf_key} (for {ours})")
             continue
         used.add(hf_key)
-        arr = hook.to_ours(np.asarray(tensors[hf_key]))
         var = variables[ours]
         want = tuple(var.get_value().shape)
+        try:
+            arr = hook.to_ours(np.asarray(tensors[hf_key]))
+        except ValueError as e:  # e.g. a reshape hook given a tensor of another size
+            problems.append(f"{hf_key} {tuple(np.shape(tensors[hf_key]))}: {hook.name} hook failed ({e}); {ours} is {want}")
+            continue
         if tuple(arr.shape) != want:
             problems.append(
                 f"shape of {hf_key} {tuple(tensors[hf_key].shape)} gives {tuple(arr.shape)} after "
