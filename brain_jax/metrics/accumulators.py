@@ -7,6 +7,8 @@ whole split, in ``result()``. Padded examples (``valid`` False) never count.
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -36,6 +38,7 @@ def to_host(x: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- per-batch statistics (jit)
 
 
+@functools.partial(jax.jit, static_argnames=("num_classes", "num_bins"))
 def classification_batch_stats(
     logits: jax.Array, labels: jax.Array, valid: jax.Array | None, num_classes: int, num_bins: int = 15
 ) -> dict[str, jax.Array]:
@@ -56,6 +59,7 @@ def classification_batch_stats(
     }
 
 
+@functools.partial(jax.jit, static_argnames=("num_classes", "percentile"))
 def segmentation_batch_stats(
     pred_labels: jax.Array,
     target_labels: jax.Array,

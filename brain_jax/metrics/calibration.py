@@ -1,10 +1,13 @@
 """Calibration (expected calibration error) and bootstrap confidence intervals for per-case metrics."""
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 
+@functools.partial(jax.jit, static_argnames=("num_bins",))
 def calibration_bins(
     probs: jax.Array, labels: jax.Array, num_bins: int = 15, mask: jax.Array | None = None
 ) -> dict[str, jax.Array]:
@@ -33,6 +36,7 @@ def calibration_bins(
     }
 
 
+@jax.jit
 def ece_from_bins(count: jax.Array, confidence: jax.Array, correct: jax.Array) -> jax.Array:
     """ECE = sum_b |sum correct_b - sum confidence_b| / N (the count-weighted |accuracy - confidence|)."""
     n = jnp.sum(jnp.asarray(count))
@@ -40,6 +44,7 @@ def ece_from_bins(count: jax.Array, confidence: jax.Array, correct: jax.Array) -
     return jnp.where(n > 0, jnp.sum(gap) / jnp.maximum(n, 1), jnp.nan)
 
 
+@functools.partial(jax.jit, static_argnames=("num_bins",))
 def expected_calibration_error(
     probs: jax.Array, labels: jax.Array, num_bins: int = 15, mask: jax.Array | None = None
 ) -> jax.Array:
@@ -47,6 +52,7 @@ def expected_calibration_error(
     return ece_from_bins(**calibration_bins(probs, labels, num_bins, mask))
 
 
+@functools.partial(jax.jit, static_argnames=("num_resamples", "confidence"))
 def bootstrap_ci(
     values: jax.Array,
     valid: jax.Array | None = None,

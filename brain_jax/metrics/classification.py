@@ -1,10 +1,13 @@
 """Classification metrics: confusion matrix (sufficient statistic) and the summary derived from it."""
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 
+@functools.partial(jax.jit, static_argnames=("num_classes",))
 def confusion_matrix(
     labels: jax.Array, preds: jax.Array, num_classes: int, mask: jax.Array | None = None
 ) -> jax.Array:
@@ -31,6 +34,7 @@ def _safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
     return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
 
 
+@jax.jit
 def classification_summary(cm: jax.Array) -> dict[str, jax.Array]:
     """Accuracy, per-class precision / recall / F1 / support, macro and weighted averages.
 

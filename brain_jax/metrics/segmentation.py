@@ -1,6 +1,8 @@
 """Overlap metrics for segmentation: per-case Dice / IoU on binary masks, multi-class mIoU from counts."""
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -22,6 +24,7 @@ def _counts(pred: jax.Array, target: jax.Array, mask: jax.Array | None) -> tuple
     )
 
 
+@jax.jit
 def dice(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Per-case Dice 2|P∩T| / (|P| + |T|) of binary masks (..., H, W); 1 when both are empty.
 
@@ -32,6 +35,7 @@ def dice(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> j
     return jnp.where(den > 0, 2.0 * inter / jnp.maximum(den, 1), 1.0).astype(jnp.float32)
 
 
+@jax.jit
 def iou(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Per-case IoU (Jaccard) |P∩T| / |P∪T| of binary masks (..., H, W); 1 when both are empty."""
     inter, sp, st = _counts(pred, target, mask)
@@ -39,6 +43,7 @@ def iou(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> ja
     return jnp.where(union > 0, inter / jnp.maximum(union, 1), 1.0).astype(jnp.float32)
 
 
+@functools.partial(jax.jit, static_argnames=("num_classes",))
 def intersection_union_counts(
     pred_labels: jax.Array, target_labels: jax.Array, num_classes: int, mask: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array]:
@@ -66,6 +71,7 @@ def intersection_union_counts(
     return jnp.stack(inter), jnp.stack(union)
 
 
+@jax.jit
 def mean_iou(intersection: jax.Array, union: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(mIoU, per-class IoU) from accumulated counts.
 

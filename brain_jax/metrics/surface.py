@@ -15,6 +15,7 @@ stays bounded. No sampling or approximation is involved.
 """
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import jax
@@ -96,6 +97,7 @@ def _as_batch(pred: jax.Array, target: jax.Array, spacing_mm) -> tuple[jax.Array
     return pred, target, jnp.broadcast_to(sp, (pred.shape[0], 2))
 
 
+@jax.jit
 def directed_surface_distances(
     pred: jax.Array, target: jax.Array, spacing_mm
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -141,6 +143,7 @@ def _kth_smallest(values: jax.Array, valid: jax.Array, k: jax.Array) -> jax.Arra
     return lax.bitcast_convert_type(lo, jnp.float32)
 
 
+@functools.partial(jax.jit, static_argnames=("q",))
 def masked_percentile(values: jax.Array, valid: jax.Array, q: float) -> jax.Array:
     """numpy.percentile(values[valid], q) (linear method) per row of (N, M) arrays; NaN if none valid.
 
@@ -185,6 +188,7 @@ def _reduce_maps(maps, percentile: float | None, symmetric: str) -> jax.Array:
     raise ValueError(f"symmetric must be 'union' or 'max'; got {symmetric!r}")
 
 
+@functools.partial(jax.jit, static_argnames=("percentiles", "symmetric"))
 def hausdorff_distances(
     pred: jax.Array,
     target: jax.Array,

@@ -1,0 +1,135 @@
+"""Dice / IoU / mIoU against medpy and sklearn; split accumulation; 1 device vs 8 sharded devices."""
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+from scipy import ndimage
+from sklearn.metrics import jaccard_score
+
+from brain_jax.metrics import (
+    ClassificationAccumulator,
+    SegmentationAccumulator,
+    classification_batch_stats,
+    dice,
+    intersection_union_counts,
+    iou,
+    mean_iou,
+    segmentation_batch_stats,
+)
+
+B, S = 16, 32
+
+
+def _masks(seed: int, b: int = B, s: int = S):
+    rng = np.random.default_rng(seed)
+    target = ndimage.gaussian_filter(rng.normal(size=(b, s, s)), (0, 2, 2)) > 0.15
+    pred = target ^ (ndimage.gaussian_filter(rng.normal(size=(b, s, s)), (0, 1.5, 1.5)) > 0.3)
+    target[0] = False  # both empty
+    pred[0] = False
+    target[1] = False  # prediction without ground truth: a miss
+    pred[2] = False  # missed ground truth
+    if not pred[1].any():
+        pred[1, 3:6, 3:6] = True
+    spacing = rng.uniform(0.3, 1.5, (b, 2)).astype(np.float32)
+    return pred, target, spacing
+
+
+def test_dice_iou_match_medpy_and_empty_conventions():
+    from medpy.metric import binary
+
+    pred, target, _ = _masks(0)
+    d, j = np.asarray(dice(pred, target)), np.asarray(iou(pred, target))
+    assert d[0] == 1 and j[0] == 1  # both empty
+    assert d[1] == 0 and d[2] == 0 and j[1] == 0 and j[2] == 0  # one empty
+    for i in range(3, B):
+        np.testing.assert_allclose(d[i], binary.dc(pred[i], target[i]), rtol=1e-6)
+        np.testing.assert_allclose(j[i], binary.jc(pred[i], target[i]), rtol=1e-6)
+    # a pixel mask restricts the region that counts
+    region = np.zeros((S, S), bool)
+    region[:, : S // 2] = True
+    dm = np.asarray(dice(pred, target, region))
+    for i in range(3, B):
+        p, t = pred[i][region], target[i][region]
+        np.testing.assert_allclose(dm[i], binary.dc(p, t) if (p.any() or t.any()) else 1.0, rtol=1e-6)
+
+
+def test_miou_from_counts_matches_sklearn_and_skips_absent_classes():
+    rng = np.random.default_rng(1)
+    pred = rng.integers(0, 3, (6, 20, 20))
+    target = np.where(rng.random((6, 20, 20)) < 0.7, pred, rng.integers(0, 3, (6, 20, 20)))
+    valid = np.array([1, 1, 0, 1, 1, 0], bool)
+    pred[2] = 3  # an invalid case full of a class that appears nowhere else: must not count
+    inter, union = intersection_union_counts(pred, target, 4, valid)
+    miou, per_class = map(np.asarray, mean_iou(inter, union))
+    ref = jaccard_score(target[valid].ravel(), pred[valid].ravel(), labels=[0, 1, 2], average=None)
+    np.testing.assert_allclose(per_class[:3], ref, rtol=1e-6)
+    assert np.isnan(per_class[3])
+    np.testing.assert_allclose(miou, ref.mean(), rtol=1e-6)
+    assert np.isnan(float(mean_iou(np.zeros(2), np.zeros(2))[0]))
+
+
+def test_segmentation_accumulator_over_batches_matches_medpy():
+    from medpy.metric import binary
+
+    pred, target, spacing = _masks(2)
+    acc = SegmentationAccumulator(num_classes=2)
+    for start in (0, 8):  # second batch: last 3 rows are padding with garbage content
+        sl = slice(start, start + 8)
+        valid = np.arange(8) < (8 if start == 0 else 5)
+        acc.update(segmentation_batch_stats(pred[sl].astype(np.int32), target[sl].astype(np.int32), spacing[sl], valid))
+    res = acc.result(ci_resamples=100)
+    n = 13
+    assert res["num_cases"] == n and res["num_both_empty"] == 1 and res["num_miss"] == 2
+    diag = np.hypot(S * spacing[:, 0], S * spacing[:, 1])
+    hd = [0.0, diag[1], diag[2]] + [binary.hd(pred[i], target[i], spacing[i].astype(np.float64)) for i in range(3, n)]
+    hd95 = [0.0, diag[1], diag[2]] + [binary.hd95(pred[i], target[i], spacing[i].astype(np.float64)) for i in range(3, n)]
+    dc = [1.0, 0.0, 0.0] + [binary.dc(pred[i], target[i]) for i in range(3, n)]
+    np.testing.assert_allclose(res["dice"], np.mean(dc), rtol=1e-5)
+    np.testing.assert_allclose(res["hd_mm"], np.mean(hd), rtol=1e-5)
+    np.testing.assert_allclose(res["hd95_mm"], np.mean(hd95), rtol=1e-5)
+    np.testing.assert_allclose(res["hd95_mm_detected"], np.mean(hd95[3:]), rtol=1e-5)
+    ref_iou = jaccard_score(target[:n].ravel(), pred[:n].ravel(), labels=[0, 1], average=None)
+    np.testing.assert_allclose(res["iou_per_class"], ref_iou, rtol=1e-6)
+    assert res["dice_ci"][0] < res["dice"] < res["dice_ci"][1]
+
+
+def test_one_device_and_eight_sharded_devices_agree():
+    assert len(jax.devices()) >= 8, "tests/conftest.py should provide 8 fake CPU devices"
+    mesh = jax.make_mesh((8,), ("data",))
+    shard = NamedSharding(mesh, P("data"))
+    pred, target, spacing = _masks(3)
+    pred_l, target_l = pred.astype(np.int32), target.astype(np.int32)
+    valid = np.arange(B) < B - 3
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(B, 4)).astype(np.float32)
+    labels = rng.integers(0, 4, B).astype(np.int32)
+
+    single = segmentation_batch_stats(pred_l, target_l, spacing, valid)
+    args = [jax.device_put(x, shard) for x in (pred_l, target_l, spacing, valid)]
+    assert len(args[0].sharding.device_set) == 8
+    sharded = segmentation_batch_stats(*args)
+    for k in single:
+        np.testing.assert_array_equal(np.asarray(sharded[k]), np.asarray(single[k]), err_msg=k)
+
+    c_single = classification_batch_stats(logits, labels, valid, 4)
+    c_sharded = classification_batch_stats(*[jax.device_put(x, shard) for x in (logits, labels, valid)], 4)
+    for k in c_single:
+        np.testing.assert_allclose(np.asarray(c_sharded[k]), np.asarray(c_single[k]), rtol=1e-6, err_msg=k)
+
+    accs = []
+    for seg, cls in ((single, c_single), (sharded, c_sharded)):
+        a, c = SegmentationAccumulator(), ClassificationAccumulator(4)
+        a.update(seg)
+        c.update(cls)
+        accs.append((a.result(), c.result()))
+    assert accs[0] == accs[1]
+    assert accs[0][0]["num_cases"] == B - 3 and accs[0][1]["num_examples"] == B - 3
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="equal shape"):
+        dice(np.zeros((2, 4, 4)), np.zeros((2, 4, 5)))
+    with pytest.raises(ValueError, match="equal shapes"):
+        intersection_union_counts(np.zeros((2, 4, 4), int), np.zeros((2, 4, 5), int), 2)
