@@ -1,0 +1,100 @@
+"""``brain-jax convert`` end to end through ``brain_jax.cli.main`` on the tiny golden checkpoints."""
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from brain_jax.cli import main
+from brain_jax.convert.native import load_native
+
+V2 = Path(__file__).parent / "fixtures" / "golden_convnextv2"
+
+
+def _golden_check(model) -> None:
+    io = np.load(V2 / "io.npz")
+    logits = np.asarray(model(jnp.asarray(io["pixel_values"].transpose(0, 2, 3, 1))))
+    np.testing.assert_allclose(logits, io["logits"], atol=1e-4, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def native_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "native"
+    assert main(["convert", "--hf", str(V2), "--out", str(out)]) == 0
+    return out
+
+
+def test_import_then_export(native_dir, tmp_path, capsys):
+    _golden_check(load_native(native_dir))
+    hf_out = tmp_path / "hf"
+    assert main(["convert", "--to-hf", "--from", str(native_dir), "--out", str(hf_out)]) == 0
+    assert "exported" in capsys.readouterr().out
+    want, got = load_file(str(V2 / "model.safetensors")), load_file(str(hf_out / "model.safetensors"))
+    assert set(got) == set(want)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+@pytest.mark.torch
+def test_exported_folder_loads_in_transformers(native_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    hf_out = tmp_path / "hf"
+    assert main(["convert", "--to-hf", "--from", str(native_dir), "--out", str(hf_out)]) == 0
+    hf, info = AutoModelForImageClassification.from_pretrained(hf_out, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
+    io = np.load(V2 / "io.npz")
+    with torch.no_grad():
+        logits = hf.eval()(torch.from_numpy(io["pixel_values"])).logits.numpy()
+    np.testing.assert_allclose(logits, io["logits"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--hf", "x", "--to-hf", "--from", "y"], "exclusive"),
+        (["--to-hf"], "--to-hf needs --from"),
+        (["--from", "y"], "--from is only used with --to-hf"),
+        ([], "nothing to do"),
+        (["--hf", "/no/such/folder"], "no such folder"),
+        (["--to-hf", "--from", "/no/such/folder"], "no such folder"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(argv, message, tmp_path, capsys):
+    assert main(["convert", *argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_workdir_goes_through_train_checkpoints(native_dir, tmp_path, monkeypatch):
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    calls = []
+
+    def load_model_from_workdir(path, dtype):
+        calls.append((path, dtype))
+        return load_native(native_dir)
+
+    fake = types.ModuleType("brain_jax.train.checkpoints")
+    fake.load_model_from_workdir = load_model_from_workdir
+    monkeypatch.setitem(sys.modules, "brain_jax.train.checkpoints", fake)
+    out = tmp_path / "hf"
+    assert main(["convert", "--to-hf", "--from", str(workdir), "--out", str(out)]) == 0
+    assert calls == [(str(workdir), jnp.float32)]
+    assert set(load_file(str(out / "model.safetensors"))) == set(load_file(str(V2 / "model.safetensors")))
+
+
+def test_workdir_without_train_package_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    monkeypatch.setitem(sys.modules, "brain_jax.train.checkpoints", None)  # import raises ImportError
+    assert main(["convert", "--to-hf", "--from", str(workdir), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no brain_jax_model.json" in err and "load_model_from_workdir is unavailable" in err

@@ -1,0 +1,191 @@
+"""Conversion core for ConvNeXt: refusal of bad checkpoints, torch .bin reading, export naming, native folders."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from brain_jax.convert import ConversionError, from_hf, to_hf
+from brain_jax.convert.core import model_variables
+from brain_jax.convert.native import META_FILE, PARAMS_FILE, load_native, save_native
+
+FIXTURES = Path(__file__).parent / "fixtures"
+V2, V1 = FIXTURES / "golden_convnextv2", FIXTURES / "golden_convnext"
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _edit_config(folder: Path, **changes) -> None:
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(changes)
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+def _golden_logits(folder: Path, model) -> tuple[np.ndarray, np.ndarray]:
+    io = np.load(folder / "io.npz")
+    return np.asarray(model(jnp.asarray(io["pixel_values"].transpose(0, 2, 3, 1)))), io["logits"]
+
+
+# --------------------------------------------------------------------------- refusing bad checkpoints
+
+
+def test_other_architecture_checkpoint_is_refused(tmp_path):
+    folder = _copy(V2, tmp_path / "mixed")
+    shutil.copy(V1 / "model.safetensors", folder / "model.safetensors")  # V1 weights, V2 config
+    with pytest.raises(ConversionError) as err:
+        from_hf(folder)
+    msg = str(err.value)
+    assert "missing convnextv2.embeddings.patch_embeddings.weight" in msg
+    assert "missing convnextv2.encoder.stages.0.layers.0.grn.weight" in msg
+    assert "unused convnext.encoder.stages.0.layers.0.layer_scale_parameter" in msg
+
+
+def test_wrong_size_checkpoint_lists_every_shape_mismatch(tmp_path):
+    folder = _copy(V2, tmp_path / "resized")
+    _edit_config(folder, hidden_sizes=[8, 12, 16, 32])
+    with pytest.raises(ConversionError) as err:
+        from_hf(folder)
+    msg = str(err.value)
+    assert "convnextv2.encoder.stages.3.layers.0.pwconv1.weight (96, 24)" in msg
+    assert "classifier.weight (4, 24)" in msg and "but classifier.kernel is (32, 4)" in msg
+
+
+def test_truncated_safetensors_is_refused(tmp_path):
+    folder = _copy(V2, tmp_path / "trunc")
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConversionError, match="truncated"):
+        from_hf(folder)
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        ({"model_type": "resnet"}, "unknown model_type 'resnet'"),
+        ({"model_type": None}, "unknown model_type"),
+        ({"architectures": ["ConvNextV2Backbone"]}, "no image-classification model"),
+        ({"hidden_act": "relu"}, "hidden_act 'relu' is not supported"),
+        ({"num_stages": 3}, "num_stages 3 != len\\(depths\\) 4"),
+    ],
+)
+def test_bad_config_is_refused(tmp_path, changes, match):
+    folder = _copy(V2, tmp_path / "cfg")
+    _edit_config(folder, **changes)
+    with pytest.raises(ConversionError, match=match):
+        from_hf(folder)
+
+
+def test_missing_folder_and_weights(tmp_path):
+    with pytest.raises(ConversionError, match="no such folder"):
+        from_hf(tmp_path / "nope")
+    folder = _copy(V2, tmp_path / "noweights")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ConversionError, match="no model.safetensors"):
+        from_hf(folder)
+
+
+# --------------------------------------------------------------------------- export naming (no torch)
+
+
+@pytest.mark.parametrize("golden", [V2, V1])
+def test_export_reproduces_hf_checkpoint_exactly(tmp_path, golden):
+    model = from_hf(golden)
+    to_hf(model, tmp_path / "out")
+    want, got = load_file(str(golden / "model.safetensors")), load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert set(got) == set(want)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    hf_cfg, ours_cfg = (json.loads((d / "config.json").read_text()) for d in (golden, tmp_path / "out"))
+    for field in ("model_type", "architectures", "hidden_sizes", "depths", "layer_norm_eps", "id2label"):
+        assert ours_cfg[field] == hf_cfg[field], field
+
+
+# --------------------------------------------------------------------------- pytorch_model.bin (torch)
+
+
+@pytest.mark.torch
+def test_pytorch_bin_is_read_with_weights_only(tmp_path):
+    import torch
+    from safetensors.torch import load_file as load_torch
+
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    shutil.copy(V2 / "config.json", folder / "config.json")
+    torch.save(load_torch(str(V2 / "model.safetensors")), folder / "pytorch_model.bin")
+    logits, want = _golden_logits(V2, from_hf(folder))
+    np.testing.assert_allclose(logits, want, atol=1e-4, rtol=0)
+
+    # a pickle carrying an arbitrary object must be rejected by weights_only=True, not executed
+    torch.save({"x": _Evil()}, folder / "pytorch_model.bin")
+    with pytest.raises(ConversionError, match="weights_only=True"):
+        from_hf(folder)
+    assert not (tmp_path / "pwned").exists()
+
+
+class _Evil:
+    def __reduce__(self):
+        return (Path.touch, (Path("/nonexistent-dir-for-test") / "pwned",))
+
+
+# --------------------------------------------------------------------------- native folder
+
+
+def test_native_roundtrip_exact(tmp_path):
+    model = from_hf(V1)
+    save_native(model, tmp_path / "n")
+    meta = json.loads((tmp_path / "n" / META_FILE).read_text())
+    assert meta["model_type"] == "convnext" and meta["config"]["hidden_sizes"] == [8, 12, 16, 24]
+    stored = load_file(str(tmp_path / "n" / PARAMS_FILE))
+    assert "encoder.stages.1.downsampling_layer.1.kernel" in stored
+    back = load_native(tmp_path / "n")
+    assert back.config == model.config
+    a, b = model_variables(model), model_variables(back)
+    assert set(a) == set(b) == set(stored)
+    for k in a:
+        np.testing.assert_array_equal(np.asarray(a[k].get_value()), np.asarray(b[k].get_value()), err_msg=k)
+    logits, want = _golden_logits(V1, back)
+    np.testing.assert_allclose(logits, want, atol=1e-4, rtol=0)
+
+    bf16 = load_native(tmp_path / "n", dtype=jnp.bfloat16)
+    assert bf16.dtype == jnp.bfloat16
+    assert all(v.get_value().dtype == jnp.float32 for v in model_variables(bf16).values())
+
+
+def test_native_refuses_mismatch(tmp_path):
+    save_native(from_hf(V1), tmp_path / "n")
+    meta_path = tmp_path / "n" / META_FILE
+    meta = json.loads(meta_path.read_text())
+
+    meta["config"]["depths"] = [1, 1, 2, 1]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ConversionError, match="missing encoder.stages.2.layers.1.dwconv.kernel"):
+        load_native(tmp_path / "n")
+
+    meta["config"]["depths"], meta["model_type"] = [1, 1, 1, 1], "resnet"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ConversionError, match="unknown model name 'resnet'"):
+        load_native(tmp_path / "n")
+
+    meta["model_type"] = "convnext"
+    meta["config"]["window_size"] = 7
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ConversionError, match="window_size"):
+        load_native(tmp_path / "n")
+
+    del meta["config"]["window_size"]
+    meta_path.write_text(json.dumps(meta))
+    data = (tmp_path / "n" / PARAMS_FILE).read_bytes()
+    (tmp_path / "n" / PARAMS_FILE).write_bytes(data[:-100])
+    with pytest.raises(ConversionError, match="truncated"):
+        load_native(tmp_path / "n")
+
+    with pytest.raises(FileNotFoundError, match=META_FILE):
+        load_native(tmp_path / "elsewhere")
