@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="classify or segment image files with a trained workdir")
     pr.add_argument("--workdir", required=True)
     pr.add_argument("--out", default=None, help="folder for masks/overlays (default WORKDIR/predictions)")
+    pr.add_argument("--slice", type=int, default=None,
+                    help="axial slice of a NIfTI volume (default: middle) or frame of a multi-frame DICOM")
     pr.add_argument("images", nargs="+", help="PNG/JPG/.mat/DICOM/NIfTI slices")
     pr.set_defaults(func=_handler("brain_jax.train.commands", "predict"))
 

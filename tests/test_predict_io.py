@@ -280,3 +280,251 @@ def test_errors_name_the_file(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((2, 2)))
     with pytest.raises(ValueError, match=r"x\.npy"):
         read_slice(tmp_path / "x.npy")
+
+
+# ------------------------------------------------------------------------------------ predictor
+
+
+def _cfg(task, size=32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)):
+    return {"model": {"name": "stub"},
+            "data": {"task": task, "image_size": size, "mean": list(mean), "std": list(std),
+                     "upper_percentile": 99.5}}
+
+
+def _loader_input(image, size, mean, std):
+    """What the training loader feeds the model for an evaluation image."""
+    from input_pipeline import transforms
+
+    img = transforms.normalise_intensity(image, 99.5)
+    img, _, _ = transforms.resize(img, np.zeros(img.shape, np.uint8), np.ones(2, np.float32), size)
+    return transforms.to_model_input(img, mean, std)
+
+
+def _slice(img, spacing=None, mask=None, path="x.png"):
+    from brain_jax.io import Slice
+
+    return Slice(np.asarray(img, np.float32), spacing, "png", path, mask)
+
+
+def test_predict_classification_stub_matches_loader_and_softmax():
+    from brain_jax.train.predict import predict_arrays
+
+    rng = np.random.default_rng(0)
+    imgs = [rng.uniform(0, 900, size=(40, 56)), rng.uniform(0, 255, size=(64, 64)), rng.normal(size=(30, 20))]
+    seen = []
+    w = rng.normal(size=(3, 4))
+
+    def model(x):  # records its input; logits = per-channel means @ w
+        x = np.asarray(x)
+        seen.append(x)
+        return x.mean(axis=(1, 2)) @ w
+
+    cfg = _cfg("classification", 32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    res = predict_arrays(model, cfg, [_slice(i) for i in imgs], batch_size=2)
+    x = np.concatenate(seen)[: len(imgs)]  # second chunk is padded to the batch size
+    assert np.concatenate(seen).shape == (4, 32, 32, 3)
+    for i, img in enumerate(imgs):
+        expect_x = _loader_input(img.astype(np.float32), 32, cfg["data"]["mean"], cfg["data"]["std"])
+        np.testing.assert_allclose(x[i], expect_x, atol=1e-6)
+        logits = expect_x.astype(np.float64).mean(axis=(0, 1)) @ w
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        got = res[i].probabilities
+        assert list(got) == ["glioma", "meningioma", "notumor", "pituitary"]
+        np.testing.assert_allclose(list(got.values()), p, atol=1e-5)
+        assert res[i].predicted_class == list(got)[int(np.argmax(p))]
+
+
+def _rect_case(h=96, w=64, box=(20, 60, 10, 40)):
+    img = np.full((h, w), 100.0, np.float32)
+    img[box[0]:box[1], box[2]:box[3]] = 900.0
+    m = np.zeros((h, w), np.uint8)
+    m[box[0]:box[1], box[2]:box[3]] = 1
+    return img, m
+
+
+def _stub_segmenter(x):
+    """Tumour logit = 4x4-pooled intensity - 0.5 at H/4, like SegFormer's output stride."""
+    x = np.asarray(x)[..., 0]
+    b, h, w = x.shape
+    pooled = x.reshape(b, h // 4, 4, w // 4, 4).mean(axis=(2, 4))
+    return np.stack([np.zeros_like(pooled), pooled - 0.5], axis=-1)
+
+
+def test_predict_segmentation_stub_original_resolution_and_area():
+    from brain_jax.train.predict import predict_arrays
+
+    img, m = _rect_case()
+    res = predict_arrays(_stub_segmenter, _cfg("segmentation", 32),
+                         [_slice(img, (0.5, 0.8), m), _slice(img.T.copy())])
+    r0, r1 = res
+    assert r0.mask.shape == (96, 64) and r1.mask.shape == (64, 96)
+    inter = np.logical_and(r0.mask, m).sum()
+    assert 2 * inter / (r0.mask.sum() + m.sum()) > 0.9
+    np.testing.assert_array_equal(r1.mask, r0.mask.T)  # orientation survives the round trip
+    assert r0.area_mm2 == pytest.approx(r0.mask.sum() * 0.5 * 0.8)
+    assert r0.area_mm2 == pytest.approx(40 * 30 * 0.4, rel=0.1)
+    assert r0.dice_vs_file_mask == pytest.approx(2 * inter / (r0.mask.sum() + m.sum()))
+    assert r1.area_mm2 is None and r1.tumour_pixels == int(r1.mask.sum())
+    assert any("spacing unknown" in n for n in r1.notes)
+
+
+def test_predict_wrong_model_output_shape():
+    from brain_jax.train.predict import predict_arrays
+
+    with pytest.raises(ValueError, match="segmentation.*expected \\(batch, height"):
+        predict_arrays(lambda x: np.zeros((len(x), 4)), _cfg("segmentation"), [_slice(np.ones((8, 8)))])
+    with pytest.raises(ValueError, match="classification.*expected \\(batch, num_classes"):
+        predict_arrays(_stub_segmenter, _cfg("classification"), [_slice(np.ones((8, 8)))])
+
+
+def test_write_predictions_segmentation_files(tmp_path):
+    from PIL import Image
+
+    from brain_jax.train.predict import format_table, predict_arrays, write_predictions
+
+    img, m = _rect_case()
+    slices = [_slice(img, (0.5, 0.8), m, "a/scan.mat"), _slice(img, None, None, "b/scan.png")]
+    res = predict_arrays(_stub_segmenter, _cfg("segmentation", 32), slices)
+    path = write_predictions(res, slices, tmp_path / "out", "segmentation", {"model": "stub"})
+    doc = __import__("json").loads(path.read_text())
+    assert [p["mask_png"] for p in doc["predictions"]] == ["scan_mask.png", "scan_2_mask.png"]
+    for rec, r in zip(doc["predictions"], res):
+        mask = np.asarray(Image.open(tmp_path / "out" / rec["mask_png"]))
+        assert mask.shape == (96, 64) and set(np.unique(mask)) <= {0, 255}
+        np.testing.assert_array_equal(mask > 0, r.mask > 0)
+        ov = np.asarray(Image.open(tmp_path / "out" / rec["overlay_png"]))
+        assert ov.shape == (96, 64, 3)
+        assert ((ov[..., 0] == 255) & (ov[..., 1] == 40)).any()  # red prediction outline
+        assert rec["tumour_pixels"] == int((mask > 0).sum())
+    assert doc["predictions"][0]["area_mm2"] == pytest.approx((mask > 0).sum() * 0.4)
+    assert doc["predictions"][1]["area_mm2"] is None
+    table = format_table(res, "segmentation")
+    assert "mm²" in table and "px*" in table
+
+
+def _tiny_model(name: str, num_labels: int, seed: int):
+    """A "test"-size model with random weights, built from its abstract shape: initialising the real
+    way costs ~15 s of CPU per model (XLA compiles every initializer), this well under 1 s."""
+    import jax
+    from flax import nnx
+
+    from brain_jax.models import create
+
+    abstract = nnx.eval_shape(lambda: create(name, "test", num_labels, rngs=nnx.Rngs(seed)))
+    graphdef, state = nnx.split(abstract)
+    rng = np.random.default_rng(seed)
+    for path, var in nnx.to_flat_state(state):
+        sds = var.get_value()
+        leaf = str(path[-1])
+        if isinstance(var, nnx.RngKey):
+            value = jax.random.key(seed) if sds.shape == () else jax.random.split(jax.random.key(seed), sds.shape)
+        elif isinstance(var, nnx.RngCount):
+            value = np.zeros(sds.shape, sds.dtype)
+        elif isinstance(var, nnx.BatchStat):
+            value = (np.ones if "var" in leaf else np.zeros)(sds.shape, sds.dtype)
+        else:
+            value = (rng.normal(size=sds.shape) * 0.2 + (1.0 if leaf == "scale" else 0.0)).astype(sds.dtype)
+        var.set_value(value)
+    return nnx.merge(graphdef, state)
+
+
+@pytest.fixture(scope="module")
+def tiny_models():
+    return _tiny_model("convnextv2", 4, 0), _tiny_model("segformer", 2, 1)
+
+
+def test_predict_real_tiny_models(tiny_models):
+    from flax import nnx
+
+    from brain_jax.train.predict import predict_arrays
+
+    cls_model, seg_model = tiny_models
+    rng = np.random.default_rng(1)
+    slices = [_slice(rng.uniform(0, 500, size=s)) for s in ((40, 30), (32, 32), (50, 70))]
+    cfg = _cfg("classification", 32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    # batch 2: the last chunk is zero-padded, which must not change its result
+    res = predict_arrays(cls_model, cfg, slices, batch_size=2)
+    x = np.stack([_loader_input(s.image, 32, cfg["data"]["mean"], cfg["data"]["std"]) for s in slices])
+    cls_model.eval()
+    logits = np.asarray(nnx.jit(lambda m, x: m(x))(cls_model, x), np.float64)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose([list(r.probabilities.values()) for r in res], p, atol=1e-5)
+    seg = predict_arrays(seg_model, _cfg("segmentation", 32), slices)
+    assert [r.mask.shape for r in seg] == [(40, 30), (32, 32), (50, 70)]
+    assert all(r.mask.dtype == np.uint8 and set(np.unique(r.mask)) <= {0, 1} for r in seg)
+
+
+def _make_workdir(wd, model, task, size=32):
+    """A workdir as the trainer leaves it: config.json, model.json and an orbax checkpoint."""
+    import json
+
+    from brain_jax.train import builders, engine
+    from brain_jax.train.checkpoints import Checkpointer
+
+    wd.mkdir()
+    cfg = {"model": {"name": model.config.model_type, "variant": "test"},
+           "data": {"task": task, "image_size": size, "mean": [0.5] * 3, "std": [0.25] * 3,
+                    "upper_percentile": 99.5, "num_classes": model.config.num_labels}}
+    (wd / "config.json").write_text(json.dumps(cfg))
+    builders.save_model_json(model, wd / builders.MODEL_FILE)
+    parts = engine.split_model(model)
+    ck = Checkpointer(wd, async_save=False)
+    ck.save(3, {"params": parts.params, "batch_stats": parts.batch_stats}, None, force=True)
+    ck.close()
+    return cfg
+
+
+def test_predict_command_end_to_end(tiny_models, tmp_path, capsys):
+    import json
+
+    import h5py
+    from PIL import Image
+
+    from brain_jax.cli import build_parser
+    from brain_jax.train.predict import predict, predict_arrays
+
+    seg_model = tiny_models[1]
+    cfg = _make_workdir(tmp_path / "wd", seg_model, "segmentation")
+    img, m = _rect_case(64, 48, (10, 40, 8, 30))
+    with h5py.File(tmp_path / "7.mat", "w") as h:
+        g = h.create_group("cjdata")
+        g["image"], g["tumorMask"] = img.T, m.T.astype(np.float64)
+    Image.fromarray(_ramp()).save(tmp_path / "p.png")
+    inputs = [str(tmp_path / "7.mat"), str(tmp_path / "p.png")]
+
+    args = build_parser().parse_args(["predict", "--workdir", str(tmp_path / "wd"), *inputs])
+    assert predict(args) == 0
+    out = tmp_path / "wd" / "predictions"
+    doc = json.loads((out / "predictions.json").read_text())
+    expect = predict_arrays(seg_model, cfg, [read_slice(p) for p in inputs])
+    for rec, e in zip(doc["predictions"], expect):
+        mask = np.asarray(Image.open(out / rec["mask_png"])) > 0
+        np.testing.assert_array_equal(mask, e.mask > 0)  # the reloaded weights give the same masks
+        assert (out / rec["overlay_png"]).is_file()
+    assert doc["predictions"][0]["area_mm2"] == pytest.approx(
+        int(np.asarray(Image.open(out / "7_mask.png")).astype(bool).sum()) * (250.88 / 64) * (250.88 / 48))
+    assert doc["predictions"][1]["area_mm2"] is None
+    printed = capsys.readouterr().out
+    assert "7.mat" in printed and "p.png" in printed and "predictions.json" in printed
+
+    # bad inputs: clear errors, nothing written
+    bad_out = tmp_path / "bad_out"
+    (tmp_path / "junk.dcm").write_bytes(b"not a dicom file" * 20)
+    for argv, exc, pattern in [
+        ([*inputs, str(tmp_path / "junk.dcm")], ValueError, r"junk\.dcm"),
+        ([str(tmp_path / "missing.png")], FileNotFoundError, r"missing\.png"),
+    ]:
+        a = build_parser().parse_args(["predict", "--workdir", str(tmp_path / "wd"), "--out", str(bad_out), *argv])
+        with pytest.raises(exc, match=pattern):
+            predict(a)
+    (tmp_path / "empty_wd").mkdir()
+    (tmp_path / "empty_wd" / "config.json").write_text(json.dumps(cfg))
+    a = build_parser().parse_args(["predict", "--workdir", str(tmp_path / "empty_wd"), "--out", str(bad_out), *inputs])
+    with pytest.raises(FileNotFoundError, match=r"empty_wd: no checkpoint"):
+        predict(a)
+    a = build_parser().parse_args(["predict", "--workdir", str(tmp_path / "nowd"), "--out", str(bad_out), *inputs])
+    with pytest.raises(FileNotFoundError, match="nowd"):
+        predict(a)
+    assert not bad_out.exists()
