@@ -103,3 +103,56 @@ def base_config() -> ml_collections.ConfigDict:
     ))
     c.runlocal = False
     return c
+
+
+DATASETS = ("merged", "figshare", "kaggle", "phantoms")
+
+
+def set_dataset(c: ml_collections.ConfigDict, dataset: str) -> None:
+    """Point ``c.data`` at one of DATASETS, with splits that keep patients / duplicates apart.
+
+    - merged: the paper's pool (Figshare + Kaggle), near-duplicates removed, split by duplicate group;
+    - figshare: the authors' patient-disjoint folds (train 1-3, validation 4, test 5);
+    - kaggle: its Training/Testing folders (no patient ids: exact duplicates removed);
+    - phantoms: the synthetic set (``brain-jax data build brain_phantoms``), patient-disjoint splits.
+    """
+    d = c.data
+    d.dedup = "none"
+    d.train_split, d.eval_split, d.test_split = "train", "validation", "test"
+    if dataset == "merged":
+        d.name = "figshare_brain_tumor+brain_tumor_mri"
+        d.dedup = "near"
+        d.split_by = "group"
+    elif dataset == "figshare":
+        d.name = "figshare_brain_tumor"
+        d.train_split, d.eval_split, d.test_split = "fold1+fold2+fold3", "fold4", "fold5"
+        d.split_by = "builder"
+    elif dataset == "kaggle":
+        d.name = "brain_tumor_mri"
+        d.train_split, d.eval_split, d.test_split = "train[:90%]", "train[90%:]", "test"
+        d.dedup = "exact"
+        d.split_by = "builder"
+    elif dataset == "phantoms":
+        d.name = "brain_phantoms"
+        d.builder_config = "small"
+        d.split_by = "builder"
+    else:
+        raise ValueError(f"config argument dataset={dataset!r}; expected one of {', '.join(DATASETS)}")
+
+
+def set_runlocal(c: ml_collections.ConfigDict, *, image_size: int = 64) -> None:
+    """Shrink to a CPU smoke run: synthetic data, the tiny ``test`` model, random init, a few steps."""
+    set_dataset(c, "phantoms")
+    c.data.image_size = image_size
+    c.data.augment.rotate_deg = 0.0
+    c.model.variant = "test"
+    c.model.dtype = "float32"
+    c.init_from = ""
+    c.batch_size = 16
+    c.eval_batch_size = 32
+    c.num_train_steps = 20
+    c.optimizer.warmup_steps = 2
+    c.log_every_steps = 5
+    c.eval_every_steps = 0
+    c.checkpoint_every_steps = 10
+    c.runlocal = True

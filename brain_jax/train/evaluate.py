@@ -98,3 +98,67 @@ def print_table(summary: dict[str, Any], task: str, class_names: Sequence[str]) 
         lines.append(f"{name:<{width}} {summary['precision'][i]:9.4f} {summary['recall'][i]:7.4f} "
                      f"{summary['f1'][i]:6.4f} {int(summary['support'][i]):8d}")
     return "\n".join(lines)
+
+
+def evaluate_model(
+    model: Any,
+    batches: Iterable[dict[str, np.ndarray]],
+    *,
+    task: str,
+    class_names: Sequence[str],
+    mesh: jax.sharding.Mesh | None = None,
+    keep_samples: int = 0,
+) -> tuple[dict[str, Any], dict[str, list]]:
+    """``evaluate_split`` for a built model (eval mode), e.g. one restored from a workdir."""
+    parts = engine.split_model(model)
+    mesh = mesh if mesh is not None else engine.make_mesh()
+    step = jax.jit(engine.make_eval_step(parts, task))
+    params = engine.replicate(parts.params, mesh)
+    bs = engine.replicate(parts.batch_stats, mesh)
+    rest = engine.replicate(parts.rest, mesh)
+    return evaluate_split(step, params, bs, rest, batches, mesh=mesh, task=task,
+                          num_classes=len(class_names), class_names=class_names, keep_samples=keep_samples)
+
+
+def evaluate_workdir(config, workdir, *, split: str | None = None, keep_samples: int = 4) -> dict[str, Any]:
+    """Evaluate a workdir's best (else latest) checkpoint on ``split``; writes metrics.json and figures.
+
+    Everything that can fail (config/workdir mismatch, no checkpoint, missing dataset) fails before
+    anything is written.
+    """
+    from pathlib import Path
+
+    from brain_jax.train import builders, report
+    from brain_jax.train.checkpoints import has_checkpoint, load_model_from_workdir
+    from brain_jax.train.commands import update_metrics_json
+    from brain_jax.train.trainer import check_workdir
+
+    workdir = Path(workdir)
+    builders.validate_config(config)
+    if not has_checkpoint(workdir):
+        raise FileNotFoundError(f"{workdir}: no checkpoint to evaluate; run `brain-jax train` with this workdir first")
+    check_workdir(config, workdir)
+    split = split or str(config.data.eval_split)
+    task = config.data.task
+    names = builders.class_names(config)
+    data = builders.PipelineData(config)
+    batches = data.eval_batches(split)  # a missing dataset / unknown split fails here
+    model = load_model_from_workdir(workdir, builders.compute_dtype(config))
+    summary, samples = evaluate_model(model, batches, task=task, class_names=names,
+                                      keep_samples=keep_samples if task == "segmentation" else 0)
+    meta = {"model": f"{config.model.name}-{config.model.variant}", "dataset": str(config.data.name),
+            "split_by": str(config.data.split_by), f"{task}_split": split,
+            f"{task}_workdir": str(workdir)}
+    figures = []
+    if jax.process_index() == 0:
+        fig_dir = workdir / report.FIGURES_DIR
+        if task == "classification":
+            figures.append(report.confusion_matrix_png(summary["confusion_matrix"], names,
+                                                       fig_dir / "confusion_matrix.png"))
+        elif samples["images"]:
+            figures.append(report.overlays_png(samples["images"], samples["masks"], samples["preds"],
+                                               fig_dir / "overlays.png", spacing_mm=samples["spacing_mm"]))
+        path = update_metrics_json(workdir, task, summary, meta)
+    else:
+        path = workdir / "metrics.json"
+    return {"summary": summary, "samples": samples, "class_names": names, "figures": figures, "metrics_json": path}
