@@ -77,8 +77,9 @@ def test_write_report_numbers_and_figures(tmp_path):
             "confusion_matrix": CM,
         },
         "segmentation": {
-            "dice": 0.8125, "dice_ci95": [0.7931, 0.8302], "iou": 0.7044, "miou": 0.8411,
-            "hd95_mm": 4.3187, "hd_mm": 7.0615, "num_cases": 212, "num_missed": 9, "num_empty_both": 3,
+            "dice": 0.8125, "dice_ci": [0.7931, 0.8302], "iou": 0.7044, "miou": 0.8411,
+            "hd95_mm": 4.3187, "hd_mm": 7.0615, "hd95_mm_detected": 3.1416, "iou_per_class": [0.9871, 0.6951],
+            "num_cases": 212, "num_missed": 9, "num_empty_both": 3,
         },
         "meta": {"model": "convnextv2-test", "dataset": "brain_phantoms", "split": "test"},
         "comparison": {"convnextv2": {"accuracy": 0.9312, "macro_f1": 0.9207},
@@ -92,7 +93,7 @@ def test_write_report_numbers_and_figures(tmp_path):
     text = out.read_text()
     assert out == tmp_path / "report.md"
     for v in ("0.9312", "0.9207", "0.8723", "0.8542", "0.9836", "0.8125", "0.7931", "0.8302", "0.7044",
-              "0.8411", "4.3187", "7.0615", "212", "0.9011", "0.8977"):
+              "0.8411", "4.3187", "7.0615", "3.1416", "0.9871", "0.6951", "212", "0.9011", "0.8977"):
         assert v in text, v
     # miss counts printed beside the means
     dice_row = next(line for line in text.splitlines() if line.startswith("| Dice (mean"))
@@ -107,6 +108,19 @@ def test_write_report_numbers_and_figures(tmp_path):
         assert f"]({rel})" in text, rel
         _png_ok(tmp_path / rel, 10, 10)
     assert "synthetic phantoms" in text and "not comparable" in text and "by patient" in text
+
+
+def test_write_report_flat_classification_summary(tmp_path):
+    """The layout of metrics.classification_summary: per-class vectors at the top level."""
+    metrics = {"classification": {"accuracy": 0.8, "macro_f1": 0.7777, "precision": [0.9111, 0.7222],
+                                  "recall": [0.6666, 0.9333], "f1": [0.7700, 0.8144], "support": [15, 15],
+                                  "class_names": ["x", "y"], "confusion_matrix": [[10, 5], [1, 14]], "ece": 0.0423},
+               "meta": {"dataset": "figshare_brain_tumor", "split_by": "group"}}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    text = report.write_report(tmp_path).read_text()
+    assert "| x | 0.9111 | 0.6666 | 0.7700 | 15 |" in text and "| y | 0.7222 | 0.9333 | 0.8144 | 15 |" in text
+    assert "| ece | 0.0423 |" in text and "[0.9111" not in text  # vectors go to the per-class table only
+    assert "`split_by` is `group`" in text and "synthetic phantoms" not in text
 
 
 def test_write_report_tolerates_one_section_and_list_per_class(tmp_path):

@@ -301,19 +301,21 @@ def _per_class_rows(per_class: Any, names: list[str]) -> tuple[list[str], list[l
     return metrics, [[names[i]] + [per_class[m][i] for m in metrics] for i in range(k)]
 
 
-_CLS_MAIN = ("accuracy", "macro_f1", "balanced_accuracy", "macro_precision", "macro_recall", "ece", "num_examples")
+_CLS_MAIN = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "weighted_f1", "weighted_precision",
+             "weighted_recall", "balanced_accuracy", "ece", "num_examples")
 _SEG_LABELS = {
     "dice": "Dice (mean over cases)",
-    "dice_ci95": "Dice 95% bootstrap CI",
     "iou": "IoU (mean over cases)",
-    "miou": "mIoU (background + tumour)",
-    "hd95_mm": "HD95 (mm)",
-    "hd_mm": "Hausdorff (mm)",
+    "miou": "mIoU (pooled counts, background + tumour)",
+    "hd95_mm": "HD95 (mm, mean over cases)",
+    "hd_mm": "Hausdorff (mm, mean over cases)",
+    "hd95_mm_detected": "HD95 (mm, detected cases only)",
+    "hd_mm_detected": "Hausdorff (mm, detected cases only)",
 }
+_SEG_CI = {"dice": ("dice_ci95", "dice_ci"), "hd95_mm": ("hd95_mm_ci95", "hd95_mm_ci")}
 _SEG_COUNTS = {
     "num_cases": "n",
     "num_missed": "missed",
-    "num_false_positive": "false alarms",
     "num_empty_both": "both empty",
 }
 
@@ -323,12 +325,16 @@ def _classification_section(cls: Mapping[str, Any], meta: Mapping[str, Any], fig
     main = [(k, cls[k]) for k in _CLS_MAIN if k in cls]
     extra = [(k, v) for k, v in cls.items()
              if k not in _CLS_MAIN and k not in ("per_class", "confusion_matrix", "class_names")
-             and (_is_number(v) or isinstance(v, (str, list)) and len(str(v)) < 80)]
+             and (_is_number(v) or isinstance(v, str) and len(v) < 80)]
     out += _table(["metric", "value"], main + extra) + [""]
     cm = cls.get("confusion_matrix")
     k = len(cm) if isinstance(cm, list) else None
     names = _class_names(cls, meta, k)
-    metrics, rows = _per_class_rows(cls.get("per_class"), names)
+    per_class = cls.get("per_class")
+    if not per_class:  # classification_summary's flat layout: per-class vectors at the top level
+        per_class = {m: cls[m] for m in ("precision", "recall", "f1", "support")
+                     if isinstance(cls.get(m), list) and len(cls[m]) == len(names)}
+    metrics, rows = _per_class_rows(per_class, names)
     if rows:
         out += ["### Per class", ""] + _table(["class"] + metrics, rows) + [""]
     if cm is not None:
@@ -347,27 +353,32 @@ def _classification_section(cls: Mapping[str, Any], meta: Mapping[str, Any], fig
 def _segmentation_section(seg: Mapping[str, Any]) -> list[str]:
     out = ["## Segmentation", ""]
     counts = "; ".join(f"{label} {seg[k]}" for k, label in _SEG_COUNTS.items() if k in seg)
-    rows = []
+    rows, used = [], set(_SEG_COUNTS)
     for k, label in _SEG_LABELS.items():
-        if k not in seg or k == "dice_ci95":
+        if k not in seg:
             continue
         value = _fmt(seg[k])
-        if k == "dice" and "dice_ci95" in seg:
-            value += f" (95% CI {_fmt(seg['dice_ci95'])})"
+        for ci_key in _SEG_CI.get(k, ()):
+            if ci_key in seg:
+                value += f" (95% CI {_fmt(seg[ci_key])})"
+                used.add(ci_key)
+                break
         rows.append([label, value, counts])
-    if "dice_ci95" in seg and "dice" not in seg:
-        rows.append([_SEG_LABELS["dice_ci95"], seg["dice_ci95"], counts])
-    known = set(_SEG_LABELS) | set(_SEG_COUNTS)
+        used.add(k)
+    if isinstance(seg.get("iou_per_class"), list):
+        rows.append(["IoU per class (background, tumour)", ", ".join(_fmt(float(v)) for v in seg["iou_per_class"]), ""])
+        used.add("iou_per_class")
     for k, v in seg.items():
-        if k not in known and (_is_number(v) or isinstance(v, str) and len(v) < 200):
+        if k not in used and (_is_number(v) or isinstance(v, str) and len(v) < 200
+                              or isinstance(v, list) and len(v) == 2 and all(_is_number(x) for x in v)):
             rows.append([k, v, ""])
     out += _table(["metric", "value", "cases behind the mean"], rows) + [""]
     out += [
-        "n: evaluated cases (slices); missed: tumour in the ground truth but an empty prediction; "
-        "false alarms: empty ground truth but a non-empty prediction; both empty: neither mask has "
-        "tumour. Means are over cases, not pixels. How empty-mask cases enter the distance means "
-        "follows the convention recorded by the metrics code (see the Run table) -- read each mean "
-        "together with these counts, never alone.",
+        "n: evaluated slices with a ground-truth mask; missed: exactly one of prediction and ground "
+        "truth is empty (a missed tumour or a false alarm); both empty: neither has tumour. By the "
+        "metrics code's convention a miss scores Dice 0 and the image diagonal as its distance, a "
+        "both-empty case Dice 1 and distance 0; the \"detected cases only\" rows leave both kinds "
+        "out. Means are over slices, not pixels: read each mean together with these counts.",
         "",
     ]
     return out
