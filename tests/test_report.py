@@ -56,6 +56,13 @@ def test_training_curves_and_comparison(tmp_path):
     lines += [{"step": s, "eval/accuracy": 0.5 + s / 200, "eval/loss": 1.0 / (s + 1)} for s in (10, 30, 50)]
     log.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     _png_ok(report.training_curves_png(log, tmp_path / "curves.png"), 600, 250)
+    # the demo's merged log: task-prefixed keys, distances get their own panel (a wider figure)
+    rows = [{"step": s, "segmentation_train/loss": 1 / (s + 1), "segmentation_train/lr": 0.1,
+             "segmentation_eval/dice": s / 10, "segmentation_eval/hd95_mm": 20 - s,
+             "segmentation_eval/num_cases": 12} for s in range(1, 6)]
+    log.write_text("\n".join(json.dumps(x) for x in rows) + "\n")
+    w3 = _png_ok(report.training_curves_png(log, tmp_path / "c3.png"), 900, 250).shape[1]
+    assert w3 > _png_ok(tmp_path / "curves.png").shape[1]
     log.write_text('{"step": 1}\nnot json\n')
     with pytest.raises(ValueError, match=r"metrics\.jsonl:2"):
         report.training_curves_png(log, tmp_path / "c2.png")

@@ -159,6 +159,8 @@ def overlays_png(
 
 
 _SKIP_CURVE_KEYS = {"step", "global_step", "epoch", "time", "timestamp", "wall_time", "elapsed_s"}
+# Evaluation scores worth a curve (matched on the last "/"-separated part of a key).
+_CURVE_SCORES = ("accuracy", "macro_f1", "dice", "iou", "miou")
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -185,11 +187,12 @@ def _is_number(v: Any) -> bool:
 
 
 def training_curves_png(metrics_jsonl_path: str | Path, path: str | Path) -> Path:
-    """Loss (left) and evaluation metrics (right) against step from a JSON-lines training log.
+    """Loss, evaluation scores and (if logged) surface distances against step from a JSON-lines log.
 
-    Every numeric key is a series: keys containing "loss" go left, learning rate / throughput
-    keys are left out, everything else (accuracy, dice, miou...) goes right. Lines without a
-    ``step`` use their line order.
+    Keys are grouped on their last "/"-separated part: "...loss" -> loss panel; accuracy, macro_f1,
+    dice, iou, miou -> scores panel (any other key with values in [0, 1] when none of these is
+    logged); "..._mm" -> distance panel. Counts, learning rate and throughput are left out. Lines
+    without a ``step`` use their line order.
     """
     rows = _read_jsonl(Path(metrics_jsonl_path))
     series: dict[str, tuple[list[float], list[float]]] = {}
@@ -198,26 +201,29 @@ def training_curves_png(metrics_jsonl_path: str | Path, path: str | Path) -> Pat
         for k, v in row.items():
             if k in _SKIP_CURVE_KEYS or not _is_number(v):
                 continue
-            low = k.lower()
-            if "lr" == low.split("/")[-1] or "learning_rate" in low or "per_sec" in low or "/s" in low:
-                continue
             xs, ys = series.setdefault(k, ([], []))
             xs.append(float(step))
             ys.append(float(v))
-    if not series:
-        raise ValueError(f"{metrics_jsonl_path}: no numeric series to plot")
-    losses = {k: v for k, v in series.items() if "loss" in k.lower()}
-    others = {k: v for k, v in series.items() if k not in losses}
-    fig = _figure(11.0, 4.0)
-    ax_l, ax_m = fig.subplots(1, 2)
-    for ax, group, title in ((ax_l, losses, "loss"), (ax_m, others, "evaluation metrics")):
+    last = {k: k.split("/")[-1].lower() for k in series}
+    losses = {k: v for k, v in series.items() if "loss" in last[k]}
+    scores = {k: v for k, v in series.items() if last[k] in _CURVE_SCORES}
+    if not scores:
+        scores = {k: v for k, v in series.items()
+                  if k not in losses and not last[k].startswith("num_") and last[k] not in ("lr", "learning_rate")
+                  and "per_s" not in last[k] and all(0.0 <= y <= 1.0 for y in v[1])}
+    dists = {k: v for k, v in series.items() if last[k].endswith("_mm")}
+    if not (losses or scores or dists):
+        raise ValueError(f"{metrics_jsonl_path}: no loss, score or distance series to plot")
+    panels = [(losses, "loss"), (scores, "evaluation scores")] + ([(dists, "surface distance (mm)")] if dists else [])
+    fig = _figure(5.5 * len(panels), 4.0)
+    for ax, (group, title) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
         for k, (xs, ys) in sorted(group.items()):
             ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=k)
         ax.set_xlabel("step")
         ax.set_title(title)
         ax.grid(alpha=0.3)
         if group:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7)
         else:
             ax.text(0.5, 0.5, "none logged", ha="center", va="center", transform=ax.transAxes)
     return _save(fig, path)
