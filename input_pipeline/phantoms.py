@@ -55,7 +55,7 @@ def patient_params(seed: int, patient: int) -> dict:
         "vent": rng.uniform(0.8, 1.3),
         "bias": rng.uniform(-0.12, 0.12, size=3),
         "gm": rng.uniform(0.40, 0.48),
-        "wm": rng.uniform(0.60, 0.70),
+        "wm": rng.uniform(0.58, 0.66),
         "noise": rng.uniform(0.015, 0.035),
         "tex_seed": int(rng.integers(2**31)),
         "z0": rng.uniform(-0.3, 0.3),
@@ -72,7 +72,7 @@ def patient_params(seed: int, patient: int) -> dict:
         p["tumour"] = dict(ang=ang, R=rng.uniform(0.13, 0.19), ecc=rng.uniform(0.9, 1.1))
     elif label == PITUITARY:
         p["tumour"] = dict(cx=rng.uniform(-0.03, 0.03), cy=rng.uniform(0.46, 0.56),
-                           R=rng.uniform(0.10, 0.14), ecc=rng.uniform(0.8, 1.05))
+                           R=rng.uniform(0.11, 0.15), ecc=rng.uniform(0.8, 1.05))
     return p
 
 
@@ -153,15 +153,20 @@ def _tumour(img, p, x, y, xr, yr, re, px, hs, dz, tex, size):
         r = np.sqrt((dx / t["ecc"]) ** 2 + dy**2)
         inside_head = re < 0.93  # the skull stops it
         d = np.where(inside_head, R - r, -1.0)
+        cleft = _soft(d + 2.5 * px, px) * (1 - _soft(d, px))  # thin CSF cleft: extra-axial
+        img = img * (1 - cleft) + cleft * 0.15
         inside = _soft(d, px)
-        img = img * (1 - inside) + inside * (0.92 + 0.03 * _smooth_field(tex, size, 32))
+        img = img * (1 - inside) + inside * (0.95 + 0.03 * _smooth_field(tex, size, 32))
         return img, (d > 0).astype(np.uint8)
     R = t["R"] * shrink
     dx, dy = (x - t["cx"] * hs) / t["ecc"], y - t["cy"] * hs
     r = np.sqrt(dx**2 + dy**2)
     d = R - r
+    # The sella: a dark rim of bone and CSF around the adenoma.
+    sella = _soft(d + 0.35 * R + px, px) * (1 - _soft(d, px))
+    img = img * (1 - sella) + sella * 0.12
     inside = _soft(d, px)
-    img = img * (1 - inside) + inside * (0.8 + 0.03 * _smooth_field(tex, size, 32))
+    img = img * (1 - inside) + inside * (0.92 + 0.03 * _smooth_field(tex, size, 32))
     return img, (d > 0).astype(np.uint8)
 
 
@@ -198,8 +203,8 @@ class BrainPhantoms(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [
         PhantomConfig(name="tiny", description="32x32, 16 patients x 2 slices (unit tests)",
                       image_size=32, num_patients=16, slices_per_patient=2),
-        PhantomConfig(name="small", description="128x128, 96 patients x 4 slices (demo default)",
-                      image_size=128, num_patients=96, slices_per_patient=4),
+        PhantomConfig(name="small", description="128x128, 200 patients x 3 slices (demo default)",
+                      image_size=128, num_patients=200, slices_per_patient=3),
         PhantomConfig(name="large", description="256x256, 800 patients x 6 slices",
                       image_size=256, num_patients=800, slices_per_patient=6),
     ]
