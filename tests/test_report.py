@@ -46,6 +46,9 @@ def test_overlays_png(tmp_path):
     r, g, b = arr[..., 0].astype(int), arr[..., 1].astype(int), arr[..., 2].astype(int)
     assert ((r - g > 80) & (r - b > 80)).any()
     assert ((g - r > 80) & (g - b > 60)).any()
+    # per-case spacing as the evaluator passes it (arrays, None when unknown), RGB model inputs
+    rgb = [np.repeat(i[..., None], 3, -1) for i in imgs]
+    _png_ok(report.overlays_png(rgb, true, pred, tmp_path / "ov2.png", spacing_mm=[np.array([0.5, 1.0]), None]))
     with pytest.raises(ValueError, match="2 images but 1 predicted"):
         report.overlays_png(imgs, true, pred[:1], tmp_path / "x.png")
 

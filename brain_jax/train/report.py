@@ -77,13 +77,20 @@ def confusion_matrix_png(
     return _save(fig, path)
 
 
-def _spacing_for(spacing_mm, i: int):
-    if spacing_mm is None:
+def _spacing_for(spacing_mm, i: int) -> tuple[float, float] | None:
+    """Case ``i``'s (row, col) spacing from one pair for all cases or a per-case list (None allowed)."""
+    if spacing_mm is None or len(spacing_mm) == 0:
         return None
-    arr = np.asarray(spacing_mm, dtype=np.float64)
-    if arr.ndim == 1:
-        return (float(arr[0]), float(arr[1]))
-    return None if arr[i] is None or not np.all(np.isfinite(arr[i])) else (float(arr[i][0]), float(arr[i][1]))
+    if np.ndim(spacing_mm[0]) == 0:  # a single (row, col) pair
+        entry = spacing_mm
+    else:
+        entry = spacing_mm[i]
+    if entry is None:
+        return None
+    pair = np.asarray(entry, np.float64).reshape(-1)
+    if pair.shape != (2,) or not np.all(np.isfinite(pair)) or np.any(pair <= 0):
+        return None
+    return float(pair[0]), float(pair[1])
 
 
 def _area_text(mask: np.ndarray, spacing) -> str:
