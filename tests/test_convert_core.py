@@ -8,11 +8,12 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from safetensors.numpy import load_file
 
 from brain_jax.convert import ConversionError, from_hf, to_hf
 from brain_jax.convert.core import model_variables
-from brain_jax.convert.native import META_FILE, PARAMS_FILE, load_native, save_native
+from brain_jax.convert.native import META_FILE, PARAMS_FILE, load_native, save_native, skeleton
 
 FIXTURES = Path(__file__).parent / "fixtures"
 V2, V1 = FIXTURES / "golden_convnextv2", FIXTURES / "golden_convnext"
@@ -133,6 +134,38 @@ def test_pytorch_bin_is_read_with_weights_only(tmp_path):
 class _Evil:
     def __reduce__(self):
         return (Path.touch, (Path("/nonexistent-dir-for-test") / "pwned",))
+
+
+# --------------------------------------------------------------------------- skeleton builds
+
+
+def test_from_hf_model_trains_with_drop_path(tmp_path):
+    """Models built without random init still carry working RNG streams for training mode."""
+    folder = _copy(V2, tmp_path / "dp")
+    _edit_config(folder, drop_path_rate=0.9)
+    model = from_hf(folder)
+    logits, want = _golden_logits(V2, model)
+    np.testing.assert_allclose(logits, want, atol=1e-4, rtol=0)  # eval mode: no drop path
+    model.train()
+    a, b = _golden_logits(V2, model)[0], _golden_logits(V2, model)[0]
+    assert np.abs(a - want).max() > 1e-3 and np.abs(a - b).max() > 1e-3
+
+
+class _Buffer(nnx.Variable):
+    pass
+
+
+class _WithBuffer(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.linear = nnx.Linear(2, 3, rngs=rngs)
+        self.table = _Buffer(jnp.arange(4.0))  # a constant that only the real constructor computes
+
+
+def test_skeleton_keeps_constant_state_by_falling_back():
+    model = skeleton(lambda: _WithBuffer(nnx.Rngs(0)))
+    np.testing.assert_array_equal(np.asarray(model.table.get_value()), np.arange(4.0))
+    plain = skeleton(lambda: nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+    np.testing.assert_array_equal(np.asarray(plain.kernel.get_value()), np.zeros((2, 3)))  # placeholder
 
 
 # --------------------------------------------------------------------------- native folder

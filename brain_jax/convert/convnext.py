@@ -8,8 +8,10 @@ a tensor's rank.
 from __future__ import annotations
 
 import jax.numpy as jnp
+from flax import nnx
 
 from brain_jax.convert.core import CONV, DEPTHWISE, IDENTITY, LINEAR, ConversionError, Hook, KeyMap, reshape_hook
+from brain_jax.convert.native import skeleton
 from brain_jax.models.convnext import ConvNeXt, ConvNeXtConfig, from_config
 
 MODEL_TYPES = ("convnextv2", "convnext")
@@ -73,7 +75,9 @@ def config_from_hf(hf: dict) -> ConvNeXtConfig:
 
 
 def build_from_hf_config(hf_config: dict, dtype: jnp.dtype = jnp.float32) -> ConvNeXt:
-    return from_config(config_from_hf(hf_config), dtype=dtype)
+    """The model described by an HF config, with zero placeholder weights (``from_hf`` fills them all)."""
+    cfg = config_from_hf(hf_config)
+    return skeleton(lambda: from_config(cfg, dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1)))
 
 
 def _ln(ours: str, hf: str) -> dict[str, tuple[str, Hook]]:

@@ -12,10 +12,13 @@ The model is rebuilt with its architecture module's ``config_from_dict`` / ``fro
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -25,6 +28,35 @@ from brain_jax.convert.core import ConversionError, model_variables, read_safete
 META_FILE = "brain_jax_model.json"
 PARAMS_FILE = "params.safetensors"
 FORMAT = 1
+
+
+def skeleton(factory: Callable[[], nnx.Module]) -> nnx.Module:
+    """``factory()`` without its random initialisation, for models whose weights are loaded next.
+
+    Random init compiles one XLA program per parameter shape (seconds for a tiny model on a busy CPU,
+    minutes of work for ConvNeXt-H) only to be overwritten. The model is traced abstractly instead; its
+    Params/BatchStats become zeros (placeholders: the caller must fill every one, as ``load_into`` and
+    ``load_native`` check) and its RNG streams get fresh concrete keys so training mode still works.
+    Falls back to ``factory()`` if the model holds any other array state (e.g. a constant buffer).
+    """
+    abstract = nnx.eval_shape(factory)
+    seeds = itertools.count(1)
+    fills: list[tuple[nnx.Variable, object]] = []
+    for _, node in nnx.iter_graph(abstract):
+        if isinstance(node, jax.ShapeDtypeStruct):
+            return factory()  # a plain array attribute: cannot be rebuilt without running the init
+        if not isinstance(node, nnx.Variable) or not isinstance(node.get_value(), jax.ShapeDtypeStruct):
+            continue
+        v = node.get_value()
+        if isinstance(node, (nnx.Param, nnx.BatchStat, nnx.RngCount)):
+            fills.append((node, lambda v=v: jnp.asarray(np.zeros(v.shape, v.dtype))))  # device_put: no compile
+        elif isinstance(node, nnx.RngKey) and v.shape == ():
+            fills.append((node, lambda: jax.random.key(next(seeds))))
+        else:
+            return factory()
+    for var, make in fills:
+        var.set_value(make())  # type: ignore[operator]
+    return abstract
 
 
 def is_native_dir(path: str | os.PathLike) -> bool:
@@ -82,7 +114,7 @@ def load_native(src: str | os.PathLike, dtype: jnp.dtype = jnp.float32) -> nnx.M
         raise ConversionError(
             f"{path / META_FILE}: model_type {meta['model_type']!r} disagrees with config {cfg.model_type!r}"
         )
-    model = mod.from_config(cfg, dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1))
+    model = skeleton(lambda: mod.from_config(cfg, dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1)))
     params_path = path / PARAMS_FILE
     if not params_path.is_file():
         raise FileNotFoundError(f"{path}: no {PARAMS_FILE}")

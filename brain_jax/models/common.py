@@ -1,6 +1,7 @@
 """Blocks shared by several architectures: drop path, depthwise convolution, GELU, dtypes."""
 from __future__ import annotations
 
+import functools
 import os
 from typing import Literal
 
@@ -49,6 +50,13 @@ def depthwise_conv2d(
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
             feature_group_count=x.shape[-1],
         )
+    return _shift_add(x, kernel, padding)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _shift_add(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
+    # jitted so that eager callers compile one program per shape instead of ~3·k² tiny ones
+    k_h, k_w = kernel.shape[0], kernel.shape[1]
     h_out = x.shape[1] + 2 * padding - k_h + 1
     w_out = x.shape[2] + 2 * padding - k_w + 1
     xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
