@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from brain_jax.convert.core import CONV, IDENTITY, LINEAR, ConversionError, KeyMap
+from brain_jax.convert.native import skeleton
 from brain_jax.models.swin import Swin, SwinConfig
 
 MODEL_TYPES = ("swin",)
@@ -85,7 +86,9 @@ def config_from_hf(hf: dict, where: str = "config.json") -> SwinConfig:
 
 
 def build_from_hf_config(hf_config: dict, dtype: jnp.dtype = jnp.float32) -> Swin:
-    return Swin(config_from_hf(hf_config), dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1))
+    """The model described by an HF config, with zero placeholder weights (``from_hf`` fills them all)."""
+    cfg = config_from_hf(hf_config)
+    return skeleton(lambda: Swin(cfg, dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1)))
 
 
 def _linear(m: dict, ours: str, hf: str, bias: bool = True) -> None:

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from brain_jax.convert.core import CONV, IDENTITY, LINEAR, ConversionError, KeyMap
+from brain_jax.convert.native import skeleton
 from brain_jax.convert.swin import expect_value, hf_labels, square_int
 from brain_jax.models.vit import ViT, ViTConfig
 
@@ -53,7 +54,9 @@ def config_from_hf(hf: dict, where: str = "config.json") -> ViTConfig:
 
 
 def build_from_hf_config(hf_config: dict, dtype: jnp.dtype = jnp.float32) -> ViT:
-    return ViT(config_from_hf(hf_config), dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1))
+    """The model described by an HF config, with zero placeholder weights (``from_hf`` fills them all)."""
+    cfg = config_from_hf(hf_config)
+    return skeleton(lambda: ViT(cfg, dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1)))
 
 
 def _linear(m: dict, ours: str, hf: str, bias: bool = True) -> None:
