@@ -335,6 +335,33 @@ def test_predict_classification_stub_matches_loader_and_softmax():
         assert res[i].predicted_class == list(got)[int(np.argmax(p))]
 
 
+def test_write_predictions_classification(tmp_path):
+    import json
+
+    from brain_jax.train.predict import format_table, predict_arrays, write_predictions
+
+    def model(x):  # bright images -> "notumor", dark -> "glioma"
+        m = np.asarray(x).mean(axis=(1, 2, 3)) - 0.5
+        return np.stack([-m, np.zeros_like(m), m, np.zeros_like(m)], axis=1) * 10
+
+    a = np.zeros((20, 20), np.float32)
+    a[:, :2] = 1  # mostly dark after min/max normalisation
+    b = np.ones((20, 20), np.float32)
+    b[:2, :2] = 0  # mostly bright
+    slices = [_slice(a, path="dark.png"), _slice(b, path="bright.png")]
+    res = predict_arrays(model, _cfg("classification", 16), slices)
+    assert [r.predicted_class for r in res] == ["glioma", "notumor"]
+    path = write_predictions(res, slices, tmp_path / "o", "classification", {"model": "stub"})
+    doc = json.loads(path.read_text())
+    assert doc["task"] == "classification" and doc["model"] == "stub"
+    assert [p["predicted_class"] for p in doc["predictions"]] == ["glioma", "notumor"]
+    assert sum(doc["predictions"][1]["probabilities"].values()) == pytest.approx(1.0)
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["predictions.json"]
+    table = format_table(res, "classification").splitlines()
+    assert table[0].split()[:3] == ["file", "predicted", "glioma"]
+    assert table[2].split()[:2] == ["dark.png", "glioma"] and table[3].split()[:2] == ["bright.png", "notumor"]
+
+
 def _rect_case(h=96, w=64, box=(20, 60, 10, 40)):
     img = np.full((h, w), 100.0, np.float32)
     img[box[0]:box[1], box[2]:box[3]] = 900.0
@@ -494,11 +521,13 @@ def test_predict_command_end_to_end(tiny_models, tmp_path, capsys):
     Image.fromarray(_ramp()).save(tmp_path / "p.png")
     inputs = [str(tmp_path / "7.mat"), str(tmp_path / "p.png")]
 
-    args = build_parser().parse_args(["predict", "--workdir", str(tmp_path / "wd"), *inputs])
-    assert predict(args) == 0
+    from brain_jax.cli import main
+
+    assert main(["predict", "--workdir", str(tmp_path / "wd"), *inputs]) == 0
     out = tmp_path / "wd" / "predictions"
     doc = json.loads((out / "predictions.json").read_text())
     expect = predict_arrays(seg_model, cfg, [read_slice(p) for p in inputs])
+    assert 0 < expect[0].mask.mean() < 1  # a mixed mask, so the comparison below means something
     for rec, e in zip(doc["predictions"], expect):
         mask = np.asarray(Image.open(out / rec["mask_png"])) > 0
         np.testing.assert_array_equal(mask, e.mask > 0)  # the reloaded weights give the same masks
@@ -527,4 +556,10 @@ def test_predict_command_end_to_end(tiny_models, tmp_path, capsys):
     a = build_parser().parse_args(["predict", "--workdir", str(tmp_path / "nowd"), "--out", str(bad_out), *inputs])
     with pytest.raises(FileNotFoundError, match="nowd"):
         predict(a)
+    assert not bad_out.exists()
+    # through the CLI: one line on stderr naming the file, exit code 2
+    capsys.readouterr()
+    assert main(["predict", "--workdir", str(tmp_path / "wd"), "--out", str(bad_out), str(tmp_path / "junk.dcm")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("brain-jax predict: error:") and "junk.dcm" in err and len(err.splitlines()) == 1
     assert not bad_out.exists()
