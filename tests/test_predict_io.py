@@ -177,6 +177,22 @@ def test_dicom_monochrome1_inverted(tmp_path):
     np.testing.assert_array_equal(s.image, a.max() + a.min() - a.astype(np.float32))
 
 
+def test_dicom_multiframe_needs_frame_index(tmp_path):
+    a = np.stack([_ramp(np.int16) + 100 * k for k in range(3)])
+    _write_dicom(tmp_path / "mf.dcm", a[0], slope=1.0, intercept=0.0)
+    import pydicom
+
+    ds = pydicom.dcmread(tmp_path / "mf.dcm")
+    ds.NumberOfFrames = 3
+    ds.PixelData = a.astype("<i2").tobytes()
+    ds.save_as(tmp_path / "mf.dcm", enforce_file_format=True)
+    with pytest.raises(ValueError, match=r"mf\.dcm: multi-frame DICOM with 3 frames"):
+        read_slice(tmp_path / "mf.dcm")
+    np.testing.assert_array_equal(read_slice(tmp_path / "mf.dcm", 2).image, a[2])
+    with pytest.raises(ValueError, match="frame 3 out of range"):
+        read_slice(tmp_path / "mf.dcm", 3)
+
+
 # -------------------------------------------------------------------------------------- NIfTI
 
 
