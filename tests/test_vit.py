@@ -121,7 +121,7 @@ def test_export_loads_cleanly_in_transformers_and_round_trips(tmp_path):
     import torch
     from transformers import AutoModelForImageClassification
 
-    model = create("vit", "test", 4, image_size=24, rngs=nnx.Rngs(params=7, dropout=1))
+    model = create("vit", "test", 4, image_size=24, drop_path_rate=0.1, rngs=nnx.Rngs(params=7, dropout=1))
     for path, var in model_variables(model).items():
         var.set_value(var.get_value() + 0.3 * jnp.asarray(_randn(var.get_value().shape, seed=len(path))))
     model.eval()

@@ -47,6 +47,7 @@ def config_from_hf(hf: dict, where: str = "config.json") -> ViTConfig:
             qkv_bias=bool(hf.get("qkv_bias", True)),
             hidden_dropout_prob=float(hf.get("hidden_dropout_prob", 0.0)),
             attention_probs_dropout_prob=float(hf.get("attention_probs_dropout_prob", 0.0)),
+            drop_path_rate=float(hf.get("drop_path_rate", 0.0)),
             layer_norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
         )
     except ValueError as e:
@@ -114,6 +115,7 @@ def hf_config(model: ViT) -> dict:
         "layer_norm_eps": cfg.layer_norm_eps,
         "initializer_range": 0.02,
         "encoder_stride": cfg.patch_size,
+        "drop_path_rate": cfg.drop_path_rate,  # brain-jax only (HF's ViT has no stochastic depth; ignored there)
         "id2label": {str(i): n for i, n in enumerate(names)},
         "label2id": {n: i for i, n in enumerate(names)},
     }
