@@ -519,7 +519,7 @@ def _make_workdir(wd, model, task, size=32):
     return cfg
 
 
-def test_predict_command_end_to_end(tiny_models, tmp_path, capsys):
+def test_predict_command_end_to_end(tiny_models, tmp_path, capsys, monkeypatch):
     import json
 
     import h5py
@@ -539,7 +539,8 @@ def test_predict_command_end_to_end(tiny_models, tmp_path, capsys):
 
     from brain_jax.cli import main
 
-    assert main(["predict", "--workdir", str(tmp_path / "wd"), *inputs]) == 0
+    monkeypatch.chdir(tmp_path)  # a relative --workdir, as users type it
+    assert main(["predict", "--workdir", "wd", *inputs]) == 0
     out = tmp_path / "wd" / "predictions"
     doc = json.loads((out / "predictions.json").read_text())
     expect = predict_arrays(seg_model, cfg, [read_slice(p) for p in inputs])

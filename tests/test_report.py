@@ -66,6 +66,11 @@ def test_training_curves_and_comparison(tmp_path):
     log.write_text("\n".join(json.dumps(x) for x in rows) + "\n")
     w3 = _png_ok(report.training_curves_png(log, tmp_path / "c3.png"), 900, 250).shape[1]
     assert w3 > _png_ok(tmp_path / "curves.png").shape[1]
+    # the trainer's own log: a "split" field instead of prefixes
+    rows = [{"step": s, "split": "train", "loss": 1 / s, "accuracy": 0.5} for s in range(1, 4)]
+    rows += [{"step": 3, "split": "eval", "loss": 0.9, "accuracy": 0.61}]
+    log.write_text("\n".join(json.dumps(x) for x in rows) + "\n")
+    _png_ok(report.training_curves_png(log, tmp_path / "c4.png"), 600, 250)
     log.write_text('{"step": 1}\nnot json\n')
     with pytest.raises(ValueError, match=r"metrics\.jsonl:2"):
         report.training_curves_png(log, tmp_path / "c2.png")

@@ -374,7 +374,7 @@ def load_workdir(workdir: str | Path) -> tuple[Any, dict[str, Any]]:
     if hasattr(checkpoints, "has_checkpoint") and not checkpoints.has_checkpoint(wd):
         raise FileNotFoundError(f"--workdir {wd}: no checkpoint found (nothing saved yet?); train first")
     try:
-        model = checkpoints.load_model_from_workdir(wd)
+        model = checkpoints.load_model_from_workdir(wd.absolute())  # orbax wants absolute paths
     except (ValueError, FileNotFoundError, KeyError):
         raise
     except Exception as e:  # orbax / IO errors -> one line naming the workdir

@@ -205,9 +205,12 @@ def training_curves_png(metrics_jsonl_path: str | Path, path: str | Path) -> Pat
     series: dict[str, tuple[list[float], list[float]]] = {}
     for i, row in enumerate(rows):
         step = row.get("step", row.get("global_step", i))
+        # The trainer's rows carry "split": "train" | "eval"; keep those series apart.
+        prefix = f"{row['split']}/" if isinstance(row.get("split"), str) else ""
         for k, v in row.items():
             if k in _SKIP_CURVE_KEYS or not _is_number(v):
                 continue
+            k = prefix + k
             xs, ys = series.setdefault(k, ([], []))
             xs.append(float(step))
             ys.append(float(v))
@@ -221,7 +224,7 @@ def training_curves_png(metrics_jsonl_path: str | Path, path: str | Path) -> Pat
     dists = {k: v for k, v in series.items() if last[k].endswith("_mm")}
     if not (losses or scores or dists):
         raise ValueError(f"{metrics_jsonl_path}: no loss, score or distance series to plot")
-    panels = [(losses, "loss"), (scores, "evaluation scores")] + ([(dists, "surface distance (mm)")] if dists else [])
+    panels = [(losses, "loss"), (scores, "scores")] + ([(dists, "surface distance (mm)")] if dists else [])
     fig = _figure(5.5 * len(panels), 4.0)
     for ax, (group, title) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
         for k, (xs, ys) in sorted(group.items()):
