@@ -519,6 +519,7 @@ def _make_workdir(wd, model, task, size=32):
     return cfg
 
 
+@pytest.mark.slow
 def test_predict_command_end_to_end(tiny_models, tmp_path, capsys, monkeypatch):
     import json
 
@@ -569,6 +570,10 @@ def test_predict_command_end_to_end(tiny_models, tmp_path, capsys, monkeypatch):
     (tmp_path / "empty_wd" / "config.json").write_text(json.dumps(cfg))
     a = build_parser().parse_args(["predict", "--workdir", str(tmp_path / "empty_wd"), "--out", str(bad_out), *inputs])
     with pytest.raises(FileNotFoundError, match=r"empty_wd: no checkpoint"):
+        predict(a)
+    (tmp_path / "a_file").write_text("x")
+    a = build_parser().parse_args(["predict", "--workdir", str(tmp_path / "wd"), "--out", str(tmp_path / "a_file"), *inputs])
+    with pytest.raises(ValueError, match="a_file: exists and is not a folder"):
         predict(a)
     a = build_parser().parse_args(["predict", "--workdir", str(tmp_path / "nowd"), "--out", str(bad_out), *inputs])
     with pytest.raises(FileNotFoundError, match="nowd"):

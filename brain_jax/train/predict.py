@@ -345,7 +345,8 @@ def format_table(results: Sequence[Prediction], task: str) -> str:
             dice = "" if r.dice_vs_file_mask is None else f"{r.dice_vs_file_mask:.4f}"
             rows.append(f"{Path(r.path).name:<{name_w}}  {r.tumour_pixels:>10}  {area:>14}  {dice:>17}")
         if any(r.area_mm2 is None for r in results):
-            rows.append("* pixel spacing unknown for this file (PNG/JPEG/BMP/TIFF carry none): area in pixels")
+            rows.append("* pixel spacing unknown for this file (PNG/JPEG/BMP/TIFF never carry one): "
+                        "area in pixels of the original image")
     return "\n".join([head, "-" * len(head)] + rows)
 
 
@@ -387,10 +388,12 @@ def predict(args) -> int:
     slice_index = getattr(args, "slice", None)
     # Read every input first: one bad file stops the run before anything is computed or written.
     slices = [read_slice(p, slice_index if _is_volume(p) else None) for p in args.images]
+    out_dir = Path(args.out) if args.out else Path(args.workdir) / "predictions"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir}: exists and is not a folder")
     model, cfg = load_workdir(args.workdir)
     task = task_of(cfg)
     results = predict_arrays(model, cfg, slices)
-    out_dir = Path(args.out) if args.out else Path(args.workdir) / "predictions"
     meta = {"workdir": str(args.workdir), "model": _get(cfg, "model.name", None)}
     path = write_predictions(results, slices, out_dir, task, meta)
     print(format_table(results, task))
