@@ -122,7 +122,8 @@ def test_write_report_numbers_and_figures(tmp_path):
                 "figures/training_curves.png", "figures/model_comparison.png", "overlays.png"):
         assert f"]({rel})" in text, rel
         _png_ok(tmp_path / rel, 10, 10)
-    assert "synthetic phantoms" in text and "not comparable" in text and "by patient" in text
+    assert "synthetic phantoms" in text and "not comparable" in text and "splits by patient" in text
+    assert "| accuracy (ConvNeXt V2) | 0.9960 | 0.9312 |" in text  # paper's 99.60% beside ours
 
 
 def test_write_report_flat_classification_summary(tmp_path):
@@ -135,7 +136,7 @@ def test_write_report_flat_classification_summary(tmp_path):
     text = report.write_report(tmp_path).read_text()
     assert "| x | 0.9111 | 0.6666 | 0.7700 | 15 |" in text and "| y | 0.7222 | 0.9333 | 0.8144 | 15 |" in text
     assert "| ece | 0.0423 |" in text and "[0.9111" not in text  # vectors go to the per-class table only
-    assert "`split_by` is `group`" in text and "synthetic phantoms" not in text
+    assert "This run: `split_by` = `group`" in text and "synthetic phantoms" not in text
 
 
 def test_write_report_tolerates_one_section_and_list_per_class(tmp_path):

@@ -409,7 +409,25 @@ _FIG_CAPTIONS = {
 }
 
 
-def _how_to_read(meta: Mapping[str, Any]) -> list[str]:
+# The paper's headline numbers (REFERENCE.md), for the side-by-side table.
+_PAPER = (
+    ("classification", "accuracy", "accuracy (ConvNeXt V2)", "0.9960"),
+    ("classification", "macro_f1", "macro-F1", "not reported"),
+    ("segmentation", "dice", "Dice (SegFormer)", "0.90-0.95"),
+    ("segmentation", "hd_mm", "Hausdorff distance (mm)", "0.87"),
+)
+
+
+def _paper_table(cls: Mapping[str, Any], seg: Mapping[str, Any]) -> list[str]:
+    sections = {"classification": cls, "segmentation": seg}
+    rows = [[label, paper, sections[sec][key]] for sec, key, label, paper in _PAPER if key in sections[sec]]
+    if not rows:
+        return []
+    return ["The paper's headline numbers beside this run's, only so the gap is visible: the two "
+            "columns do not measure the same thing (see below).", ""] + _table(["quantity", "paper", "this run"], rows) + [""]
+
+
+def _how_to_read(meta: Mapping[str, Any], cls: Mapping[str, Any], seg: Mapping[str, Any]) -> list[str]:
     dataset = str(meta.get("dataset", meta.get("data", "")) or "")
     out = ["## How to read this", ""]
     if "phantom" in dataset.lower():
@@ -419,26 +437,30 @@ def _how_to_read(meta: Mapping[str, Any]) -> list[str]:
             "about diagnostic performance on MRI.",
             "",
         ]
+    out += _paper_table(cls, seg)
     split_by = meta.get("split_by")
-    split_note = f" This run's `split_by` is `{split_by}`." if split_by else ""
+    split_note = f" This run: `split_by` = `{split_by}`." if split_by else ""
     out += [
-        "- The project's splits are by patient (Figshare PIDs) or by duplicate group after exact + "
-        "perceptual de-duplication, so no slice of a test patient, and no copy of a test image, is seen "
-        "in training." + split_note,
+        "- Splits: `split_by=group` pools the sources and splits by patient (Figshare PIDs) or by "
+        "duplicate group after exact + perceptual de-duplication, so no slice of a test patient and no "
+        "copy of a test image is seen in training. `split_by=builder` uses each dataset's own splits: "
+        "patient-disjoint for the phantoms and the Figshare `cvind` folds, but the Kaggle "
+        "Training/Testing folders carry no patient ids and can share copies of a slice (check with "
+        "`brain-jax data audit`)." + split_note,
         "- The paper reports 99.60% accuracy for ConvNeXt V2 (ConvNeXt V1 99.11%, Swin 99.01%, ViT 98.5%) "
-        "and Dice 0.90-0.95 with a 0.87 mm Hausdorff distance for SegFormer. Its classification pool "
-        "(~15,000 images) merged Figshare with Kaggle sets that already contain the Figshare slices, "
-        "so the same slice can appear up to ~4 times, and the split was random at slice level: "
-        "near-copies of test images were in training. Yagis et al. (2021, Sci Rep) showed that slice-level "
-        "splits inflate accuracy by 29-55 points; published patient-wise Figshare results sit around "
-        "91-98% (unverified literature figures).",
+        "and Dice 0.90-0.95 with a 0.87 mm Hausdorff distance for SegFormer on Figshare. Its "
+        "classification pool (~15,000 images) merged Figshare with Kaggle sets that already contain the "
+        "Figshare slices, so the same slice can appear up to ~4 times, and the split was random at "
+        "slice level: near-copies of test images were in training. Yagis et al. (2021, Sci Rep) showed "
+        "that slice-level splits inflate accuracy by 29-55 points; published patient-wise Figshare "
+        "results sit around 91-98% (unverified literature figures).",
         "- Our numbers are therefore not comparable with the paper's and are expected to be lower. "
         "A gap is not by itself a reimplementation error; a match would need the same leaky split.",
         "- Segmentation means are per slice; the miss counts beside them matter as much as the means, "
         "because a model that outputs nothing on hard cases can keep a good mean over the rest.",
         "- Distances are in millimetres from each slice's pixel spacing (0.49 mm at 512 px for Figshare). "
         "The paper's 0.87 mm Hausdorff distance is under two native pixels and the paper does not say "
-        "how it was computed or averaged, so distances are not compared with it either.",
+        "how it was computed or averaged, so that row of the table is not comparable either.",
         "",
     ]
     return out
@@ -495,7 +517,7 @@ def write_report(workdir: str | Path) -> Path:
             rel = p.relative_to(workdir).as_posix()
             caption = _FIG_CAPTIONS.get(p.name, p.stem.replace("_", " "))
             lines += [f"![{caption}]({rel})", "", f"*{caption}* (`{rel}`)", ""]
-    lines += _how_to_read(meta)
+    lines += _how_to_read(meta, cls, seg)
     out = workdir / "report.md"
     out.write_text("\n".join(lines).rstrip() + "\n")
     return out
