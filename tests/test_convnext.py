@@ -114,6 +114,8 @@ def test_registry_config_roundtrip_and_errors():
         cx.config_from_dict({**dataclasses.asdict(cfg), "bogus": 1})
     with pytest.raises(ValueError, match="3 channels"):
         model(jnp.zeros((1, 32, 32, 1)))
+    with pytest.raises(ValueError, match="at least 32x32 pixels"):
+        model(jnp.zeros((1, 31, 64, 3)))
 
 
 def test_hidden_states_shapes_and_names():

@@ -215,6 +215,9 @@ class ConvNeXt(nnx.Module):
             raise ValueError(
                 f"ConvNeXt expects NHWC input with {self.config.num_channels} channels, got shape {x.shape}"
             )
+        smallest = self.config.patch_size * 2 ** (len(self.config.depths) - 1)
+        if x.shape[1] < smallest or x.shape[2] < smallest:
+            raise ValueError(f"ConvNeXt needs images of at least {smallest}x{smallest} pixels, got {x.shape[1:3]}")
         h = self.embeddings(x)
         hidden = [h]
         for stage in self.encoder.stages:
