@@ -131,7 +131,8 @@ def config_from_hf(hf: dict) -> sf.SegformerConfig:
 
 
 def build_from_hf_config(hf_config: dict, dtype: jnp.dtype = jnp.float32) -> nnx.Module:
-    return sf.from_config(config_from_hf(hf_config), dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1))
+    # shapes only: load_into fills every Param/BatchStat (and refuses partial loads)
+    return sf.abstract_model(config_from_hf(hf_config), dtype=dtype)
 
 
 def ignore(hf_key: str) -> bool:

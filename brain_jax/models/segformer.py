@@ -86,7 +86,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "b3": dict(_WIDE, depths=(3, 4, 18, 3), decoder_hidden_size=768),
     "b4": dict(_WIDE, depths=(3, 8, 27, 3), decoder_hidden_size=768),
     "b5": dict(_WIDE, depths=(3, 6, 40, 3), decoder_hidden_size=768),
-    "test": dict(hidden_sizes=(8, 16, 24, 32), depths=(1, 1, 1, 1), num_attention_heads=(1, 2, 1, 2),
+    # tiny: tests and the CPU demo (two layers in stage 2 so block indexing and the drop-path schedule show)
+    "test": dict(hidden_sizes=(8, 16, 24, 32), depths=(1, 2, 1, 1), num_attention_heads=(1, 2, 2, 2),
                  decoder_hidden_size=32),
 }
 
@@ -130,6 +131,23 @@ def config_from_dict(d: dict) -> SegformerConfig:
 def from_config(cfg: SegformerConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs) -> nnx.Module:
     cls = SegformerForSemanticSegmentation if cfg.task == "segmentation" else SegformerForImageClassification
     return cls(cfg, dtype=dtype, rngs=rngs)
+
+
+def abstract_model(cfg: SegformerConfig, *, dtype: jnp.dtype = jnp.float32,
+                   rngs: nnx.Rngs | None = None) -> nnx.Module:
+    """A model whose Params/BatchStats are shapes only (``jax.ShapeDtypeStruct``), to be filled by a loader.
+
+    Skips random initialisation, which on CPU costs more than loading (one XLA compile per parameter
+    shape). Dropout / drop-path streams are real, forked from ``rngs`` (default ``Rngs(dropout=1)``).
+    Call ``brain_jax.convert.core.load_into`` (or set every variable) before using it.
+    """
+    model = nnx.eval_shape(lambda: from_config(cfg, dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1)))
+    stream = (rngs if rngs is not None else nnx.Rngs(dropout=1))["dropout"]
+    owners = [(node, name) for _, node in nnx.iter_graph(model) if isinstance(node, nnx.Module)
+              for name, value in vars(node).items() if isinstance(value, nnx.RngStream)]
+    for node, name in owners:
+        setattr(node, name, stream.fork())
+    return model
 
 
 def create(name: str, variant: str, num_classes: int, *, dtype: jnp.dtype = jnp.float32,
