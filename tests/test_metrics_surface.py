@@ -106,6 +106,30 @@ def test_hd_and_hd95_match_medpy(seed):
     assert np.ptp(hd) > 5 and np.any(hd95 < hd - 1e-3)
 
 
+@pytest.mark.parametrize("extent", [5, 11, 23])
+def test_compacted_budgets_match_medpy(extent):
+    """Masks spanning at most ``extent`` rows/columns take the H/8, H/4, H/2 compacted paths."""
+    binary = _medpy()
+    rng = np.random.default_rng(extent)
+    b = 12
+    pred, target = np.zeros((2, b, H, W), bool)
+    for m in (*pred, *target):
+        for _ in range(rng.integers(1, 4)):  # scattered pieces inside one extent x extent window
+            y, x = rng.integers(0, extent - 2, 2)
+            m[y : y + rng.integers(1, 4), x : x + rng.integers(1, 4)] = True
+        oy, ox = rng.integers(0, H - extent), rng.integers(0, W - extent)
+        m[:] = np.roll(m, (oy, ox), axis=(0, 1))
+    spacing = rng.uniform(0.3, 2.0, (b, 2)).astype(np.float32)
+    rows_used = max(np.any(m, axis=1).sum() for m in (*pred, *target))
+    cols_used = max(np.any(m, axis=0).sum() for m in (*pred, *target))
+    assert max(rows_used, cols_used) <= extent
+    hd, hd95 = map(np.asarray, hausdorff_distances(pred, target, spacing))
+    for i in range(b):
+        sp = spacing[i].astype(np.float64)
+        np.testing.assert_allclose(hd[i], binary.hd(pred[i], target[i], voxelspacing=sp), rtol=1e-5)
+        np.testing.assert_allclose(hd95[i], binary.hd95(pred[i], target[i], voxelspacing=sp), rtol=1e-5)
+
+
 def test_other_percentiles_match_numpy_on_medpy_surface_sets():
     pred, target, spacing = random_batch(5, 6)
     d_p, b_p, d_t, b_t = map(np.asarray, directed_surface_distances(pred, target, spacing))

@@ -49,36 +49,89 @@ def _row_offsets(b: jax.Array) -> jax.Array:
     w = b.shape[-1]
     cols = jnp.arange(w, dtype=jnp.int32)
     big = jnp.int32(4 * w + 4)
-    left = lax.cummax(jnp.where(b, cols, -big), axis=b.ndim - 1)
-    right = lax.cummin(jnp.where(b, cols, 2 * big), axis=b.ndim - 1, reverse=True)
+    # associative_scan: log2(W) vectorised steps (XLA:CPU lowers lax.cummax to a slow reduce_window)
+    left = lax.associative_scan(jnp.maximum, jnp.where(b, cols, -big), axis=b.ndim - 1)
+    right = lax.associative_scan(jnp.minimum, jnp.where(b, cols, 2 * big), axis=b.ndim - 1, reverse=True)
     g = jnp.minimum(cols - left, right - cols)
     return jnp.where(g <= w, g, -1)
 
 
+def _column_term(b: jax.Array, sp: jax.Array) -> jax.Array:
+    """(dx * g)^2 from pass 1, ``inf`` in rows without any True pixel."""
+    g = _row_offsets(b)
+    return jnp.where(g >= 0, jnp.square(sp[:, 1, None, None] * g.astype(jnp.float32)), jnp.inf)
+
+
+def _pass2(col_term: jax.Array, sp: jax.Array, src: jax.Array | None, dst: jax.Array | None) -> jax.Array:
+    """Pass 2: min over source rows r' of (dy * (r - r'))^2 + col_term[r'], for destination rows r.
+
+    ``src`` (N, R) / ``dst`` (N, Q) are row indices (None: all rows). Result (N, Q, W). On CPU a
+    running minimum over source rows (XLA:CPU streams it ~8x faster than a fused reduction); on
+    accelerators a reduction over blocks of destination rows. Same float operations, same bits.
+    """
+    n, h, w = col_term.shape
+    rows = jnp.broadcast_to(jnp.arange(h, dtype=jnp.int32), (n, h))
+    src = rows if src is None else src
+    dst = rows if dst is None else dst
+    ct = col_term if src is rows else jnp.take_along_axis(col_term, src[:, :, None], axis=1)
+    r_src, q = src.shape[1], dst.shape[1]
+    if jax.default_backend() == "cpu":
+
+        def step(j, best):
+            dy = (dst - src[:, j, None]).astype(jnp.float32)  # (N, Q)
+            return jnp.minimum(best, jnp.square(sp[:, 0, None] * dy)[:, :, None] + ct[:, j, None, :])
+
+        init = jnp.full((n, q, w), jnp.inf, jnp.float32)
+        return lax.fori_loop(0, r_src, step, init, unroll=min(4, r_src))
+
+    block = max(1, min(q, _BLOCK_ELEMENTS // max(1, n * r_src * w)))
+    while q % block:
+        block -= 1
+    dst_blocks = jnp.moveaxis(dst.reshape(n, q // block, block), 1, 0)  # (q // block, N, block)
+
+    def one_block(d: jax.Array) -> jax.Array:
+        dy = (d[:, :, None] - src[:, None, :]).astype(jnp.float32)  # (N, block, R)
+        dy2 = jnp.square(sp[:, 0, None, None] * dy)
+        return jnp.min(dy2[..., None] + ct[:, None, :, :], axis=2)  # (N, block, W)
+
+    out = lax.map(one_block, dst_blocks)  # (q // block, N, block, W)
+    return jnp.moveaxis(out, 0, 1).reshape(n, q, w)
+
+
 def squared_distance_map(b: jax.Array, spacing_mm: jax.Array) -> jax.Array:
-    """Exact squared Euclidean distance (mm²) from each pixel to the nearest True pixel of ``b``.
+    """Exact squared Euclidean distance (mm²) from every pixel to the nearest True pixel of ``b``.
 
     ``b``: (N, H, W) bool; ``spacing_mm``: (N, 2) as (row, column). Returns float32 (N, H, W),
-    ``inf`` where ``b`` has no True pixel.
+    ``inf`` where ``b`` has no True pixel. O(H^2 W) per image.
     """
+    sp = jnp.broadcast_to(jnp.asarray(spacing_mm, jnp.float32), (b.shape[0], 2))
+    return _pass2(_column_term(b, sp), sp, None, None)
+
+
+def _rows_first(rows_used: jax.Array, r: int) -> jax.Array:
+    """Indices (N, r) of the rows flagged in ``rows_used`` (N, H) first, then other rows."""
+    return jnp.argsort(~rows_used, axis=1, stable=True)[:, :r].astype(jnp.int32)
+
+
+def _query_distances(b: jax.Array, query: jax.Array, sp: jax.Array, r: int | None, c: int | None) -> jax.Array:
+    """Distances (mm) to the nearest True pixel of ``b``, exact at every ``query`` pixel; (N, H, W).
+
+    With budgets ``r`` / ``c`` set, pass 2 only sees the first ``r`` rows holding True pixels of
+    ``b`` (sources) and the first ``r`` rows / ``c`` columns holding ``query`` pixels
+    (destinations): exact at every query pixel when no image needs more (the caller checks), at
+    O(r^2 c) instead of O(H^2 W). Pixels outside the destination grid are ``inf``.
+    """
+    col_term = _column_term(b, sp)
+    if r is None:
+        return jnp.sqrt(_pass2(col_term, sp, None, None))
     n, h, w = b.shape
-    sp = jnp.broadcast_to(jnp.asarray(spacing_mm, jnp.float32), (n, 2))
-    g = _row_offsets(b)
-    col_term = jnp.where(g >= 0, jnp.square(sp[:, 1, None, None] * g.astype(jnp.float32)), jnp.inf)
-
-    block = max(1, min(h, _BLOCK_ELEMENTS // max(1, n * h * w)))
-    while h % block:
-        block -= 1
-    rows = jnp.arange(h, dtype=jnp.float32)
-
-    def one_block(start: jax.Array) -> jax.Array:
-        r = start.astype(jnp.float32) + jnp.arange(block, dtype=jnp.float32)
-        dy2 = jnp.square(sp[:, 0, None, None] * (r[:, None] - rows[None, :]))  # (N, block, H)
-        return jnp.min(dy2[..., None] + col_term[:, None, :, :], axis=2)  # (N, block, W)
-
-    starts = jnp.arange(0, h, block, dtype=jnp.int32)
-    out = lax.map(one_block, starts)  # (h // block, N, block, W)
-    return jnp.moveaxis(out, 0, 1).reshape(n, h, w)
+    cols = _rows_first(jnp.any(query, axis=1), c)  # (N, c) destination columns
+    src = _rows_first(jnp.any(b, axis=2), r)
+    dst = _rows_first(jnp.any(query, axis=2), r)
+    d2 = _pass2(jnp.take_along_axis(col_term, cols[:, None, :], axis=2), sp, src, dst)  # (N, r, c)
+    # rows / columns of one image are distinct (a permutation's prefix): a plain scatter
+    img = jnp.arange(n)[:, None, None]
+    return jnp.full((n, h, w), jnp.inf, jnp.float32).at[img, dst[:, :, None], cols[:, None, :]].set(jnp.sqrt(d2))
 
 
 def _as_batch(pred: jax.Array, target: jax.Array, spacing_mm) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -104,8 +157,9 @@ def directed_surface_distances(
     """Per-pixel directed surface distances (mm) of a batch, as dense maps with masks.
 
     Returns ``(d_pred, pred_border, d_target, target_border)``, each (B, H, W): ``d_pred`` holds, at
-    every pixel, the distance to the nearest *target* border pixel (valid where ``pred_border``);
-    ``d_target`` the distance to the nearest *pred* border pixel (valid where ``target_border``).
+    every pixel, the distance to the nearest *target* border pixel (used where ``pred_border``);
+    ``d_target`` the distance to the nearest *pred* border pixel (used where ``target_border``).
+    Dense O(H^2 W) maps, for inspection and tests; ``hausdorff_distance`` takes a faster exact path.
     These are medpy's ``__surface_distances(pred, target)`` and ``(target, pred)`` sets.
     """
     pred, target, sp = _as_batch(pred, target, spacing_mm)
@@ -121,26 +175,32 @@ def _lerp(a: jax.Array, b: jax.Array, t: jax.Array) -> jax.Array:
     return jnp.where(t >= 0.5, b - diff * (1.0 - t), a + diff * t)
 
 
-def _kth_smallest(values: jax.Array, valid: jax.Array, k: jax.Array) -> jax.Array:
-    """Exact k-th smallest (0-based) valid non-negative value per row of (N, M) ``values``.
+def _kth_smallest_pair(values: jax.Array, valid: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Exact k-th and (k+1)-th smallest (0-based) valid non-negative values of each row of (N, M).
 
-    Bisection on the float32 bit pattern (monotone for non-negative floats): 31 counting passes,
-    cheaper than sorting the whole (N, M) array and exact.
+    Bisection on the float32 bit pattern (monotone for non-negative floats) finds the k-th in 31
+    counting passes, exact and cheaper than sorting; the next one is a count and a masked min.
+    The (k+1)-th is clamped to the last valid value.
     """
     bits = lax.bitcast_convert_type(values.astype(jnp.float32), jnp.int32)
-    bits = jnp.where(valid, bits, jnp.int32(0x7F800000))
+    inf_bits = jnp.int32(0x7F800000)
+    bits = jnp.where(valid, bits, inf_bits)
     lo = jnp.zeros(k.shape, jnp.int32)
     hi = jnp.full(k.shape, 0x7F800000, jnp.int32)
 
     def body(_, carry):
         lo, hi = carry
         mid = lo + (hi - lo) // 2
-        count = jnp.sum(bits <= mid[:, None], axis=-1)
-        enough = count >= k + 1
+        enough = jnp.sum(bits <= mid[:, None], axis=-1, dtype=jnp.int32) >= k + 1
         return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
 
-    lo, hi = lax.fori_loop(0, 31, body, (lo, hi))
-    return lax.bitcast_convert_type(lo, jnp.float32)
+    a, _ = lax.fori_loop(0, 31, body, (lo, hi))
+    n = jnp.sum(valid, axis=-1, dtype=jnp.int32)
+    at_or_below = jnp.sum(bits <= a[:, None], axis=-1, dtype=jnp.int32)
+    above = jnp.min(jnp.where(bits > a[:, None], bits, inf_bits), axis=-1)
+    b = jnp.where((at_or_below >= jnp.minimum(k + 2, n)) | (above == inf_bits), a, above)
+    as_float = lambda x: lax.bitcast_convert_type(x, jnp.float32)  # noqa: E731
+    return as_float(a), as_float(b)
 
 
 @functools.partial(jax.jit, static_argnames=("q",))
@@ -152,10 +212,8 @@ def masked_percentile(values: jax.Array, valid: jax.Array, q: float) -> jax.Arra
     n = jnp.sum(valid, axis=-1)
     pos = (jnp.maximum(n, 1) - 1).astype(jnp.float32) * (jnp.float32(q) / 100.0)
     lo_idx = jnp.floor(pos).astype(jnp.int32)
-    hi_idx = jnp.minimum(lo_idx + 1, jnp.maximum(n, 1) - 1)
     t = pos - lo_idx.astype(jnp.float32)
-    a = _kth_smallest(values, valid, lo_idx)
-    b = _kth_smallest(values, valid, hi_idx)
+    a, b = _kth_smallest_pair(values, valid, lo_idx)
     return jnp.where(n > 0, _lerp(a, b, t), jnp.nan)
 
 
@@ -197,17 +255,34 @@ def hausdorff_distances(
     *,
     symmetric: Literal["union", "max"] = "union",
 ) -> tuple[jax.Array, ...]:
-    """Several Hausdorff variants (e.g. HD and HD95) from one distance transform; see ``hausdorff_distance``."""
+    """Several Hausdorff variants (e.g. HD and HD95) from one distance transform; see ``hausdorff_distance``.
+
+    Only rows and columns holding border pixels matter, so pass 2 of the distance transform runs on
+    them, compacted to the smallest budget (H/8 x W/8, H/4 x W/4, H/2 x W/2) that holds every image
+    of the batch (all pixels otherwise): the same numbers as the full O(H^2 W) transform, much
+    faster for lesion-sized masks.
+    """
     pred, target, sp = _as_batch(pred, target, spacing_mm)
-    maps = directed_surface_distances(pred, target, sp)
+    n, h, w = pred.shape
+    bp, bt = border(pred), border(target)
+    srcs, queries, sp2 = jnp.concatenate([bt, bp]), jnp.concatenate([bp, bt]), jnp.concatenate([sp, sp])
+    fractions = [f for f in (8, 4, 2) if h // f > 0 and w // f > 0]
+    # most rows / columns holding border pixels in one image (sources and queries are the same sets)
+    need_r = jnp.max(jnp.sum(jnp.any(srcs, axis=2), axis=1))
+    need_c = jnp.max(jnp.sum(jnp.any(srcs, axis=1), axis=1))
+
+    def branch(f: int | None):
+        r, c = (None, None) if f is None else (h // f, w // f)
+        return lambda: _query_distances(srcs, queries, sp2, r, c)
+
+    fits = [(need_r <= h // f) & (need_c <= w // f) for f in fractions]
+    index = len(fractions) - sum(fits) if fractions else 0  # fits are nested: budgets grow
+    d = lax.switch(jnp.int32(index), [branch(f) for f in fractions] + [branch(None)])
+    maps = (d[:n], bp, d[n:], bt)
+    dists = [_reduce_maps(maps, q, symmetric) for q in percentiles]
     flags = empty_case_flags(pred, target)
-    diag = image_diagonal_mm(pred.shape[-2:], sp)
-    out = []
-    for q in percentiles:
-        dist = _reduce_maps(maps, q, symmetric)
-        dist = jnp.where(flags["miss"], diag, dist)
-        out.append(jnp.where(flags["both_empty"], 0.0, dist))
-    return tuple(out)
+    diag = image_diagonal_mm((h, pred.shape[2]), sp)
+    return tuple(jnp.where(flags["both_empty"], 0.0, jnp.where(flags["miss"], diag, d)) for d in dists)
 
 
 def hausdorff_distance(
