@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -21,35 +22,17 @@ from brain_jax.convert.core import model_variables
 from brain_jax.models import create, variants
 from brain_jax.models import segformer as sf
 
-# The HF twin of our "test" variant. Tests share it and one input shape, HW, so that JAX compiles each
-# op once for the whole file (eager mode); other shapes/configs go through nnx.jit.
-TINY_HF = dict(hidden_sizes=[8, 16, 24, 32], depths=[1, 2, 1, 1], num_attention_heads=[1, 2, 2, 2],
-               decoder_hidden_size=32)
+# HF configs share the "test" variant's shapes and tests share one input shape, HW, so that JAX compiles
+# each op once for the whole file (eager mode); other shapes/configs go through nnx.jit.
 HW = (64, 96)
+FIXTURE = Path(__file__).parent / "fixtures" / "segformer_tiny"
 
 
 def _hf_model(tmp_path, *, arch: str = "seg", num_labels: int = 2, seed: int = 0, **extra):
     """A transformers SegFormer from a tiny config with EVERY tensor randomised, saved to tmp_path."""
-    import torch
-    from transformers import SegformerConfig, SegformerForImageClassification, SegformerForSemanticSegmentation
+    from tests.fixtures.make_golden_segformer import hf_segformer
 
-    kw = dict(TINY_HF, num_labels=num_labels, drop_path_rate=0.0, classifier_dropout_prob=0.0)
-    kw.update(extra)
-    cfg = SegformerConfig(**kw)
-    cls = SegformerForSemanticSegmentation if arch == "seg" else SegformerForImageClassification
-    torch.manual_seed(seed)
-    model = cls(cfg).eval()
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=gen) * 1.5 + 0.5)
-            elif "norm" in name and name.endswith("weight"):
-                t.copy_(1.0 + 0.2 * torch.randn(t.shape, generator=gen))
-            else:
-                t.copy_(0.2 * torch.randn(t.shape, generator=gen))
+    model = hf_segformer(arch, seed=seed, num_labels=num_labels, **extra)
     out = tmp_path / f"hf_{arch}_{num_labels}"
     model.save_pretrained(out)
     return model, out
@@ -207,6 +190,21 @@ def test_train_mode_batch_statistics_match_hf(tmp_path):
     np.testing.assert_allclose(np.asarray(bn.var[...]), hf.decode_head.batch_norm.running_var.numpy(), rtol=1e-5)
     model.eval()
     assert np.abs(np.asarray(model(jnp.asarray(x))) - ours).max() > 1e-3  # running stats now in use
+
+
+def test_golden_fixture_logits():
+    """HF logits stored by tests/fixtures/make_golden_segformer.py: parity without torch."""
+    io = np.load(FIXTURE / "io.npz")
+    model = from_hf(FIXTURE)
+    assert model.config.depths == (1, 2, 1, 1) and model.config.hidden_sizes == (8, 16, 24, 32)
+    x = io["pixel_values"].astype(np.float32).transpose(0, 2, 3, 1)
+    assert x.shape[1:3] == HW
+    logits = np.asarray(model(jnp.asarray(x)))
+    ref = io["logits"].transpose(0, 2, 3, 1)
+    assert logits.shape == ref.shape == (2, 16, 24, 2)
+    np.testing.assert_allclose(logits, ref, atol=1e-4, rtol=0)
+    bn = model.decode_head.batch_norm
+    assert float(np.std(np.asarray(bn.mean[...]))) > 0.05 and float(np.min(np.asarray(bn.var[...]))) > 0.4
 
 
 # --------------------------------------------------------------------------- export / round trip
