@@ -29,8 +29,9 @@ def _merge_logs(workdir: Path, runs: dict[str, Path]) -> None:
             continue
         for line in log.read_text().splitlines():
             row = json.loads(line)
-            prefix = f"{task}/{row.pop('split', 'train')}"
-            rows.append({"step": row.pop("step"), **{f"{prefix}_{k}": v for k, v in row.items()}})
+            prefix = f"{task}_{row.pop('split', 'train')}"
+            rows.append({"step": row.pop("step"),
+                         **{f"{prefix}/{k}": v for k, v in row.items() if k not in ("images_per_s", "grad_norm")}})
     (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 

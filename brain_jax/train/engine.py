@@ -39,7 +39,10 @@ def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
         if jax.process_count() > 1:
             raise ValueError("config field mesh.num_devices must be 0 (all devices) in multi-process runs")
         devices = devices[:num_devices]
-    return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices)
+    # Auto axis types: shardings are propagated by the compiler (GSPMD), so model code needs no
+    # sharding annotations (explicit mode would reject e.g. reshapes of batch-sharded activations).
+    return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices,
+                         axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:

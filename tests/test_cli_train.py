@@ -1,0 +1,102 @@
+"""``brain-jax train / eval / report`` end to end on the tiny synthetic phantoms, and bad input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from brain_jax import cli
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    import input_pipeline
+
+    d = tmp_path_factory.mktemp("phantoms")
+    input_pipeline.build_dataset("brain_phantoms", d, builder_config="tiny")
+    return d
+
+
+def _common(data_dir: Path) -> list[str]:
+    return [f"--config.data.data_dir={data_dir}", "--config.data.builder_config=tiny",
+            "--config.data.image_size=32", "--config.num_train_steps=3", "--config.batch_size=8",
+            "--config.eval_batch_size=8", "--config.progress_bar=false", "--config.log_every_steps=1"]
+
+
+def _snapshot(d: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(d)): (p.stat().st_size, p.stat().st_mtime_ns) for p in d.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def cls_workdir(tmp_path_factory, data_dir) -> Path:
+    wd = tmp_path_factory.mktemp("cls") / "run"
+    rc = cli.main(["train", "--config", "configs/convnextv2_cls.py:runlocal", "--workdir", str(wd),
+                   *_common(data_dir)])
+    assert rc == 0
+    return wd
+
+
+def test_train_eval_report_classification(cls_workdir, data_dir, capsys):
+    wd = cls_workdir
+    assert (wd / "config.json").is_file() and (wd / "metrics.jsonl").is_file()
+    assert json.loads((wd / "config.json").read_text())["num_train_steps"] == 3
+    assert list((wd / "tensorboard").iterdir())
+    rows = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3]
+    rc = cli.main(["eval", "--config", "configs/convnextv2_cls.py:runlocal", "--workdir", str(wd), "--split", "test",
+                   *_common(data_dir)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "precision" in out and "glioma" in out and "pituitary" in out
+    metrics = json.loads((wd / "metrics.json").read_text())
+    cls = metrics["classification"]
+    assert 0.0 <= cls["accuracy"] <= 1.0 and "macro_f1" in cls
+    import input_pipeline
+
+    cfg = input_pipeline.default_data_config()
+    cfg.data_dir, cfg.builder_config, cfg.image_size = str(data_dir), "tiny", 32
+    assert cls["num_examples"] == input_pipeline.num_examples(cfg, "test")
+    assert (wd / "figures" / "confusion_matrix.png").stat().st_size > 1000
+    assert cli.main(["report", "--workdir", str(wd)]) == 0
+    text = (wd / "report.md").read_text()
+    assert "Classification" in text and "confusion_matrix.png" in text
+
+
+def test_bad_input_fails_cleanly_and_leaves_the_workdir_alone(cls_workdir, data_dir, tmp_path, capsys):
+    wd = cls_workdir
+    before = _snapshot(wd)
+    # a workdir of another architecture
+    rc = cli.main(["train", "--config", "configs/segformer_seg.py:runlocal", "--workdir", str(wd), *_common(data_dir)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "another model" in err and "segformer" in err
+    # a misspelt key
+    rc = cli.main(["train", "--config", "configs/convnextv2_cls.py:runlocal", "--workdir", str(wd),
+                   "--config.optimizer.learning_rate=1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "optimizer.learning_rate" in err and "lr" in err
+    # an unknown model
+    rc = cli.main(["train", "--config", "configs/convnextv2_cls.py:runlocal", "--workdir", str(wd),
+                   "--config.model.name=resnet50"])
+    assert rc == 2 and "resnet50" in capsys.readouterr().err
+    assert _snapshot(wd) == before
+    # a dataset that was never built: says how to build it, creates nothing
+    fresh = tmp_path / "fresh"
+    rc = cli.main(["train", "--config", "configs/convnextv2_cls.py:runlocal", "--workdir", str(fresh),
+                   f"--config.data.data_dir={tmp_path / 'nodata'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "brain-jax data build brain_phantoms" in err
+    assert not fresh.exists()
+    # eval of a workdir without checkpoints
+    rc = cli.main(["eval", "--config", "configs/convnextv2_cls.py:runlocal", "--workdir", str(tmp_path)])
+    assert rc == 2 and "no checkpoint" in capsys.readouterr().err
+
+
+def test_train_eval_segmentation_writes_overlays(tmp_path, data_dir):
+    wd = tmp_path / "seg"
+    args = ["--config", "configs/segformer_seg.py:runlocal", "--workdir", str(wd), *_common(data_dir)]
+    assert cli.main(["train", *args]) == 0
+    assert cli.main(["eval", *args, "--split", "test"]) == 0
+    seg = json.loads((wd / "metrics.json").read_text())["segmentation"]
+    assert 0.0 <= seg["dice"] <= 1.0 and seg["num_cases"] > 0 and "hd95_mm" in seg and "miou" in seg
+    assert (wd / "figures" / "overlays.png").stat().st_size > 1000
