@@ -73,25 +73,34 @@ def test_miou_from_counts_matches_sklearn_and_skips_absent_classes():
 def test_segmentation_accumulator_over_batches_matches_medpy():
     from medpy.metric import binary
 
-    pred, target, spacing = _masks(2)
     acc = SegmentationAccumulator(num_classes=2)
-    for start in (0, 8):  # second batch: last 3 rows are padding with garbage content
-        sl = slice(start, start + 8)
-        valid = np.arange(8) < (8 if start == 0 else 5)
-        acc.update(segmentation_batch_stats(pred[sl].astype(np.int32), target[sl].astype(np.int32), spacing[sl], valid))
+    cases = []
+    for seed, n_valid in ((2, B), (3, 5)):  # second batch: all but 5 rows are padding
+        pred, target, spacing = _masks(seed)
+        valid = np.arange(B) < n_valid
+        acc.update(segmentation_batch_stats(pred.astype(np.int32), target.astype(np.int32), spacing, valid))
+        cases += [(pred[i], target[i], spacing[i]) for i in range(n_valid)]
     res = acc.result(ci_resamples=100)
-    n = 13
-    assert res["num_cases"] == n and res["num_both_empty"] == 1 and res["num_miss"] == 2
-    diag = np.hypot(S * spacing[:, 0], S * spacing[:, 1])
-    hd = [0.0, diag[1], diag[2]] + [binary.hd(pred[i], target[i], spacing[i].astype(np.float64)) for i in range(3, n)]
-    hd95 = [0.0, diag[1], diag[2]] + [binary.hd95(pred[i], target[i], spacing[i].astype(np.float64)) for i in range(3, n)]
-    dc = [1.0, 0.0, 0.0] + [binary.dc(pred[i], target[i]) for i in range(3, n)]
+    assert res["num_cases"] == B + 5 and res["num_both_empty"] == 2 and res["num_miss"] == 4
+    hd, hd95, dc, detected = [], [], [], []
+    for p, t, sp in cases:
+        if p.any() and t.any():
+            hd.append(binary.hd(p, t, sp.astype(np.float64)))
+            hd95.append(binary.hd95(p, t, sp.astype(np.float64)))
+            dc.append(binary.dc(p, t))
+            detected.append(hd95[-1])
+        else:
+            penalty = 0.0 if not (p.any() or t.any()) else float(np.hypot(S * sp[0], S * sp[1]))
+            hd.append(penalty)
+            hd95.append(penalty)
+            dc.append(1.0 if penalty == 0 else 0.0)
     np.testing.assert_allclose(res["dice"], np.mean(dc), rtol=1e-5)
     np.testing.assert_allclose(res["hd_mm"], np.mean(hd), rtol=1e-5)
     np.testing.assert_allclose(res["hd95_mm"], np.mean(hd95), rtol=1e-5)
-    np.testing.assert_allclose(res["hd95_mm_detected"], np.mean(hd95[3:]), rtol=1e-5)
-    ref_iou = jaccard_score(target[:n].ravel(), pred[:n].ravel(), labels=[0, 1], average=None)
-    np.testing.assert_allclose(res["iou_per_class"], ref_iou, rtol=1e-6)
+    np.testing.assert_allclose(res["hd95_mm_detected"], np.mean(detected), rtol=1e-5)
+    pv = np.stack([c[0] for c in cases]).ravel()
+    tv = np.stack([c[1] for c in cases]).ravel()
+    np.testing.assert_allclose(res["iou_per_class"], jaccard_score(tv, pv, labels=[0, 1], average=None), rtol=1e-6)
     assert res["dice_ci"][0] < res["dice"] < res["dice_ci"][1]
 
 

@@ -108,9 +108,11 @@ def squared_distance_map(b: jax.Array, spacing_mm: jax.Array) -> jax.Array:
     return _pass2(_column_term(b, sp), sp, None, None)
 
 
-def _rows_first(rows_used: jax.Array, r: int) -> jax.Array:
-    """Indices (N, r) of the rows flagged in ``rows_used`` (N, H) first, then other rows."""
-    return jnp.argsort(~rows_used, axis=1, stable=True)[:, :r].astype(jnp.int32)
+def _compaction(used: jax.Array, budget: int) -> tuple[jax.Array, jax.Array]:
+    """Flagged indices first: ``(take, where)``, ``take`` (N, budget) the kept indices in order and
+    ``where`` (N, L) each index's slot in ``take`` (>= budget when it was not kept)."""
+    perm = jnp.argsort(~used, axis=1, stable=True).astype(jnp.int32)
+    return perm[:, :budget], jnp.argsort(perm, axis=1).astype(jnp.int32)
 
 
 def _query_distances(b: jax.Array, query: jax.Array, sp: jax.Array, r: int | None, c: int | None) -> jax.Array:
@@ -124,14 +126,15 @@ def _query_distances(b: jax.Array, query: jax.Array, sp: jax.Array, r: int | Non
     col_term = _column_term(b, sp)
     if r is None:
         return jnp.sqrt(_pass2(col_term, sp, None, None))
-    n, h, w = b.shape
-    cols = _rows_first(jnp.any(query, axis=1), c)  # (N, c) destination columns
-    src = _rows_first(jnp.any(b, axis=2), r)
-    dst = _rows_first(jnp.any(query, axis=2), r)
-    d2 = _pass2(jnp.take_along_axis(col_term, cols[:, None, :], axis=2), sp, src, dst)  # (N, r, c)
-    # rows / columns of one image are distinct (a permutation's prefix): a plain scatter
-    img = jnp.arange(n)[:, None, None]
-    return jnp.full((n, h, w), jnp.inf, jnp.float32).at[img, dst[:, :, None], cols[:, None, :]].set(jnp.sqrt(d2))
+    cols, col_slot = _compaction(jnp.any(query, axis=1), c)  # destination columns
+    src, _ = _compaction(jnp.any(b, axis=2), r)
+    dst, row_slot = _compaction(jnp.any(query, axis=2), r)
+    d = jnp.sqrt(_pass2(jnp.take_along_axis(col_term, cols[:, None, :], axis=2), sp, src, dst))  # (N, r, c)
+    # Back to (N, H, W) with gathers (a scatter here trips sharding propagation inside lax.switch).
+    d = jnp.take_along_axis(d, jnp.minimum(row_slot, r - 1)[:, :, None], axis=1)
+    d = jnp.take_along_axis(d, jnp.minimum(col_slot, c - 1)[:, None, :], axis=2)
+    inside = (row_slot < r)[:, :, None] & (col_slot < c)[:, None, :]
+    return jnp.where(inside, d, jnp.inf)
 
 
 def _as_batch(pred: jax.Array, target: jax.Array, spacing_mm) -> tuple[jax.Array, jax.Array, jax.Array]:
