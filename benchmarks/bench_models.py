@@ -56,7 +56,8 @@ def bench_jax(args: argparse.Namespace, depthwise: str, x: np.ndarray, y_seed: i
     opt_state = tx.init(params)
 
     def loss_fn(params, rest, xb, yb):
-        m = nnx.merge(graphdef, params, rest)
+        # copy: fresh Variables at this trace level, so BatchNorm stats / RNG counters may be updated
+        m = nnx.merge(graphdef, params, rest, copy=True)
         logits = m(xb)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), yb).mean()
         return loss, nnx.state(m, nnx.Not(nnx.Param))  # updated RNG counters etc.

@@ -113,7 +113,7 @@ class GRN(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.astype(self.dtype)
-        # statistics in float32 even under bfloat16 compute: a sum of H·W squares overflows bf16's precision
+        # norms in float32 even under bfloat16 compute: a sum of H·W squares loses too much precision in bf16
         gx = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=(1, 2), keepdims=True))
         nx = (gx / (jnp.mean(gx, axis=-1, keepdims=True) + 1e-6)).astype(self.dtype)
         w = self.weight[...].astype(self.dtype)
