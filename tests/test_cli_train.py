@@ -58,6 +58,14 @@ def test_train_eval_report_classification(cls_workdir, data_dir, capsys):
     cfg.data_dir, cfg.builder_config, cfg.image_size = str(data_dir), "tiny", 32
     assert cls["num_examples"] == input_pipeline.num_examples(cfg, "test")
     assert (wd / "figures" / "confusion_matrix.png").stat().st_size > 1000
+    # predict delegates to brain_jax.train.predict with the trained workdir
+    import numpy as np
+    from PIL import Image
+
+    png = wd.parent / "slice.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 40)) * 255).astype(np.uint8)).save(png)
+    assert cli.main(["predict", "--workdir", str(wd), "--out", str(wd.parent / "pred"), str(png)]) == 0
+    assert any((wd.parent / "pred").iterdir())
     assert cli.main(["report", "--workdir", str(wd)]) == 0
     text = (wd / "report.md").read_text()
     assert "Classification" in text and "confusion_matrix.png" in text
