@@ -17,7 +17,7 @@ from brain_jax.metrics import (
     hausdorff_distances,
     image_diagonal_mm,
 )
-from brain_jax.metrics.surface import masked_percentile
+from brain_jax.metrics.surface import _pass2, masked_percentile
 
 H, W = 48, 40  # one static shape for most tests: one compile
 
@@ -236,3 +236,22 @@ def test_one_larger_case_matches_medpy():
     sp = spacing[0].astype(np.float64)
     np.testing.assert_allclose(hd[0], binary.hd(pred[0], target[0], voxelspacing=sp), rtol=1e-5)
     np.testing.assert_allclose(hd95[0], binary.hd95(pred[0], target[0], voxelspacing=sp), rtol=1e-5)
+
+
+def test_pass2_loop_and_block_forms_are_bit_identical():
+    """The CPU form (running min) and the accelerator form (blocked reduction) give the same bits."""
+    rng = np.random.default_rng(12)
+    n, h, w = 3, 24, 20
+    col = np.where(rng.random((n, h, w)) < 0.2, np.inf, rng.random((n, h, w)) * 50).astype(np.float32)
+    sp = rng.uniform(0.3, 2.0, (n, 2)).astype(np.float32)
+    src = np.stack([rng.permutation(h)[:10] for _ in range(n)]).astype(np.int32)
+    dst = np.stack([rng.permutation(h)[:8] for _ in range(n)]).astype(np.int32)
+    ref = np.stack([
+        [[min((sp[i, 0] * np.float32(d - r)) ** 2 + col[i, r, c] for r in src[i]) for c in range(w)] for d in dst[i]]
+        for i in range(n)
+    ])
+    for impl in ("loop", "blocks"):
+        np.testing.assert_allclose(np.asarray(_pass2(col, sp, src, dst, impl)), ref, rtol=1e-6, err_msg=impl)
+    a = np.asarray(_pass2(col, sp, None, None, "loop"))
+    b = np.asarray(_pass2(col, sp, None, None, "blocks"))
+    np.testing.assert_array_equal(a, b)

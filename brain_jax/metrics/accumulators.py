@@ -72,6 +72,8 @@ def segmentation_batch_stats(
 
     Per-class intersection/union pixel counts (for mIoU) over valid cases, and per-case Dice, IoU,
     HD and HD``percentile`` (mm) of the foreground (label != 0) with ``both_empty``/``miss`` flags.
+    ``valid`` (B,) should be the pipeline's ``valid & has_mask``: padding and unlabelled cases never
+    count. ``spacing_mm`` (B, 2) is (row, column) at the resolution of the label maps.
     """
     p = jnp.asarray(pred_labels)
     t = jnp.asarray(target_labels)
@@ -150,7 +152,8 @@ class ClassificationAccumulator:
 class SegmentationAccumulator:
     """Sums ``segmentation_batch_stats`` over a split.
 
-    ``result()`` reports mIoU (pooled counts), mean per-case Dice / IoU / HD / HD95 over valid cases
+    ``result()`` reports mIoU (pooled counts), mean per-case Dice / IoU / HD / HD95 (``hd95_mm``; the
+    name follows ``percentile``) over valid cases
     (a miss is penalised with the image diagonal, both-empty counts as Dice 1 / HD 0), the same HD
     means over detected cases only (both masks non-empty), and the counts of misses and both-empty
     cases, which reports show beside the means.
@@ -158,8 +161,9 @@ class SegmentationAccumulator:
 
     _CASE_KEYS = ("dice", "iou", "hd", "hd_percentile", "both_empty", "miss")
 
-    def __init__(self, num_classes: int = 2):
+    def __init__(self, num_classes: int = 2, percentile: float = 95.0):
         self.num_classes = num_classes
+        self.name = f"hd{percentile:g}_mm"  # must match segmentation_batch_stats(percentile=...)
         self.intersection = np.zeros(num_classes, np.int64)
         self.union = np.zeros(num_classes, np.int64)
         self.cases: dict[str, list[np.ndarray]] = {k: [] for k in self._CASE_KEYS}
@@ -194,12 +198,12 @@ class SegmentationAccumulator:
             "dice": mean(cases["dice"]),
             "iou": mean(cases["iou"]),
             "hd_mm": mean(cases["hd"]),
-            "hd95_mm": mean(cases["hd_percentile"]),
+            self.name: mean(cases["hd_percentile"]),
             "hd_mm_detected": mean(cases["hd"][detected]),
-            "hd95_mm_detected": mean(cases["hd_percentile"][detected]),
+            f"{self.name}_detected": mean(cases["hd_percentile"][detected]),
         }
         if ci_resamples > 0:
-            for k, key in (("dice", "dice"), ("hd95_mm", "hd_percentile")):
+            for k, key in (("dice", "dice"), (self.name, "hd_percentile")):
                 ci = bootstrap_ci(cases[key].astype(np.float32), num_resamples=ci_resamples,
                                   confidence=confidence, seed=seed)
                 out[f"{k}_ci"] = [float(ci["low"]), float(ci["high"])]

@@ -62,20 +62,26 @@ def _column_term(b: jax.Array, sp: jax.Array) -> jax.Array:
     return jnp.where(g >= 0, jnp.square(sp[:, 1, None, None] * g.astype(jnp.float32)), jnp.inf)
 
 
-def _pass2(col_term: jax.Array, sp: jax.Array, src: jax.Array | None, dst: jax.Array | None) -> jax.Array:
+def _pass2(
+    col_term: jax.Array, sp: jax.Array, src: jax.Array | None, dst: jax.Array | None, impl: str | None = None
+) -> jax.Array:
     """Pass 2: min over source rows r' of (dy * (r - r'))^2 + col_term[r'], for destination rows r.
 
     ``src`` (N, R) / ``dst`` (N, Q) are row indices (None: all rows). Result (N, Q, W). On CPU a
     running minimum over source rows (XLA:CPU streams it ~8x faster than a fused reduction); on
-    accelerators a reduction over blocks of destination rows. Same float operations, same bits.
+    accelerators a reduction over blocks of destination rows (``impl`` "loop" / "blocks" forces
+    one). Same float operations, same bits.
     """
+    col_term, sp = jnp.asarray(col_term), jnp.asarray(sp)
     n, h, w = col_term.shape
     rows = jnp.broadcast_to(jnp.arange(h, dtype=jnp.int32), (n, h))
-    src = rows if src is None else src
-    dst = rows if dst is None else dst
+    src = rows if src is None else jnp.asarray(src)
+    dst = rows if dst is None else jnp.asarray(dst)
     ct = col_term if src is rows else jnp.take_along_axis(col_term, src[:, :, None], axis=1)
     r_src, q = src.shape[1], dst.shape[1]
-    if jax.default_backend() == "cpu":
+    if impl is None:
+        impl = "loop" if jax.default_backend() == "cpu" else "blocks"
+    if impl == "loop":
 
         def step(j, best):
             dy = (dst - src[:, j, None]).astype(jnp.float32)  # (N, Q)
