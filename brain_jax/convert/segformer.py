@@ -69,11 +69,11 @@ def _labels(hf: dict) -> tuple[int, tuple[str, ...]]:
             raise ConversionError(f"config.json: id2label keys must be integers, got {list(id2label)[:5]}") from e
         if [i for i, _ in items] != list(range(len(items))):
             raise ConversionError(f"config.json: id2label keys must be 0..n-1, got {[i for i, _ in items][:10]}")
+        if "num_labels" in hf and int(hf["num_labels"]) != len(items):
+            raise ConversionError(f"config.json: num_labels={hf['num_labels']} but id2label has {len(items)} entries")
         names = tuple(v for _, v in items)
         if names == default_label_names(_task(hf), len(items)):
             names = ()  # HF's placeholder names (or ours): keep the config free of them
-        if "num_labels" in hf and int(hf["num_labels"]) != len(names):
-            raise ConversionError(f"config.json: num_labels={hf['num_labels']} but id2label has {len(names)} entries")
         return len(items), names
     return int(hf.get("num_labels", 2)), ()
 

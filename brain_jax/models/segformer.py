@@ -74,7 +74,9 @@ class SegformerConfig:
                 )
         for i, (c, h) in enumerate(zip(self.hidden_sizes, self.num_attention_heads)):
             if c % h:
-                raise ValueError(f"SegformerConfig: hidden_sizes[{i}]={c} is not divisible by num_attention_heads[{i}]={h}")
+                raise ValueError(
+                    f"SegformerConfig: hidden_sizes[{i}]={c} is not divisible by num_attention_heads[{i}]={h}"
+                )
 
 
 _B0 = dict(hidden_sizes=(32, 64, 160, 256), decoder_hidden_size=256)
@@ -208,7 +210,7 @@ class BatchNorm2d(nnx.Module):
     """
 
     def __init__(self, c: int, *, momentum: float = 0.9, epsilon: float = 1e-5, dtype=jnp.float32,
-                 use_running_average: bool = False, rngs: nnx.Rngs | None = None):
+                 use_running_average: bool = False):
         self.scale = nnx.Param(jnp.ones((c,), jnp.float32))
         self.bias = nnx.Param(jnp.zeros((c,), jnp.float32))
         self.mean = nnx.BatchStat(jnp.zeros((c,), jnp.float32))
