@@ -1,8 +1,10 @@
 """Conversion core for ConvNeXt: refusal of bad checkpoints, torch .bin reading, export naming, native folders."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+import types
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -222,3 +224,40 @@ def test_native_refuses_mismatch(tmp_path):
 
     with pytest.raises(FileNotFoundError, match=META_FILE):
         load_native(tmp_path / "elsewhere")
+
+
+@dataclasses.dataclass(frozen=True)
+class _ToyConfig:
+    model_type: str = "toy"
+    num_labels: int = 2
+    widths: tuple[int, ...] = (3, 4)
+
+
+class _Toy(nnx.Module):
+    def __init__(self, config: _ToyConfig, rngs: nnx.Rngs):
+        self.config = config
+        self.linear = nnx.Linear(config.widths[0], config.widths[1], rngs=rngs)
+        self.norm = nnx.BatchNorm(config.widths[1], rngs=rngs)
+
+
+def test_native_is_generic_over_architectures(tmp_path, monkeypatch):
+    """Dispatch goes through the model registry by model_type; BatchStats travel with Params."""
+    import brain_jax.models
+
+    toy_module = types.SimpleNamespace(
+        config_from_dict=lambda d: _ToyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}),
+        from_config=lambda cfg, *, dtype, rngs: _Toy(cfg, rngs),
+    )
+    real = brain_jax.models.module_for
+    monkeypatch.setattr(brain_jax.models, "module_for", lambda name: toy_module if name == "toy" else real(name))
+    model = _Toy(_ToyConfig(), nnx.Rngs(0))
+    model.norm.mean.set_value(jnp.arange(4.0))
+    model.norm.var.set_value(jnp.full((4,), 3.0))
+    save_native(model, tmp_path / "toy")
+    back = load_native(tmp_path / "toy")
+    assert isinstance(back, _Toy) and back.config == _ToyConfig()
+    np.testing.assert_array_equal(np.asarray(back.norm.mean.get_value()), np.arange(4.0))
+    np.testing.assert_array_equal(np.asarray(back.norm.var.get_value()), np.full(4, 3.0))
+    np.testing.assert_array_equal(np.asarray(back.linear.kernel.get_value()),
+                                  np.asarray(model.linear.kernel.get_value()))
+    assert back.norm.use_running_average  # eval mode
