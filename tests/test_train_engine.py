@@ -187,24 +187,31 @@ def test_one_and_eight_devices_give_the_same_loss_curve(tmp_path):
 
 
 def test_sigterm_saves_and_resume_is_bit_exact(tmp_path):
-    full = run(tiny_config(), tmp_path / "full")
+    ema = {"optimizer.ema_decay": 0.9}  # the EMA weights are part of the checkpointed state too
+    full = run(tiny_config(**ema), tmp_path / "full")
 
     def sigterm_at_3(step, state, metrics):
         if step == 3:
             os.kill(os.getpid(), signal.SIGTERM)
 
     wd = tmp_path / "interrupted"
-    first = run(tiny_config(), wd, hooks=[sigterm_at_3])
+    first = run(tiny_config(**ema), wd, hooks=[sigterm_at_3])
     assert first["status"] == "preempted" and first["step"] == 3
     ck = checkpoints.Checkpointer(wd)
     assert ck.latest_step() == 3  # saved on the signal, not at the periodic step 4
     ck.close()
-    second = run(tiny_config(), wd)
+    second = run(tiny_config(**ema), wd)
     assert second["status"] == "done" and second["step"] == 8
     a, b = params_of(full), params_of(second)
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    for x, y, p in zip(jax.tree_util.tree_leaves(full["state"]["ema"]),
+                       jax.tree_util.tree_leaves(second["state"]["ema"]),
+                       jax.tree_util.tree_leaves(full["state"]["params"])):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert any(not np.array_equal(np.asarray(x), np.asarray(p)) for x, p in zip(
+        jax.tree_util.tree_leaves(full["state"]["ema"]), jax.tree_util.tree_leaves(full["state"]["params"])))
     bs_a = jax.tree_util.tree_leaves(full["state"]["batch_stats"])
     bs_b = jax.tree_util.tree_leaves(second["state"]["batch_stats"])
     for x, y in zip(bs_a, bs_b):

@@ -154,7 +154,8 @@ def init_train_state(parts: ModelParts, tx: optax.GradientTransformation, *, ema
         "bad_step": jnp.full((), -1, jnp.int32),
     }
     if ema:
-        state["ema"] = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), parts.params)
+        # a copy: the EMA must not share buffers with the params (both are donated to the step)
+        state["ema"] = jax.tree.map(lambda p: jnp.array(p, dtype=jnp.float32, copy=True), parts.params)
     return state
 
 
