@@ -276,6 +276,10 @@ def make_loader(data_cfg, split: str, *, global_batch_size: int, train: bool, se
     ds = grain.MapDataset.range(0, length).map(ex).batch(ex.per_host, drop_remainder=True)
     workers = int(data_cfg.num_workers)
     if workers > 0:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # grain reads absl flags; outside an absl app use defaults
+            flags.FLAGS.mark_as_parsed()
         it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     else:

@@ -55,7 +55,7 @@ def patient_params(seed: int, patient: int) -> dict:
         "vent": rng.uniform(0.8, 1.3),
         "bias": rng.uniform(-0.12, 0.12, size=3),
         "gm": rng.uniform(0.40, 0.48),
-        "wm": rng.uniform(0.58, 0.66),
+        "wm": rng.uniform(0.56, 0.62),
         "noise": rng.uniform(0.015, 0.035),
         "tex_seed": int(rng.integers(2**31)),
         "z0": rng.uniform(-0.3, 0.3),
@@ -64,15 +64,15 @@ def patient_params(seed: int, patient: int) -> dict:
     if label == GLIOMA:
         r = rng.uniform(0.2, 0.5)
         p["tumour"] = dict(cx=r * np.cos(ang) * 0.8, cy=r * np.sin(ang) * 0.8,
-                           R=rng.uniform(0.16, 0.24), harm=rng.uniform(0.06, 0.14, 4),
+                           R=rng.uniform(0.18, 0.26), harm=rng.uniform(0.06, 0.14, 4),
                            phase=rng.uniform(0, 2 * np.pi, 4), core=rng.uniform(0.4, 0.6))
     elif label == MENINGIOMA:
         # Any direction but the skull base (bottom), where the pituitary lives.
         ang = rng.uniform(-np.pi * 0.95, np.pi * 0.05) if rng.random() < 0.5 else rng.uniform(-np.pi, -0.05)
-        p["tumour"] = dict(ang=ang, R=rng.uniform(0.13, 0.19), ecc=rng.uniform(0.9, 1.1))
+        p["tumour"] = dict(ang=ang, R=rng.uniform(0.17, 0.23), ecc=rng.uniform(0.9, 1.1))
     elif label == PITUITARY:
-        p["tumour"] = dict(cx=rng.uniform(-0.03, 0.03), cy=rng.uniform(0.46, 0.56),
-                           R=rng.uniform(0.11, 0.15), ecc=rng.uniform(0.8, 1.05))
+        p["tumour"] = dict(cx=rng.uniform(-0.03, 0.03), cy=rng.uniform(0.44, 0.52),
+                           R=rng.uniform(0.13, 0.17), ecc=rng.uniform(0.8, 1.05))
     return p
 
 
@@ -80,12 +80,13 @@ def render_slice(seed: int, patient: int, index: int, size: int) -> tuple[np.nda
     """One slice: (image uint16 (size, size), mask uint8 0/1, label index)."""
     p = patient_params(seed, patient)
     rng = np.random.default_rng([seed, patient, 1, index])
-    tex = np.random.default_rng([p["tex_seed"]])
+    # Slices lie ~6 mm apart: cortex folding and texture differ from slice to slice.
+    tex = np.random.default_rng([p["tex_seed"], index])
     px = 2.0 / size
     lin = (np.arange(size, dtype=np.float32) + 0.5) * px - 1.0
     y, x = np.meshgrid(lin, lin, indexing="ij")
     # Slice position: the head narrows away from the centre slice.
-    dz = rng.uniform(-0.55, 0.55)
+    dz = rng.uniform(-0.45, 0.45)
     hs = np.sqrt(1.0 - (0.35 * (p["z0"] + 0.3 * dz)) ** 2)
     c, s = np.cos(p["tilt"]), np.sin(p["tilt"])
     xr, yr = c * x + s * y, -s * x + c * y
@@ -100,7 +101,7 @@ def render_slice(seed: int, patient: int, index: int, size: int) -> tuple[np.nda
     gyri = _smooth_field(tex, size, 24)
     wm_in = _soft(0.62 + 0.12 * gyri - re, rpx)
     brain = p["gm"] + (p["wm"] - p["gm"]) * wm_in + 0.03 * _smooth_field(tex, size, 32)
-    sulci = np.exp(-((gyri - 0.3) / 0.08) ** 2) * (re > 0.55) * 0.25
+    sulci = np.exp(-((gyri - 0.3) / 0.08) ** 2) * (re > 0.55) * 0.15
     brain = brain - sulci
     img = img * (1 - brain_in) + brain_in * brain
     csf = skull_in * (1 - brain_in)
@@ -134,12 +135,12 @@ def _tumour(img, p, x, y, xr, yr, re, px, hs, dz, tex, size):
         R = t["R"] * shrink * (1.0 + sum(a * np.cos((k + 2) * th + ph)
                                          for k, (a, ph) in enumerate(zip(t["harm"], t["phase"]))))
         d = R - r
-        oedema = _soft(1.5 * R - r, px) * (1 - _soft(d, px))
-        img = img - 0.12 * oedema
+        oedema = _soft(1.6 * R - r, px) * (1 - _soft(d, px))
+        img = img - 0.18 * oedema
         inside = _soft(d, px)
         core = _soft(t["core"] * R - r, px)
-        het = 0.08 * _smooth_field(tex, size, 32)
-        val = (0.85 + het) * (1 - core) + (0.18 + 0.5 * het) * core
+        het = 0.06 * _smooth_field(tex, size, 32)
+        val = (0.95 + het) * (1 - core) + (0.12 + 0.5 * het) * core
         img = img * (1 - inside) + inside * val
         return img, (d > 0).astype(np.uint8)
     if label == MENINGIOMA:
@@ -147,12 +148,11 @@ def _tumour(img, p, x, y, xr, yr, re, px, hs, dz, tex, size):
         # Centre just inside the inner table, so the tumour touches the skull.
         rb = 0.85 * hs * np.array([p["ax"] * np.cos(t["ang"]), p["ay"] * np.sin(t["ang"])])
         cdir = rb / np.linalg.norm(rb)
-        cx, cy = rb - cdir * 0.6 * R
+        cx, cy = rb - cdir * 0.75 * R
         c, s = np.cos(p["tilt"]), np.sin(p["tilt"])
         dx, dy = xr - cx, yr - cy
         r = np.sqrt((dx / t["ecc"]) ** 2 + dy**2)
-        inside_head = re < 0.93  # the skull stops it
-        d = np.where(inside_head, R - r, -1.0)
+        d = np.minimum(R - r, (0.85 - re) * p["ax"] * hs)  # the inner table of the skull stops it
         cleft = _soft(d + 2.5 * px, px) * (1 - _soft(d, px))  # thin CSF cleft: extra-axial
         img = img * (1 - cleft) + cleft * 0.15
         inside = _soft(d, px)
@@ -203,8 +203,8 @@ class BrainPhantoms(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [
         PhantomConfig(name="tiny", description="32x32, 16 patients x 2 slices (unit tests)",
                       image_size=32, num_patients=16, slices_per_patient=2),
-        PhantomConfig(name="small", description="128x128, 200 patients x 3 slices (demo default)",
-                      image_size=128, num_patients=200, slices_per_patient=3),
+        PhantomConfig(name="small", description="128x128, 240 patients x 3 slices (demo default)",
+                      image_size=128, num_patients=240, slices_per_patient=3),
         PhantomConfig(name="large", description="256x256, 800 patients x 6 slices",
                       image_size=256, num_patients=800, slices_per_patient=6),
     ]

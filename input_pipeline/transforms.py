@@ -13,7 +13,9 @@ def normalise_intensity(image: np.ndarray, upper_percentile: float = 99.5) -> np
     16-bit MRI and 8-bit JPEG sources land on the same scale and a few hot pixels do not set it."""
     x = np.asarray(image, np.float32)
     lo = float(x.min())
-    hi = float(np.percentile(x, upper_percentile))
+    flat = x.ravel()
+    k = min(int(round(upper_percentile / 100.0 * (flat.size - 1))), flat.size - 1)
+    hi = float(np.partition(flat, k)[k])  # the nearest-rank percentile: one partition, no sort
     if hi <= lo:
         hi = float(x.max())
     if hi <= lo:
@@ -53,7 +55,8 @@ def augment(image: np.ndarray, mask: np.ndarray, spacing_mm: np.ndarray, rng: np
         centre = (np.array(image.shape, np.float64) - 1) / 2
         offset = centre - mat @ centre
         image = ndimage.affine_transform(np.ascontiguousarray(image), mat, offset, order=1, cval=0.0)
-        mask = ndimage.affine_transform(np.ascontiguousarray(mask), mat, offset, order=0, cval=0)
+        if mask.any():  # an empty mask stays empty
+            mask = ndimage.affine_transform(np.ascontiguousarray(mask), mat, offset, order=0, cval=0)
         spacing_mm = np.asarray(spacing_mm, np.float32) / np.float32(scale)
     if cfg.contrast or cfg.brightness:
         cf = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)
@@ -64,5 +67,5 @@ def augment(image: np.ndarray, mask: np.ndarray, spacing_mm: np.ndarray, rng: np
 
 def to_model_input(image01: np.ndarray, mean, std) -> np.ndarray:
     """Grayscale [0, 1] -> (H, W, 3) float32 normalised with the pretrained weights' mean/std."""
-    x = np.repeat(image01[..., None], 3, axis=-1)
-    return ((x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).astype(np.float32)
+    inv = 1.0 / np.asarray(std, np.float32)
+    return np.asarray(image01, np.float32)[..., None] * inv - np.asarray(mean, np.float32) * inv
