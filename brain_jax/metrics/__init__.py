@@ -35,10 +35,10 @@ Hausdorff distance algorithm
 Exact and jit-able on static shapes: border pixels, then an exact Euclidean distance transform
 with anisotropic spacing in two passes. Pass 1: per row, the column offset to the nearest border
 pixel (two cumulative scans). Pass 2: per pixel, the minimum over rows r' of
-(dy (r - r'))^2 + (dx g(r', c))^2. Pass 2 is O(H^2 W) in general; since only rows holding border
-pixels can be nearest and distances are only read at border pixels, it runs on those rows and
-columns compacted to a batch-wide budget (H/8, H/4, H/2, else everything; ``lax.switch``), which
-gives the same bits. The percentile is an exact order statistic (bisection on float bits), with
+(dy (r - r'))^2 + (dx g(r', c))^2. Pass 2 is O(H^2 W) in general; since only rows and columns
+holding border pixels can be nearest and distances are only read at border pixels, both passes
+and the order statistics run on those rows and columns compacted to a batch-wide budget (H/8,
+H/4, H/2, else the whole image; ``lax.switch``), which gives the same bits. The percentile is an exact order statistic (bisection on float bits), with
 numpy's linear interpolation. ``benchmarks/bench_hd95.py`` times it against medpy and MONAI.
 
 Conventions (tested in tests/test_metrics_*.py)
