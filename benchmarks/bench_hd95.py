@@ -5,8 +5,8 @@
 Prints the best-of-``repeats`` wall time per batch of each implementation, the ratios to ours, and
 the largest relative difference of the numbers (medpy's union convention for ours and medpy;
 ``symmetric="max"`` for MONAI's, see brain_jax.metrics). Two scenes are timed: "near" (prediction
-close to the ground truth) and "far" (plus one false-positive blob far away in one case, which makes
-that case span more rows). Ours compacts the rows holding border pixels to a budget (H/8, H/4,
+close to the ground truth), "far" (plus one false-positive blob far away in one case, which makes
+that case span more rows) and "scattered" (false-positive specks all over one image: worst case). Ours compacts the rows holding border pixels to a budget (H/8, H/4,
 H/2, else all H rows) chosen for the whole batch, so its time depends on the tallest mask in it. Not part of the test suite.
 """
 from __future__ import annotations
@@ -22,8 +22,12 @@ from scipy import ndimage
 from brain_jax.metrics import hausdorff_distance
 
 
-def make_batch(batch: int, size: int, far: bool, seed: int = 0):
-    """Tumour-like irregular blobs; predictions are perturbed copies (plus a distant blob if ``far``)."""
+def make_batch(batch: int, size: int, scene: str, seed: int = 0):
+    """Tumour-like irregular blobs; predictions are perturbed copies.
+
+    ``scene`` "far" adds a distant false-positive blob to one case; "scattered" adds false-positive
+    specks all over one image (its border spans most rows: the whole batch takes the full path).
+    """
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
     targets, preds = [], []
@@ -35,8 +39,10 @@ def make_batch(batch: int, size: int, far: bool, seed: int = 0):
         p = ndimage.binary_dilation(t, iterations=int(rng.integers(1, 4))) if i % 2 else ndimage.binary_erosion(t, iterations=2)
         ring = ndimage.binary_dilation(t, iterations=6) & ~ndimage.binary_erosion(t, iterations=6)
         p = p ^ ((ndimage.gaussian_filter(rng.normal(size=(size, size)), 2) > 0.25) & ring)  # ragged edge
-        if far and i == 0:
+        if scene == "far" and i == 0:
             p |= np.hypot(yy - 0.1 * size, xx - 0.1 * size) < 0.03 * size
+        if scene == "scattered" and i == 0:
+            p |= rng.random((size, size)) < 2e-3
         targets.append(t)
         preds.append(p)
     spacing = np.tile(np.float32([0.49, 0.49]) * 512 / size, (batch, 1))
@@ -66,8 +72,8 @@ def main() -> None:
     torch.set_num_threads(max(1, len(jax.devices("cpu"))))
     print(f"backend={jax.default_backend()} devices={jax.device_count()} batch={args.batch} size={args.size}")
     monai_metric = HausdorffDistanceMetric(include_background=False, percentile=95, directed=False)
-    for scene in ("near", "far"):
-        pred, target, spacing = make_batch(args.batch, args.size, far=scene == "far")
+    for scene in ("near", "far", "scattered"):
+        pred, target, spacing = make_batch(args.batch, args.size, scene)
         pj, tj, sj = jax.device_put(pred), jax.device_put(target), jax.device_put(spacing)
 
         def ours(symmetric="union"):
