@@ -44,6 +44,7 @@ def test_confusion_and_summary_match_sklearn(seed, skip):
     np.testing.assert_allclose(s["f1"], f, rtol=1e-6)
     np.testing.assert_array_equal(s["support"], sup)
     np.testing.assert_allclose(s["accuracy"], skm.accuracy_score(lv, pv), rtol=1e-6)
+    np.testing.assert_allclose(s["balanced_accuracy"], skm.balanced_accuracy_score(lv, pv), rtol=1e-6)
     for avg in ("macro", "weighted"):
         p, r, f, _ = skm.precision_recall_fscore_support(lv, pv, labels=range(C), average=avg, zero_division=0)
         np.testing.assert_allclose(s[f"{avg}_precision"], p, rtol=1e-6)

@@ -42,6 +42,7 @@ def classification_summary(cm: jax.Array) -> dict[str, jax.Array]:
     precision of a class never predicted, recall of a class with no support; F1 = 2TP / (2TP + FP + FN)
     (0 when that is 0/0). Macro averages weigh every class equally (classes with no support
     included, as sklearn with ``labels=range(C)``); weighted averages weigh by support.
+    ``balanced_accuracy`` (as sklearn's) averages recall over the classes that have support only.
     """
     cm = jnp.asarray(cm, jnp.float32)
     tp = jnp.diagonal(cm)
@@ -54,6 +55,8 @@ def classification_summary(cm: jax.Array) -> dict[str, jax.Array]:
     weights = _safe_div(support, total)
     return {
         "accuracy": _safe_div(jnp.sum(tp), total),
+        # sklearn balanced_accuracy_score: mean recall over the classes that have support
+        "balanced_accuracy": _safe_div(jnp.sum(jnp.where(support > 0, recall, 0.0)), jnp.sum(support > 0)),
         "precision": precision,
         "recall": recall,
         "f1": f1,
