@@ -8,10 +8,12 @@ counted as background (scipy ``binary_erosion`` with ``border_value=0``, as medp
 MONAI use): a foreground pixel on the image edge is always a border pixel.
 
 Distances come from an exact Euclidean distance transform of the border set with anisotropic
-spacing. Pass 1 finds, for every pixel, the column offset to the nearest border pixel in its own row
-(two cumulative scans). Pass 2 minimises ``(dy * (r - r'))**2 + (dx * g(r', c))**2`` over all rows
-``r'``; that is O(H^2 W) per image but perfectly parallel, and it is computed in row blocks so memory
-stays bounded. No sampling or approximation is involved.
+spacing. Pass 1 finds, for every pixel, the column offset g to the nearest border pixel in its own
+row. Pass 2 minimises ``(dy * (r - r'))**2 + (dx * g(r', c))**2`` over rows ``r'``: O(H^2 W) per
+image but perfectly parallel, with bounded memory. Only rows and columns that hold border pixels
+can matter, so ``hausdorff_distances`` runs both passes and the order statistics on those rows and
+columns, compacted to a batch-wide budget (H/8, H/4, H/2 or everything, via ``lax.switch``): the
+same float operations, the same bits. No sampling or approximation is involved.
 """
 from __future__ import annotations
 
@@ -289,8 +291,8 @@ def hausdorff_distances(
 ) -> tuple[jax.Array, ...]:
     """Several Hausdorff variants (e.g. HD and HD95) from one distance transform; see ``hausdorff_distance``.
 
-    Only rows and columns holding border pixels matter, so pass 2 of the distance transform runs on
-    them, compacted to the smallest budget (H/8 x W/8, H/4 x W/4, H/2 x W/2) that holds every image
+    Only rows and columns holding border pixels matter, so the distance transform runs on them,
+    compacted to the smallest budget (H/8 x W/8, H/4 x W/4, H/2 x W/2) that holds every image
     of the batch (all pixels otherwise): the same numbers as the full O(H^2 W) transform, much
     faster for lesion-sized masks.
     """
