@@ -52,11 +52,14 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.dedup = "none"
     c.near_dup_bits = 4
     # "builder": the builder's own splits; "group": pool every split of every source, then split by
-    # patient / duplicate group with these fractions (deterministic from `seed`).
+    # group with these fractions (deterministic from `seed`), where a group joins records of the same
+    # patient and exact / near duplicates (within near_dup_bits), so no copy crosses a split.
     c.split_by = "builder"
     c.group_split_fractions = ml_collections.ConfigDict(dict(train=0.7, validation=0.15, test=0.15))
     c.seed = 0
-    c.num_workers = 0  # 0 = in-process; >0 = grain worker processes
+    # 0 = in-process; >0 = grain worker processes (same batches; resume with the same value, as the
+    # iterator state's format depends on it).
+    c.num_workers = 0
     return c
 
 
@@ -149,14 +152,16 @@ def resolve(cfg, split: str) -> Index:
     keep = np.ones(len(record), bool)
     if cfg.task == "segmentation":
         keep &= np.array(meta["has_mask"], bool)
-    bits = None if cfg.dedup in ("none", "exact") else int(cfg.near_dup_bits)
-    groups = (dedup.duplicate_groups(meta["sha256"], meta["phash"], bits) if cfg.dedup != "none"
-              else np.arange(len(record)))
+    near_bits = int(cfg.near_dup_bits)
     if cfg.dedup != "none":
+        bits = near_bits if cfg.dedup == "near" else None
+        groups = dedup.duplicate_groups(meta["sha256"], meta["phash"], bits)
         keep &= groups == np.arange(len(record))  # one representative: the first member
     if cfg.split_by == "group":
+        # Copies always stay together, whether or not they are dropped: near groups + same patient.
+        near = dedup.duplicate_groups(meta["sha256"], meta["phash"], near_bits)
         patients = [f"{s}:{p}" if p else "" for s, p in zip(meta["source"], meta["patient_id"])]
-        sg = dedup.split_groups(groups, patients)
+        sg = dedup.split_groups(near, patients)
         names = dedup.assign_splits(sg, meta["sha256"], dict(cfg.group_split_fractions), int(cfg.seed))
         keep &= names == split
     return Index(parts, part[keep], record[keep])

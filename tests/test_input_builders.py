@@ -218,12 +218,25 @@ def test_merged_dedup_and_group_split(built):
     cfg.group_split_fractions.train, cfg.group_split_fractions.validation = 0.5, 0.25
     sizes = {s: ip.num_examples(cfg, s) for s in ("train", "validation", "test")}
     assert sum(sizes.values()) == 10 + 15  # every record in exactly one split
+    from input_pipeline.loader import _metadata, resolve
+
+    def split_of(file_suffix):
+        for split in ("train", "validation", "test"):
+            idx = resolve(cfg, split)
+            for p, r in zip(idx.part, idx.record):
+                n, c, s = idx.parts[p]
+                if _metadata(n, c, str(data_dir), s)["file_name"][r].endswith(file_suffix):
+                    return split
+        raise AssertionError(file_suffix)
+
+    # Without dedup the copies are kept, but in the same split (duplicate group).
+    assert split_of("copy7.jpg") == split_of("7.mat")
+    assert split_of("Testing/notumor/dup.jpg") == split_of("Training/notumor/notumor_0.jpg")
     cfg.dedup = "near"
     dd = {s: ip.num_examples(cfg, s) for s in ("train", "validation", "test")}
     assert sum(dd.values()) == 23  # the JPEG copy of slice 7 and the Training/Testing copy dropped
     cfg.dedup = "exact"
     assert sum(ip.num_examples(cfg, s) for s in ("train", "validation", "test")) == 24
-    from input_pipeline.loader import _metadata, resolve
 
     for split in ("train", "validation", "test"):
         idx = resolve(cfg, split)
