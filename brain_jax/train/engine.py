@@ -291,5 +291,18 @@ def jit_train_step(step: Callable, mesh: jax.sharding.Mesh, state: Any) -> Calla
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    """Host values (the same on every process) -> arrays replicated over the whole mesh."""
     repl = replicated(mesh)
-    return jax.tree.map(lambda x: jax.device_put(x, repl), tree)
+    if jax.process_count() == 1:
+        return jax.tree.map(lambda x: jax.device_put(x, repl), tree)
+
+    def put(x):
+        # device_put cannot target other hosts' devices: build each global array from local copies.
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            data = np.asarray(jax.random.key_data(x))
+            arr = jax.make_array_from_callback(data.shape, repl, lambda idx: data[idx])
+            return jax.random.wrap_key_data(arr, impl=jax.random.key_impl(x))
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, repl, lambda idx: host[idx])
+
+    return jax.tree.map(put, tree)
