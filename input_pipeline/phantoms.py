@@ -69,7 +69,7 @@ def patient_params(seed: int, patient: int) -> dict:
     elif label == MENINGIOMA:
         # Any direction but the skull base (bottom), where the pituitary lives.
         ang = rng.uniform(-np.pi * 0.95, np.pi * 0.05) if rng.random() < 0.5 else rng.uniform(-np.pi, -0.05)
-        p["tumour"] = dict(ang=ang, R=rng.uniform(0.17, 0.23), ecc=rng.uniform(0.9, 1.1))
+        p["tumour"] = dict(ang=ang, R=rng.uniform(0.18, 0.24), ecc=rng.uniform(0.9, 1.1))
     elif label == PITUITARY:
         p["tumour"] = dict(cx=rng.uniform(-0.03, 0.03), cy=rng.uniform(0.44, 0.52),
                            R=rng.uniform(0.13, 0.17), ecc=rng.uniform(0.8, 1.05))
@@ -148,13 +148,13 @@ def _tumour(img, p, x, y, xr, yr, re, px, hs, dz, tex, size):
         # Centre just inside the inner table, so the tumour touches the skull.
         rb = 0.85 * hs * np.array([p["ax"] * np.cos(t["ang"]), p["ay"] * np.sin(t["ang"])])
         cdir = rb / np.linalg.norm(rb)
-        cx, cy = rb - cdir * 0.75 * R
+        cx, cy = rb - cdir * 0.9 * R
         c, s = np.cos(p["tilt"]), np.sin(p["tilt"])
         dx, dy = xr - cx, yr - cy
         r = np.sqrt((dx / t["ecc"]) ** 2 + dy**2)
         d = np.minimum(R - r, (0.85 - re) * p["ax"] * hs)  # the inner table of the skull stops it
-        cleft = _soft(d + 2.5 * px, px) * (1 - _soft(d, px))  # thin CSF cleft: extra-axial
-        img = img * (1 - cleft) + cleft * 0.15
+        cleft = _soft(d + 3.0 * px, px) * (1 - _soft(d, px))  # thin CSF cleft: extra-axial
+        img = img * (1 - cleft) + cleft * 0.1
         inside = _soft(d, px)
         img = img * (1 - inside) + inside * (0.95 + 0.03 * _smooth_field(tex, size, 32))
         return img, (d > 0).astype(np.uint8)
@@ -203,8 +203,8 @@ class BrainPhantoms(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [
         PhantomConfig(name="tiny", description="32x32, 16 patients x 2 slices (unit tests)",
                       image_size=32, num_patients=16, slices_per_patient=2),
-        PhantomConfig(name="small", description="128x128, 240 patients x 3 slices (demo default)",
-                      image_size=128, num_patients=240, slices_per_patient=3),
+        PhantomConfig(name="small", description="128x128, 320 patients x 2 slices (demo default)",
+                      image_size=128, num_patients=320, slices_per_patient=2),
         PhantomConfig(name="large", description="256x256, 800 patients x 6 slices",
                       image_size=256, num_patients=800, slices_per_patient=6),
     ]
