@@ -203,8 +203,8 @@ class BrainPhantoms(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [
         PhantomConfig(name="tiny", description="32x32, 16 patients x 2 slices (unit tests)",
                       image_size=32, num_patients=16, slices_per_patient=2),
-        PhantomConfig(name="small", description="128x128, 320 patients x 2 slices (demo default)",
-                      image_size=128, num_patients=320, slices_per_patient=2),
+        PhantomConfig(name="small", description="128x128, 480 patients x 2 slices (demo default)",
+                      image_size=128, num_patients=480, slices_per_patient=2),
         PhantomConfig(name="large", description="256x256, 800 patients x 6 slices",
                       image_size=256, num_patients=800, slices_per_patient=6),
     ]
