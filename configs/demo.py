@@ -42,8 +42,8 @@ def get_config(arg: str | None = None):
         c.loss.label_smoothing = 0.1
         c.optimizer.weight_decay = 0.05
         c.optimizer.ema_decay = 0.98
-        c.num_train_steps = 400
-        c.optimizer.lr = 2e-3
+        c.num_train_steps = 800
+        c.optimizer.lr = 4e-3
     elif a.task == "segmentation":
         c.model.name = "segformer"
         c.model.variant = "test"
