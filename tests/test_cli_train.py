@@ -28,17 +28,12 @@ def _snapshot(d: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(d)): (p.stat().st_size, p.stat().st_mtime_ns) for p in d.rglob("*") if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def cls_workdir(tmp_path_factory, data_dir) -> Path:
-    wd = tmp_path_factory.mktemp("cls") / "run"
+def test_train_eval_predict_report_classification_then_bad_input(tmp_path, data_dir, capsys):
+    # one test (not a shared fixture) so that pytest-xdist trains this model once
+    wd = tmp_path / "cls" / "run"
     rc = cli.main(["train", "--config", "configs/convnextv2_cls.py:runlocal", "--workdir", str(wd),
                    *_common(data_dir)])
     assert rc == 0
-    return wd
-
-
-def test_train_eval_report_classification(cls_workdir, data_dir, capsys):
-    wd = cls_workdir
     assert (wd / "config.json").is_file() and (wd / "metrics.jsonl").is_file()
     assert json.loads((wd / "config.json").read_text())["num_train_steps"] == 3
     assert list((wd / "tensorboard").iterdir())
@@ -62,17 +57,18 @@ def test_train_eval_report_classification(cls_workdir, data_dir, capsys):
     import numpy as np
     from PIL import Image
 
-    png = wd.parent / "slice.png"
+    png = tmp_path / "slice.png"
     Image.fromarray((np.random.default_rng(0).random((40, 40)) * 255).astype(np.uint8)).save(png)
-    assert cli.main(["predict", "--workdir", str(wd), "--out", str(wd.parent / "pred"), str(png)]) == 0
-    assert any((wd.parent / "pred").iterdir())
+    assert cli.main(["predict", "--workdir", str(wd), "--out", str(tmp_path / "pred"), str(png)]) == 0
+    assert any((tmp_path / "pred").iterdir())
     assert cli.main(["report", "--workdir", str(wd)]) == 0
     text = (wd / "report.md").read_text()
     assert "Classification" in text and "confusion_matrix.png" in text
+    capsys.readouterr()
+    _bad_input_fails_cleanly_and_leaves_the_workdir_alone(wd, data_dir, tmp_path, capsys)
 
 
-def test_bad_input_fails_cleanly_and_leaves_the_workdir_alone(cls_workdir, data_dir, tmp_path, capsys):
-    wd = cls_workdir
+def _bad_input_fails_cleanly_and_leaves_the_workdir_alone(wd, data_dir, tmp_path, capsys):
     before = _snapshot(wd)
     # a workdir of another architecture
     rc = cli.main(["train", "--config", "configs/segformer_seg.py:runlocal", "--workdir", str(wd), *_common(data_dir)])
@@ -96,7 +92,7 @@ def test_bad_input_fails_cleanly_and_leaves_the_workdir_alone(cls_workdir, data_
     assert rc == 2 and "brain-jax data build brain_phantoms" in err
     assert not fresh.exists()
     # eval of a workdir without checkpoints
-    rc = cli.main(["eval", "--config", "configs/convnextv2_cls.py:runlocal", "--workdir", str(tmp_path)])
+    rc = cli.main(["eval", "--config", "configs/convnextv2_cls.py:runlocal", "--workdir", str(tmp_path / "empty")])
     assert rc == 2 and "no checkpoint" in capsys.readouterr().err
 
 
