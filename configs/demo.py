@@ -42,7 +42,7 @@ def get_config(arg: str | None = None):
         c.loss.label_smoothing = 0.1
         c.optimizer.weight_decay = 0.05
         c.optimizer.ema_decay = 0.98
-        c.num_train_steps = 800
+        c.num_train_steps = 600
         c.optimizer.lr = 4e-3
     elif a.task == "segmentation":
         c.model.name = "segformer"
@@ -55,7 +55,7 @@ def get_config(arg: str | None = None):
         c.data.augment.rotate_deg = 0.0
         c.data.augment.scale_min = 1.0
         c.data.augment.scale_max = 1.0
-        c.num_train_steps = 150
+        c.num_train_steps = 120
         c.optimizer.lr = 4e-3
         c.loss.dice_weight = 1.0
     else:
