@@ -130,7 +130,7 @@ def load_weights(workdir: str | Path, *, which: str = "best") -> tuple[dict[str,
 
     ``which``: "best" (falls back to latest) or "latest". Returns (arrays, step, source dir).
     """
-    wd = Path(workdir)
+    wd = Path(workdir).absolute()  # orbax refuses relative checkpoint paths
     order = [BEST_DIR, LATEST_DIR] if which == "best" else [LATEST_DIR]
     for name in order:
         got = _restore_raw(wd / name)
