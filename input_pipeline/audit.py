@@ -9,7 +9,6 @@ import collections
 import json
 from pathlib import Path
 
-import numpy as np
 
 from input_pipeline import dedup
 from input_pipeline.builders import builder_class

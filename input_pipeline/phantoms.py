@@ -149,7 +149,6 @@ def _tumour(img, p, x, y, xr, yr, re, px, hs, dz, tex, size):
         rb = 0.85 * hs * np.array([p["ax"] * np.cos(t["ang"]), p["ay"] * np.sin(t["ang"])])
         cdir = rb / np.linalg.norm(rb)
         cx, cy = rb - cdir * 0.9 * R
-        c, s = np.cos(p["tilt"]), np.sin(p["tilt"])
         dx, dy = xr - cx, yr - cy
         r = np.sqrt((dx / t["ecc"]) ** 2 + dy**2)
         d = np.minimum(R - r, (0.85 - re) * p["ax"] * hs)  # the inner table of the skull stops it

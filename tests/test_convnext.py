@@ -112,7 +112,7 @@ def test_registry_config_roundtrip_and_errors():
         models.create("convnextv2", "small", 4)
     with pytest.raises(ValueError, match="unknown convnext override"):
         models.create("convnext", "test", 4, window_size=7)
-    with pytest.raises(ValueError, match="unknown ConvNeXt config field"):
+    with pytest.raises(ValueError, match="unknown ConvNeXtConfig field"):
         cx.config_from_dict({**dataclasses.asdict(cfg), "bogus": 1})
     with pytest.raises(ValueError, match="3 channels"):
         model(jnp.zeros((1, 32, 32, 1)))

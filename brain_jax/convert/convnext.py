@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from brain_jax.convert.core import CONV, DEPTHWISE, IDENTITY, LINEAR, ConversionError, Hook, KeyMap, reshape_hook
+from brain_jax.convert.core import dense_entries, norm_entries
 from brain_jax.convert.native import skeleton
 from brain_jax.models.convnext import ConvNeXt, ConvNeXtConfig, from_config
 
@@ -80,31 +81,23 @@ def build_from_hf_config(hf_config: dict, dtype: jnp.dtype = jnp.float32) -> Con
     return skeleton(lambda: from_config(cfg, dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1)))
 
 
-def _ln(ours: str, hf: str) -> dict[str, tuple[str, Hook]]:
-    return {f"{ours}.scale": (f"{hf}.weight", IDENTITY), f"{ours}.bias": (f"{hf}.bias", IDENTITY)}
-
-
-def _dense(ours: str, hf: str, hook: Hook) -> dict[str, tuple[str, Hook]]:
-    return {f"{ours}.kernel": (f"{hf}.weight", hook), f"{ours}.bias": (f"{hf}.bias", IDENTITY)}
-
-
 def key_map(model: ConvNeXt) -> KeyMap:
     """``{our dotted path: (HF key, hook)}`` for every parameter of ``model``."""
     p = model.config.model_type  # HF body prefix: "convnextv2." / "convnext."
     m: dict[str, tuple[str, Hook]] = {}
-    m.update(_dense("embeddings.patch_embeddings", f"{p}.embeddings.patch_embeddings", CONV))
-    m.update(_ln("embeddings.layernorm", f"{p}.embeddings.layernorm"))
+    m.update(dense_entries("embeddings.patch_embeddings", f"{p}.embeddings.patch_embeddings", CONV))
+    m.update(norm_entries("embeddings.layernorm", f"{p}.embeddings.layernorm"))
     for s, stage in enumerate(model.encoder.stages):
         ours_s, hf_s = f"encoder.stages.{s}", f"{p}.encoder.stages.{s}"
         if len(stage.downsampling_layer):
-            m.update(_ln(f"{ours_s}.downsampling_layer.0", f"{hf_s}.downsampling_layer.0"))
-            m.update(_dense(f"{ours_s}.downsampling_layer.1", f"{hf_s}.downsampling_layer.1", CONV))
+            m.update(norm_entries(f"{ours_s}.downsampling_layer.0", f"{hf_s}.downsampling_layer.0"))
+            m.update(dense_entries(f"{ours_s}.downsampling_layer.1", f"{hf_s}.downsampling_layer.1", CONV))
         for b, layer in enumerate(stage.layers):
             ours, hf = f"{ours_s}.layers.{b}", f"{hf_s}.layers.{b}"
-            m.update(_dense(f"{ours}.dwconv", f"{hf}.dwconv", DEPTHWISE))
-            m.update(_ln(f"{ours}.layernorm", f"{hf}.layernorm"))
-            m.update(_dense(f"{ours}.pwconv1", f"{hf}.pwconv1", LINEAR))
-            m.update(_dense(f"{ours}.pwconv2", f"{hf}.pwconv2", LINEAR))
+            m.update(dense_entries(f"{ours}.dwconv", f"{hf}.dwconv", DEPTHWISE))
+            m.update(norm_entries(f"{ours}.layernorm", f"{hf}.layernorm"))
+            m.update(dense_entries(f"{ours}.pwconv1", f"{hf}.pwconv1", LINEAR))
+            m.update(dense_entries(f"{ours}.pwconv2", f"{hf}.pwconv2", LINEAR))
             if layer.grn is not None:
                 c = layer.grn.weight.get_value().shape[0]
                 grn = reshape_hook("grn", (1, 1, 1, c), (c,))
@@ -112,8 +105,8 @@ def key_map(model: ConvNeXt) -> KeyMap:
                 m[f"{ours}.grn.bias"] = (f"{hf}.grn.bias", grn)
             if layer.layer_scale_parameter is not None:
                 m[f"{ours}.layer_scale_parameter"] = (f"{hf}.layer_scale_parameter", IDENTITY)
-    m.update(_ln("layernorm", f"{p}.layernorm"))
-    m.update(_dense("classifier", "classifier", LINEAR))
+    m.update(norm_entries("layernorm", f"{p}.layernorm"))
+    m.update(dense_entries("classifier", "classifier", LINEAR))
     return m
 
 

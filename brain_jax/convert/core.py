@@ -46,6 +46,19 @@ def reshape_hook(name: str, hf_shape: tuple[int, ...], our_shape: tuple[int, ...
 KeyMap = Mapping[str, tuple[str, Hook]]
 
 
+def dense_entries(ours: str, hf: str, hook: Hook = LINEAR, bias: bool = True) -> dict[str, tuple[str, Hook]]:
+    """Key-map entries of a Linear/Conv: ``kernel`` from ``weight`` through ``hook``, ``bias`` as is."""
+    out = {f"{ours}.kernel": (f"{hf}.weight", hook)}
+    if bias:
+        out[f"{ours}.bias"] = (f"{hf}.bias", IDENTITY)
+    return out
+
+
+def norm_entries(ours: str, hf: str) -> dict[str, tuple[str, Hook]]:
+    """Key-map entries of a LayerNorm: flax ``scale``/``bias`` from torch ``weight``/``bias``."""
+    return {f"{ours}.scale": (f"{hf}.weight", IDENTITY), f"{ours}.bias": (f"{hf}.bias", IDENTITY)}
+
+
 # --------------------------------------------------------------------------- checkpoint I/O
 
 

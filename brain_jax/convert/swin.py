@@ -11,7 +11,8 @@ import re
 import jax.numpy as jnp
 from flax import nnx
 
-from brain_jax.convert.core import CONV, IDENTITY, LINEAR, ConversionError, KeyMap
+from brain_jax.convert.core import CONV, IDENTITY, ConversionError, KeyMap
+from brain_jax.convert.core import dense_entries, norm_entries
 from brain_jax.convert.native import skeleton
 from brain_jax.models.swin import Swin, SwinConfig
 
@@ -91,17 +92,6 @@ def build_from_hf_config(hf_config: dict, dtype: jnp.dtype = jnp.float32) -> Swi
     return skeleton(lambda: Swin(cfg, dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1)))
 
 
-def _linear(m: dict, ours: str, hf: str, bias: bool = True) -> None:
-    m[f"{ours}.kernel"] = (f"{hf}.weight", LINEAR)
-    if bias:
-        m[f"{ours}.bias"] = (f"{hf}.bias", IDENTITY)
-
-
-def _norm(m: dict, ours: str, hf: str) -> None:
-    m[f"{ours}.scale"] = (f"{hf}.weight", IDENTITY)
-    m[f"{ours}.bias"] = (f"{hf}.bias", IDENTITY)
-
-
 def key_map(model: Swin) -> KeyMap:
     """``{our dotted path: (HF key, hook)}`` for every parameter of ``model``."""
     cfg = model.config
@@ -109,24 +99,24 @@ def key_map(model: Swin) -> KeyMap:
     proj = "embeddings.patch_embeddings.projection"
     m[f"{proj}.kernel"] = (f"swin.{proj}.weight", CONV)
     m[f"{proj}.bias"] = (f"swin.{proj}.bias", IDENTITY)
-    _norm(m, "embeddings.norm", "swin.embeddings.norm")
+    m.update(norm_entries("embeddings.norm", "swin.embeddings.norm"))
     for s, depth in enumerate(cfg.depths):
         for b in range(depth):
             p = f"encoder.layers.{s}.blocks.{b}"
-            _norm(m, f"{p}.layernorm_before", f"swin.{p}.layernorm_before")
+            m.update(norm_entries(f"{p}.layernorm_before", f"swin.{p}.layernorm_before"))
             for name in ("query", "key", "value"):
-                _linear(m, f"{p}.attention.self.{name}", f"swin.{p}.attention.self.{name}", cfg.qkv_bias)
+                m.update(dense_entries(f"{p}.attention.self.{name}", f"swin.{p}.attention.self.{name}", bias=cfg.qkv_bias))
             table = f"{p}.attention.self.relative_position_bias_table"
             m[table] = (f"swin.{table}", IDENTITY)
             for name in ("attention.output.dense", "intermediate.dense", "output.dense"):
-                _linear(m, f"{p}.{name}", f"swin.{p}.{name}")
-            _norm(m, f"{p}.layernorm_after", f"swin.{p}.layernorm_after")
+                m.update(dense_entries(f"{p}.{name}", f"swin.{p}.{name}"))
+            m.update(norm_entries(f"{p}.layernorm_after", f"swin.{p}.layernorm_after"))
         if s < len(cfg.depths) - 1:
             d = f"encoder.layers.{s}.downsample"
-            _linear(m, f"{d}.reduction", f"swin.{d}.reduction", bias=False)
-            _norm(m, f"{d}.norm", f"swin.{d}.norm")
-    _norm(m, "layernorm", "swin.layernorm")
-    _linear(m, "classifier", "classifier")
+            m.update(dense_entries(f"{d}.reduction", f"swin.{d}.reduction", bias=False))
+            m.update(norm_entries(f"{d}.norm", f"swin.{d}.norm"))
+    m.update(norm_entries("layernorm", "swin.layernorm"))
+    m.update(dense_entries("classifier", "classifier"))
     return m
 
 

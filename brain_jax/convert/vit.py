@@ -10,7 +10,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from brain_jax.convert.core import CONV, IDENTITY, LINEAR, ConversionError, KeyMap
+from brain_jax.convert.core import CONV, IDENTITY, ConversionError, KeyMap
+from brain_jax.convert.core import dense_entries, norm_entries
 from brain_jax.convert.native import skeleton
 from brain_jax.convert.swin import expect_value, hf_labels, square_int
 from brain_jax.models.vit import ViT, ViTConfig
@@ -60,17 +61,6 @@ def build_from_hf_config(hf_config: dict, dtype: jnp.dtype = jnp.float32) -> ViT
     return skeleton(lambda: ViT(cfg, dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1)))
 
 
-def _linear(m: dict, ours: str, hf: str, bias: bool = True) -> None:
-    m[f"{ours}.kernel"] = (f"{hf}.weight", LINEAR)
-    if bias:
-        m[f"{ours}.bias"] = (f"{hf}.bias", IDENTITY)
-
-
-def _norm(m: dict, ours: str, hf: str) -> None:
-    m[f"{ours}.scale"] = (f"{hf}.weight", IDENTITY)
-    m[f"{ours}.bias"] = (f"{hf}.bias", IDENTITY)
-
-
 def key_map(model: ViT) -> KeyMap:
     """``{our dotted path: (HF key, hook)}`` for every parameter of ``model``."""
     cfg = model.config
@@ -83,14 +73,14 @@ def key_map(model: ViT) -> KeyMap:
     m[f"{proj}.bias"] = (f"vit.{proj}.bias", IDENTITY)
     for i in range(cfg.num_hidden_layers):
         p = f"encoder.layer.{i}"
-        _norm(m, f"{p}.layernorm_before", f"vit.{p}.layernorm_before")
+        m.update(norm_entries(f"{p}.layernorm_before", f"vit.{p}.layernorm_before"))
         for name in ("query", "key", "value"):
-            _linear(m, f"{p}.attention.attention.{name}", f"vit.{p}.attention.attention.{name}", cfg.qkv_bias)
+            m.update(dense_entries(f"{p}.attention.attention.{name}", f"vit.{p}.attention.attention.{name}", bias=cfg.qkv_bias))
         for name in ("attention.output.dense", "intermediate.dense", "output.dense"):
-            _linear(m, f"{p}.{name}", f"vit.{p}.{name}")
-        _norm(m, f"{p}.layernorm_after", f"vit.{p}.layernorm_after")
-    _norm(m, "layernorm", "vit.layernorm")
-    _linear(m, "classifier", "classifier")
+            m.update(dense_entries(f"{p}.{name}", f"vit.{p}.{name}"))
+        m.update(norm_entries(f"{p}.layernorm_after", f"vit.{p}.layernorm_after"))
+    m.update(norm_entries("layernorm", "vit.layernorm"))
+    m.update(dense_entries("classifier", "classifier"))
     return m
 
 

@@ -40,7 +40,6 @@ def depthwise_conv2d(
     impl: DepthwiseImpl = "auto",
 ) -> jax.Array:
     """Stride-1 depthwise convolution of NHWC ``x`` with a ``(k, k, 1, C)`` kernel, zero padding."""
-    k_h, k_w = kernel.shape[0], kernel.shape[1]
     if resolve_depthwise_impl(impl) == "grouped":
         return jax.lax.conv_general_dilated(
             x,
@@ -132,3 +131,34 @@ def drop_path_rates(drop_path_rate: float, depths: tuple[int, ...]) -> list[list
         out.append(rates[start : start + d])
         start += d
     return out
+
+
+def config_from_dict(cls: type, d: dict):
+    """Rebuild config dataclass ``cls`` from ``dataclasses.asdict`` output read back from JSON.
+
+    JSON turns tuples into lists; they are turned back. Unknown fields are an error naming them.
+    """
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - fields)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; expected a subset of {sorted(fields)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def apply_overrides(base, overrides: dict, aliases: dict[str, str], what: str, **fixed):
+    """``dataclasses.replace(base, **fixed, **overrides)`` with override names mapped through ``aliases``.
+
+    An override that names no field of the config (nor an alias) is an error listing the valid names.
+    """
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(base)} - {"model_type"} - set(fixed)
+    kw = {}
+    for key, val in overrides.items():
+        field = aliases.get(key, key)
+        if field not in fields:
+            raise ValueError(f"unknown {what} override {key!r}; expected one of {sorted(fields | set(aliases))}")
+        kw[field] = tuple(val) if isinstance(val, list) else val
+    return dataclasses.replace(base, **fixed, **kw)

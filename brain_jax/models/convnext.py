@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from brain_jax.models import common
 from brain_jax.models.common import DepthwiseConv, DropPath, drop_path_rates, gelu
 
 MODEL_TYPES = ("convnextv2", "convnext")
@@ -270,11 +271,7 @@ def create(name: str, variant: str, num_classes: int, *, dtype: jnp.dtype = jnp.
 
 def config_from_dict(d: dict) -> ConvNeXtConfig:
     """Rebuild a config from ``dataclasses.asdict`` output read back from JSON (lists -> tuples)."""
-    unknown = sorted(set(d) - _FIELDS)
-    if unknown:
-        raise ValueError(f"unknown ConvNeXt config field(s) {unknown}; expected a subset of {sorted(_FIELDS)}")
-    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-    return ConvNeXtConfig(**d)
+    return common.config_from_dict(ConvNeXtConfig, d)
 
 
 def from_config(cfg: ConvNeXtConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs | None = None) -> ConvNeXt:

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from brain_jax.models import common
 from brain_jax.models.common import DepthwiseConv, DropPath, drop_path_rates, gelu
 
 # HF builds every encoder LayerNorm as nn.LayerNorm(C): eps 1e-5 regardless of config.layer_norm_eps.
@@ -123,11 +124,7 @@ def config_for(variant: str, num_classes: int, **overrides) -> SegformerConfig:
 
 def config_from_dict(d: dict) -> SegformerConfig:
     """Inverse of ``dataclasses.asdict`` after a JSON round trip (lists back to tuples)."""
-    fields = {f.name for f in dataclasses.fields(SegformerConfig)}
-    unknown = sorted(set(d) - fields)
-    if unknown:
-        raise ValueError(f"SegFormer config has unknown field(s) {unknown}; expected a subset of {sorted(fields)}")
-    return SegformerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    return common.config_from_dict(SegformerConfig, d)
 
 
 def from_config(cfg: SegformerConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs) -> nnx.Module:

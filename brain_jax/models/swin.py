@@ -29,7 +29,6 @@ Swin, unlike the original code, does not drop the MLP branch.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import jax
@@ -37,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from brain_jax.models import common
 from brain_jax.models.common import DropPath, drop_path_rates, gelu
 
 _KERNEL_INIT = nnx.initializers.truncated_normal(stddev=0.02)
@@ -367,12 +367,7 @@ def variants(name: str = "swin") -> tuple[str, ...]:
 
 def config_from_dict(d: dict) -> SwinConfig:
     """Rebuild a config from ``dataclasses.asdict`` output (JSON turns tuples into lists)."""
-    fields = {f.name for f in dataclasses.fields(SwinConfig)}
-    unknown = sorted(set(d) - fields)
-    if unknown:
-        raise ValueError(f"unknown SwinConfig field(s) {unknown}; expected some of {sorted(fields)}")
-    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-    return SwinConfig(**d)
+    return common.config_from_dict(SwinConfig, d)
 
 
 def from_config(cfg: SwinConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs | None = None) -> Swin:
@@ -386,12 +381,5 @@ def create(name: str, variant: str, num_classes: int, *, dtype: jnp.dtype = jnp.
         raise ValueError(f"brain_jax.models.swin builds 'swin', not {name!r}")
     if variant not in VARIANTS:
         raise ValueError(f"unknown swin variant {variant!r}; expected one of {', '.join(VARIANTS)}")
-    fields = {f.name for f in dataclasses.fields(SwinConfig)} - {"model_type", "num_labels"}
-    kw = {}
-    for key, val in overrides.items():
-        field = _ALIASES.get(key, key)
-        if field not in fields:
-            raise ValueError(f"unknown swin override {key!r}; expected one of {sorted(fields | set(_ALIASES))}")
-        kw[field] = tuple(val) if isinstance(val, list) else val
-    cfg = dataclasses.replace(VARIANTS[variant], num_labels=num_classes, **kw)
+    cfg = common.apply_overrides(VARIANTS[variant], overrides, _ALIASES, "swin", num_labels=num_classes)
     return from_config(cfg, dtype=dtype, rngs=rngs)

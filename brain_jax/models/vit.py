@@ -22,7 +22,6 @@ linear schedule) which HF's ViT does not have — its default 0 keeps HF's behav
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from brain_jax.models import common
 from brain_jax.models.common import DropPath, drop_path_rates, gelu
 
 _INIT = nnx.initializers.truncated_normal(stddev=0.02)
@@ -298,12 +298,7 @@ def variants(name: str = "vit") -> tuple[str, ...]:
 
 def config_from_dict(d: dict) -> ViTConfig:
     """Rebuild a config from ``dataclasses.asdict`` output (JSON turns tuples into lists)."""
-    fields = {f.name for f in dataclasses.fields(ViTConfig)}
-    unknown = sorted(set(d) - fields)
-    if unknown:
-        raise ValueError(f"unknown ViTConfig field(s) {unknown}; expected some of {sorted(fields)}")
-    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-    return ViTConfig(**d)
+    return common.config_from_dict(ViTConfig, d)
 
 
 def from_config(cfg: ViTConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs | None = None) -> ViT:
@@ -317,12 +312,5 @@ def create(name: str, variant: str, num_classes: int, *, dtype: jnp.dtype = jnp.
         raise ValueError(f"brain_jax.models.vit builds 'vit', not {name!r}")
     if variant not in VARIANTS:
         raise ValueError(f"unknown vit variant {variant!r}; expected one of {', '.join(VARIANTS)}")
-    fields = {f.name for f in dataclasses.fields(ViTConfig)} - {"model_type", "num_labels"}
-    kw = {}
-    for key, val in overrides.items():
-        field = _ALIASES.get(key, key)
-        if field not in fields:
-            raise ValueError(f"unknown vit override {key!r}; expected one of {sorted(fields | set(_ALIASES))}")
-        kw[field] = tuple(val) if isinstance(val, list) else val
-    cfg = dataclasses.replace(VARIANTS[variant], num_labels=num_classes, **kw)
+    cfg = common.apply_overrides(VARIANTS[variant], overrides, _ALIASES, "vit", num_labels=num_classes)
     return from_config(cfg, dtype=dtype, rngs=rngs)

@@ -7,7 +7,6 @@ resolved config (``config.json``) and fills it with the best (else latest) weigh
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 from typing import Any
 
