@@ -21,6 +21,7 @@ from brain_jax.convert import segformer as conv_sf
 from brain_jax.convert.core import model_variables
 from brain_jax.models import create, variants
 from brain_jax.models import segformer as sf
+from tests.model_helpers import randn as _randn
 
 # HF configs share the "test" variant's shapes and tests share one input shape, HW, so that JAX compiles
 # each op once for the whole file (eager mode); other shapes/configs go through nnx.jit.
@@ -74,10 +75,6 @@ def _model(num_labels: int = 2, *, seed: int = 0, dtype=jnp.float32, **overrides
             value = 0.2 * rng.standard_normal(shape)
         var.set_value(jnp.asarray(value, jnp.float32))
     return model
-
-
-def _randn(shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- building blocks

@@ -9,7 +9,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -21,25 +20,12 @@ from brain_jax.convert.core import model_variables
 from brain_jax.models import create, variants
 from brain_jax.models import swin
 from tests.fixtures.make_golden_swin_vit import hf_swin
+from tests.model_helpers import call_jit as _call, nhwc as _nhwc, randn as _randn
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # window 7 on a 2-stage, patch-4 model: 64 px gives 16×16 then 8×8 maps (both padded, both shifted)
 TINY_HF = dict(image_size=64, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[1, 2], window_size=7,
                num_labels=3)
-
-
-def _randn(shape, seed=0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
-def _nhwc(x_nchw: np.ndarray) -> jax.Array:
-    return jnp.asarray(x_nchw.transpose(0, 2, 3, 1))
-
-
-@nnx.jit(static_argnames="hidden")
-def _call(model, x, hidden=False):
-    """Jitted forward: one compile per shape instead of XLA:CPU's slow op-by-op first calls."""
-    return model(x, output_hidden_states=hidden)
 
 
 @pytest.fixture(scope="module")

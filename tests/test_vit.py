@@ -9,7 +9,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -20,22 +19,9 @@ from brain_jax.convert.core import model_variables
 from brain_jax.models import create, variants
 from brain_jax.models import vit
 from tests.fixtures.make_golden_swin_vit import VIT_GOLDEN, hf_vit
+from tests.model_helpers import call_jit as _call, nhwc as _nhwc, randn as _randn
 
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def _randn(shape, seed=0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
-def _nhwc(x_nchw: np.ndarray) -> jax.Array:
-    return jnp.asarray(x_nchw.transpose(0, 2, 3, 1))
-
-
-@nnx.jit(static_argnames="hidden")
-def _call(model, x, hidden=False):
-    """Jitted forward: one compile per shape instead of XLA:CPU's slow op-by-op first calls."""
-    return model(x, output_hidden_states=hidden)
 
 
 @pytest.fixture(scope="module")
