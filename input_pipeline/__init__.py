@@ -10,7 +10,7 @@ Building (array_record files; no code here downloads anything)::
     brain-jax data build figshare_brain_tumor --manual-dir FOLDER_WITH_ZIPS_AND_CVIND --data-dir DIR
     brain-jax data build brain_tumor_mri --manual-dir KAGGLE_FOLDER --data-dir DIR [--skip-bad]
     # or: tfds build brain_phantoms --imports input_pipeline.phantoms --config small \
-    #        --data_dir DIR --file_format array_record   (the tfds CLI needs apache_beam installed)
+    #        --data_dir DIR --file_format array_record   (the tfds CLI needs the tfds-cli extra)
 
 then ``tfds.data_source("brain_phantoms/small", split="train", data_dir=DIR)`` or
 ``tfds.data_source("figshare_brain_tumor", split="fold1+fold2+fold3+fold4", data_dir=DIR)``.

@@ -286,3 +286,26 @@ def test_cli_build_and_audit(built, tmp_path, capsys):
     # Missing dataset: one line naming the build command, exit 2.
     assert main(["data", "audit", "brain_phantoms/large", "--data-dir", str(tmp_path), "--out", str(out)]) == 2
     assert "brain-jax data build brain_phantoms" in capsys.readouterr().err
+
+
+def test_plain_tfds_build_gives_the_same_dataset(built, figshare_manual, tmp_path):
+    """`tfds build` (the TFDS command line, with the `tfds-cli` extra) writes what `brain-jax data build` writes."""
+    import subprocess
+    import sys
+
+    tfds_cli = Path(sys.executable).with_name("tfds")
+    assert tfds_cli.exists(), f"{tfds_cli} missing: install the project's tfds-cli extra"
+    cmd = [str(tfds_cli), "build", "figshare_brain_tumor", "--imports", "input_pipeline.figshare",
+           "--manual_dir", str(figshare_manual), "--data_dir", str(tmp_path), "--file_format", "array_record"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    data_dir, _ = built
+    for fold in ("fold1", "fold2", "fold3", "fold4", "fold5"):
+        ours = _all(data_dir, "figshare_brain_tumor", fold)
+        theirs = _all(tmp_path, "figshare_brain_tumor", fold)
+        assert len(theirs) == len(ours) > 0
+        key = lambda r: r["sha256"]  # noqa: E731
+        for a, b in zip(sorted(ours, key=key), sorted(theirs, key=key), strict=True):
+            assert a["sha256"] == b["sha256"] and a["label"] == b["label"] and a["patient_id"] == b["patient_id"]
+            np.testing.assert_array_equal(a["image"], b["image"])
+            np.testing.assert_array_equal(a["mask"], b["mask"])
