@@ -398,7 +398,10 @@ class DecodeHead(nnx.Module):
         self.batch_norm = BatchNorm2d(d, momentum=cfg.batch_norm_momentum, epsilon=cfg.batch_norm_eps,
                                       dtype=dtype)
         self.dropout = _dropout(cfg.classifier_dropout, rngs)
-        self.classifier = _conv(d, cfg.num_labels, 1, 1, 0, dtype, rngs)
+        # normal(0, 0.02) as HF (initializer_range): the fan-out rule of the encoder convs would give a
+        # 1x1 conv to a few labels std sqrt(2 / num_labels) and a first loss far above log(num_labels).
+        self.classifier = nnx.Conv(d, cfg.num_labels, (1, 1), dtype=dtype,
+                                   kernel_init=nnx.initializers.normal(stddev=0.02), rngs=rngs)
 
     def __call__(self, feats: list[jax.Array]) -> jax.Array:
         size = feats[0].shape[1:3]
