@@ -19,6 +19,7 @@ EXTRA=$(printf ' %q' "$@")
 REPO=${BRAIN_JAX_REPO:-'~/brain-jax'}
 gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command "
   cd $REPO && \
+  export JAX_COMPILATION_CACHE_DIR=\${JAX_COMPILATION_CACHE_DIR:-\$HOME/.cache/brain_jax/xla} && \
   brain-jax train --config $(printf %q "$CONFIG") --workdir $(printf %q "$WORKDIR") \
     --config.distributed.auto=true $EXTRA
 "
