@@ -208,3 +208,67 @@ def test_bfloat16_compute():
     ref, out = np.asarray(_call(f32, x)), _call(bf16, x)
     assert out.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(out), ref, atol=0.1 * np.abs(ref).max() + 0.05)
+
+
+# --------------------------------------------------------------------------- headless (in21k-style) checkpoints
+
+
+@pytest.fixture(scope="module")
+def headless_dir(tmp_path_factory):
+    """A ViTModel save (as google/vit-base-patch16-224-in21k ships): no prefix, no classifier, a pooler."""
+    import torch
+    from transformers import ViTConfig, ViTModel
+
+    from tests.fixtures.make_golden_swin_vit import randomize_
+
+    torch.manual_seed(0)
+    cfg = {k: v for k, v in VIT_GOLDEN.items() if k != "num_labels"}
+    hf = ViTModel(ViTConfig(**cfg), add_pooling_layer=True).eval()
+    randomize_(hf, 5)
+    out = tmp_path_factory.mktemp("vit_headless") / "in21k_like"
+    hf.save_pretrained(out)
+    return out, hf
+
+
+@pytest.mark.torch
+def test_headless_checkpoint_gives_the_class_token(headless_dir, tmp_path):
+    import torch
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForImageClassification
+
+    folder, hf = headless_dir
+    keys = load_file(str(folder / "model.safetensors")).keys()
+    assert "embeddings.cls_token" in keys and "pooler.dense.weight" in keys  # the layout this test is about
+    with pytest.warns(UserWarning, match="vit.pooler.dense.weight"):
+        model = from_hf(folder)
+    assert model.config.num_labels == 0 and model.classifier is None
+    x = _randn((2, 3, 40, 32), seed=3)
+    with torch.no_grad():
+        ref = hf(torch.from_numpy(x), interpolate_pos_encoding=True).last_hidden_state[:, 0].numpy()
+    np.testing.assert_allclose(np.asarray(_call(model, _nhwc(x))), ref, atol=1e-4, rtol=0)
+    # Exported back, transformers reads it as a classifier with an Identity head: the same features.
+    out = to_hf(model, tmp_path / "export")
+    back, info = AutoModelForImageClassification.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    with torch.no_grad():
+        got = back.eval()(torch.from_numpy(x), interpolate_pos_encoding=True).logits.numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+
+
+@pytest.mark.torch
+def test_init_from_headless_checkpoint_adds_a_fresh_classifier(headless_dir):
+    from brain_jax.train.builders import create_model
+    from configs.common import base_config
+
+    folder, _ = headless_dir
+    config = base_config()
+    config.model.name, config.model.variant = "vit", "test"
+    config.model.kwargs = {"drop_path_rate": 0.0}
+    config.init_from = str(folder)
+    with pytest.warns(UserWarning, match="pooler"):
+        model = create_model(config)
+    assert model.classifier.kernel.get_value().shape == (32, 4)
+    from safetensors.numpy import load_file
+
+    want = load_file(str(folder / "model.safetensors"))["encoder.layer.1.output.dense.weight"].T
+    np.testing.assert_array_equal(np.asarray(model.encoder.layer[1].output.dense.kernel.get_value()), want)

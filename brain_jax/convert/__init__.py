@@ -7,7 +7,9 @@ providing:
 - ``build_from_hf_config(hf_config: dict, dtype) -> nnx.Module``: a fresh model of the checkpoint's shape;
 - ``key_map(model) -> KeyMap``: ``{our dotted path: (hf key, Hook)}`` for every Param/BatchStat;
 - ``ignore(hf_key) -> bool``: HF keys that are constants we recompute (buffers), never weights;
-- ``hf_config(model) -> dict``: a transformers ``config.json`` dict describing ``model``.
+- ``hf_config(model) -> dict``: a transformers ``config.json`` dict describing ``model``;
+- optionally ``prepare(hf_config, tensors, where) -> (hf_config, tensors)``: bring another checkpoint
+  layout of the architecture (e.g. a headless ViTModel) to the one ``key_map`` describes.
 """
 from __future__ import annotations
 
@@ -56,6 +58,9 @@ def from_hf(src: str | os.PathLike, dtype: jnp.dtype = jnp.float32) -> nnx.Modul
     config, tensors = load_hf_checkpoint(src)
     where = f"{src}/config.json"
     mod = arch_module(config.get("model_type", "<missing>"), where=where)
+    prepare = getattr(mod, "prepare", None)  # optional: adapt another layout of the same architecture
+    if prepare is not None:
+        config, tensors = prepare(config, tensors, where)
     model = mod.build_from_hf_config(config, dtype=dtype)
     load_into(model, tensors, mod.key_map(model), ignore=mod.ignore, source=str(src))
     model.eval()

@@ -2,12 +2,21 @@
 
 HF keys are the ones ``save_pretrained`` writes (transformers 5.24 renames them to ``q_proj``/``mlp.fc1``
 internally and back on save): ``vit.`` + our path with ``.weight``/``.bias`` for ``.kernel``/``.bias``
-(LayerNorm ``scale`` <-> ``weight``), and ``classifier.*`` for the head. A ``ViTModel`` checkpoint's
-``vit.pooler.*`` weights are not part of a classifier: they are reported as unused, never dropped silently.
+(LayerNorm ``scale`` <-> ``weight``), and ``classifier.*`` for the head.
+
+Headless ``ViTModel`` checkpoints (e.g. ``google/vit-base-patch16-224-in21k``: keys without the ``vit.``
+prefix, no classifier, a ``pooler``) load as a ViT with ``num_labels=0`` whose output is the final class
+token; ``init_from`` then adds a fresh classifier. Their pooler is not used (``ViTForImageClassification``
+classifies the class token without it, as transformers does on the same load): ``prepare`` names the
+skipped keys in a warning. In a checkpoint that has a classifier, pooler weights are an error like any
+other unused key.
 """
 from __future__ import annotations
 
+import warnings
+
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from brain_jax.convert.core import CONV, IDENTITY, ConversionError, KeyMap
@@ -24,6 +33,21 @@ def ignore(hf_key: str) -> bool:
     return False
 
 
+def prepare(hf: dict, tensors: dict[str, np.ndarray], where: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """Bring a headless ``ViTModel`` checkpoint to the classifier layout (see the module docstring)."""
+    if "vit.embeddings.cls_token" not in tensors and "embeddings.cls_token" in tensors:
+        tensors = {f"vit.{k}": v for k, v in tensors.items()}  # a base-model save has no prefix
+    if any(k.startswith("classifier.") for k in tensors):
+        return hf, tensors
+    pooler = sorted(k for k in tensors if k.startswith("vit.pooler."))
+    if pooler:
+        warnings.warn(f"{where}: headless ViT checkpoint; {', '.join(pooler)} not used (the classifier reads "
+                      "the final class token without the pooler, as in transformers)", stacklevel=3)
+        tensors = {k: v for k, v in tensors.items() if k not in pooler}
+    hf = {k: v for k, v in hf.items() if k not in ("id2label", "label2id")}
+    return {**hf, "num_labels": 0}, tensors
+
+
 def config_from_hf(hf: dict, where: str = "config.json") -> ViTConfig:
     """ViTConfig from a transformers config.json dict; unsupported options raise ConversionError."""
     if hf.get("model_type") != "vit":
@@ -33,7 +57,7 @@ def config_from_hf(hf: dict, where: str = "config.json") -> ViTConfig:
     heads = int(hf.get("num_attention_heads", 12))
     if hf.get("head_dim") not in (None, hidden // max(heads, 1)):
         raise ConversionError(f"{where}: head_dim={hf['head_dim']} != hidden_size/num_attention_heads is not supported")
-    num_labels, names = hf_labels(hf, where)
+    num_labels, names = (0, ()) if hf.get("num_labels") == 0 and not hf.get("id2label") else hf_labels(hf, where)
     try:
         return ViTConfig(
             num_labels=num_labels,
@@ -80,7 +104,8 @@ def key_map(model: ViT) -> KeyMap:
             m.update(dense_entries(f"{p}.{name}", f"vit.{p}.{name}"))
         m.update(norm_entries(f"{p}.layernorm_after", f"vit.{p}.layernorm_after"))
     m.update(norm_entries("layernorm", "vit.layernorm"))
-    m.update(dense_entries("classifier", "classifier"))
+    if cfg.num_labels:
+        m.update(dense_entries("classifier", "classifier"))
     return m
 
 

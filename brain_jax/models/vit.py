@@ -63,10 +63,11 @@ class ViTConfig:
             problems.append(f"model_type must be 'vit', got {self.model_type!r}")
         if self.num_attention_heads < 1 or self.hidden_size % self.num_attention_heads:
             problems.append(f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}")
-        for name in ("hidden_size", "num_hidden_layers", "intermediate_size", "patch_size", "num_channels",
-                     "num_labels"):
+        for name in ("hidden_size", "num_hidden_layers", "intermediate_size", "patch_size", "num_channels"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_labels < 0:
+            problems.append(f"num_labels must be >= 0 (0: no classifier), got {self.num_labels}")
         if self.image_size < self.patch_size:
             problems.append(f"image_size={self.image_size} is smaller than patch_size={self.patch_size}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
@@ -271,7 +272,9 @@ class ViT(nnx.Module):
         self.embeddings = ViTEmbeddings(config, dtype=dtype, rngs=rngs)
         self.encoder = ViTEncoder(config, dtype=dtype, rngs=rngs)
         self.layernorm = _layernorm(config.hidden_size, config.layer_norm_eps, dtype, rngs)
-        self.classifier = _linear(config.hidden_size, config.num_labels, dtype, rngs)
+        # num_labels = 0 (a headless ViTModel checkpoint, e.g. in21k): no classifier, the output is the
+        # final class token, as HF's ViTForImageClassification gives with an Identity classifier.
+        self.classifier = _linear(config.hidden_size, config.num_labels, dtype, rngs) if config.num_labels else None
 
     def __call__(self, x: jax.Array, output_hidden_states: bool = False):
         p = self.config.patch_size
@@ -285,7 +288,8 @@ class ViT(nnx.Module):
         for layer in self.encoder.layer:
             h = layer(h)
             hidden.append(h)
-        logits = self.classifier(self.layernorm(h[:, 0])).astype(jnp.float32)
+        cls = self.layernorm(h[:, 0])
+        logits = (cls if self.classifier is None else self.classifier(cls)).astype(jnp.float32)
         return (logits, hidden) if output_hidden_states else logits
 
 
