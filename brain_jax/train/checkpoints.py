@@ -157,11 +157,14 @@ def load_model_from_workdir(workdir: str | Path, dtype: Any = jnp.float32, *, wh
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{wd}: no {CONFIG_FILE}; not a brain-jax training workdir")
     config = config_from_json(cfg_path)
+    from brain_jax.convert.native import skeleton
+
     model_json = wd / builders.MODEL_FILE
+    # Abstract build (no random init: every weight is overwritten below, and a missing one is an error).
     if model_json.is_file():
-        model = builders.model_from_json(model_json, dtype)
+        model = skeleton(lambda: builders.model_from_json(model_json, dtype))
     else:
-        model = builders.create_model(config, dtype=dtype, with_init=False)
+        model = skeleton(lambda: builders.create_model(config, dtype=dtype, with_init=False))
     flat, step, src = load_weights(wd, which=which)
     use_ema = any(k.startswith("ema.") for k in flat)
     from flax import nnx
