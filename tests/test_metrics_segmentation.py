@@ -82,6 +82,10 @@ def test_segmentation_accumulator_over_batches_matches_medpy():
         cases += [(pred[i], target[i], spacing[i]) for i in range(n_valid)]
     res = acc.result(ci_resamples=100)
     assert res["num_cases"] == B + 5 and res["num_both_empty"] == 2 and res["num_miss"] == 4
+    missed_tumour = sum(1 for p, t, _ in cases if not p.any() and t.any())
+    false_alarm = sum(1 for p, t, _ in cases if p.any() and not t.any())
+    assert missed_tumour > 0 and false_alarm > 0  # the fixture has both kinds
+    assert (res["num_missed_tumour"], res["num_false_alarm"]) == (missed_tumour, false_alarm)
     hd, hd95, dc, detected = [], [], [], []
     for p, t, sp in cases:
         if p.any() and t.any():

@@ -94,7 +94,7 @@ def test_write_report_numbers_and_figures(tmp_path):
         "segmentation": {
             "dice": 0.8125, "dice_ci": [0.7931, 0.8302], "iou": 0.7044, "miou": 0.8411,
             "hd95_mm": 4.3187, "hd_mm": 7.0615, "hd95_mm_detected": 3.1416, "iou_per_class": [0.9871, 0.6951],
-            "num_cases": 212, "num_missed": 9, "num_empty_both": 3,
+            "num_cases": 212, "num_missed": 9, "num_missed_tumour": 7, "num_false_alarm": 2, "num_empty_both": 3,
         },
         "meta": {"model": "convnextv2-test", "dataset": "brain_phantoms", "split": "test"},
         "comparison": {"convnextv2": {"accuracy": 0.9312, "macro_f1": 0.9207},
@@ -112,10 +112,11 @@ def test_write_report_numbers_and_figures(tmp_path):
         assert v in text, v
     # miss counts printed beside the means
     dice_row = next(line for line in text.splitlines() if line.startswith("| Dice (mean"))
-    assert "missed 9" in dice_row and "both empty 3" in dice_row and "n 212" in dice_row
+    assert "missed (both kinds) 9" in dice_row and "both empty 3" in dice_row and "n 212" in dice_row
+    assert "missed tumours 7" in dice_row and "false alarms 2" in dice_row
     assert "[0.7931, 0.8302]" in dice_row
     hd_row = next(line for line in text.splitlines() if line.startswith("| HD95"))
-    assert "missed 9" in hd_row
+    assert "missed (both kinds) 9" in hd_row
     # confusion-matrix counts and every figure referenced, and each referenced file exists
     assert "| glioma | 50 | 3 | 1 | 0 |" in text
     for rel in ("figures/confusion_matrix.png", "figures/confusion_matrix_normalized.png",

@@ -61,7 +61,7 @@ Conventions (tested in tests/test_metrics_*.py)
   HD = HD95 = the image diagonal sqrt((H*dy)^2 + (W*dx)^2) in mm (the BraTS-style penalty). medpy
   raises on these cases and MONAI returns inf / NaN (and drops a missed prediction from its HD95
   mean), so reports always print the number of misses and of both-empty cases beside the mean
-  (``SegmentationAccumulator.result()`` gives ``num_miss`` / ``num_both_empty`` and the HD means over
+  (``SegmentationAccumulator.result()`` gives ``num_miss`` (= ``num_missed_tumour`` + ``num_false_alarm``) / ``num_both_empty`` and the HD means over
   detected cases only as well).
 * mIoU: per-class IoU from pixel counts pooled over the split; a class absent from both prediction
   and ground truth in the whole split is NaN and left out of the mean.

@@ -71,7 +71,8 @@ def segmentation_batch_stats(
     """Sufficient statistics of one segmentation batch of label maps (B, H, W).
 
     Per-class intersection/union pixel counts (for mIoU) over valid cases, and per-case Dice, IoU,
-    HD and HD``percentile`` (mm) of the foreground (label != 0) with ``both_empty``/``miss`` flags.
+    HD and HD``percentile`` (mm) of the foreground (label != 0) with ``both_empty``/``miss``/``false_alarm``
+    flags (a miss that is not a false alarm is a missed tumour).
     ``valid`` (B,) should be the pipeline's ``valid & has_mask``: padding and unlabelled cases never
     count. ``spacing_mm`` (B, 2) is (row, column) at the resolution of the label maps.
     """
@@ -91,6 +92,7 @@ def segmentation_batch_stats(
         "hd_percentile": hdq,
         "both_empty": flags["both_empty"],
         "miss": flags["miss"],
+        "false_alarm": flags["false_alarm"],
         "valid": ok,
     }
 
@@ -155,11 +157,12 @@ class SegmentationAccumulator:
     ``result()`` reports mIoU (pooled counts), mean per-case Dice / IoU / HD / HD95 (``hd95_mm``; the
     name follows ``percentile``) over valid cases
     (a miss is penalised with the image diagonal, both-empty counts as Dice 1 / HD 0), the same HD
-    means over detected cases only (both masks non-empty), and the counts of misses and both-empty
-    cases, which reports show beside the means.
+    means over detected cases only (both masks non-empty), and the counts of misses (``num_miss``, split
+    into ``num_missed_tumour`` and ``num_false_alarm``) and both-empty cases, which reports show beside
+    the means.
     """
 
-    _CASE_KEYS = ("dice", "iou", "hd", "hd_percentile", "both_empty", "miss")
+    _CASE_KEYS = ("dice", "iou", "hd", "hd_percentile", "both_empty", "miss", "false_alarm")
 
     def __init__(self, num_classes: int = 2, percentile: float = 95.0):
         self.num_classes = num_classes
@@ -194,6 +197,8 @@ class SegmentationAccumulator:
             "iou_per_class": np.asarray(per_class).tolist(),
             "num_cases": n,
             "num_miss": int(cases["miss"].sum()),
+            "num_missed_tumour": int((cases["miss"].astype(bool) & ~cases["false_alarm"].astype(bool)).sum()),
+            "num_false_alarm": int(cases["false_alarm"].sum()),
             "num_both_empty": int(cases["both_empty"].sum()),
             "dice": mean(cases["dice"]),
             "iou": mean(cases["iou"]),

@@ -364,11 +364,13 @@ def hausdorff_distance(
 
 
 def empty_case_flags(pred: jax.Array, target: jax.Array) -> dict[str, jax.Array]:
-    """Per-case flags: ``both_empty`` (no foreground anywhere) and ``miss`` (exactly one mask empty)."""
+    """Per-case flags: ``both_empty`` (no foreground anywhere), ``miss`` (exactly one mask empty) and its
+    two kinds, ``missed_tumour`` (prediction empty, ground truth not) and ``false_alarm`` (the reverse)."""
     pred = jnp.asarray(pred).astype(bool)
     target = jnp.asarray(target).astype(bool)
     if pred.ndim == 2:
         pred, target = pred[None], target[None]
     p_empty = ~jnp.any(pred, axis=(-2, -1))
     t_empty = ~jnp.any(target, axis=(-2, -1))
-    return {"both_empty": p_empty & t_empty, "miss": p_empty ^ t_empty}
+    return {"both_empty": p_empty & t_empty, "miss": p_empty ^ t_empty,
+            "missed_tumour": p_empty & ~t_empty, "false_alarm": ~p_empty & t_empty}

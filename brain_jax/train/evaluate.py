@@ -85,6 +85,7 @@ def print_table(summary: dict[str, Any], task: str, class_names: Sequence[str]) 
     lines = []
     if task == "segmentation":
         for k in ("dice", "iou", "miou", "hd95_mm", "hd_mm", "hd95_mm_detected", "num_cases", "num_missed",
+                  "num_missed_tumour", "num_false_alarm",
                   "num_empty_both"):
             if k in summary:
                 v = summary[k]

@@ -331,7 +331,9 @@ _SEG_LABELS = {
 _SEG_CI = {"dice": ("dice_ci95", "dice_ci"), "hd95_mm": ("hd95_mm_ci95", "hd95_mm_ci")}
 _SEG_COUNTS = {
     "num_cases": "n",
-    "num_missed": "missed",
+    "num_missed": "missed (both kinds)",
+    "num_missed_tumour": "missed tumours",
+    "num_false_alarm": "false alarms",
     "num_empty_both": "both empty",
 }
 
@@ -391,7 +393,8 @@ def _segmentation_section(seg: Mapping[str, Any]) -> list[str]:
     out += _table(["metric", "value", "cases behind the mean"], rows) + [""]
     out += [
         "n: evaluated slices with a ground-truth mask; missed: exactly one of prediction and ground "
-        "truth is empty (a missed tumour or a false alarm); both empty: neither has tumour. By the "
+        "truth is empty, split into missed tumours (empty prediction) and false alarms (tumour "
+        "predicted on a slice without one); both empty: neither has tumour. By the "
         "metrics code's convention a miss scores Dice 0 and the image diagonal as its distance, a "
         "both-empty case Dice 1 and distance 0; the \"detected cases only\" rows leave both kinds "
         "out. Means are over slices, not pixels: read each mean together with these counts.",
