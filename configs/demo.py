@@ -58,6 +58,9 @@ def get_config(arg: str | None = None):
         c.num_train_steps = 120
         c.optimizer.lr = 4e-3
         c.loss.dice_weight = 1.0
+        # Tumour is ~2.5 % of the pixels: from HF's small head init (std 0.02) unweighted CE settles on
+        # "all background" within 120 steps (Dice 0 on the test patients); weighting tumour 4x avoids it.
+        c.loss.class_weights = (1.0, 4.0)
     else:
         raise ValueError(f"config argument task={a.task!r}; expected classification or segmentation")
     return c

@@ -110,15 +110,26 @@ def has_checkpoint(workdir: str | Path) -> bool:
 
 
 def _restore_raw(directory: Path) -> tuple[dict, int] | None:
+    """The saved train state onto this process's first device, whatever topology wrote it.
+
+    Restoring without a target would ask for the writer's devices (a run of 2 processes cannot be read
+    by 1 otherwise); the target is built from the checkpoint's own metadata (shapes, dtypes).
+    """
     if not directory.is_dir():
         return None
-    mgr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+    mgr = ocp.CheckpointManager(directory, item_handlers={"state": ocp.StandardCheckpointHandler()},
+                                options=ocp.CheckpointManagerOptions(read_only=True))
     try:
         step = mgr.best_step() if directory.name == BEST_DIR else mgr.latest_step()
         step = step if step is not None else mgr.latest_step()
         if step is None:
             return None
-        r = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local) if hasattr(m, "shape") else m,
+            mgr.item_metadata(step)["state"],
+        )
+        r = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
         return r.state, step
     finally:
         mgr.close()

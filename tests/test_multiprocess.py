@@ -1,0 +1,64 @@
+"""Multi-process data parallelism: two CPU processes joined by jax.distributed (launch/local_multiprocess.sh)
+train exactly like one process holding the same number of devices."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from brain_jax import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _train_rows(wd: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]
+
+
+def test_two_processes_match_one_process_with_two_devices(tmp_path):
+    import input_pipeline
+    from brain_jax.convert.core import model_variables
+    from brain_jax.train.checkpoints import load_model_from_workdir
+
+    data = tmp_path / "data"
+    input_pipeline.build_dataset("brain_phantoms", data, builder_config="tiny")
+    common = [f"--config.data.data_dir={data}", "--config.data.builder_config=tiny", "--config.data.image_size=32",
+              "--config.num_train_steps=3", "--config.batch_size=8", "--config.eval_batch_size=8",
+              "--config.log_every_steps=1", "--config.progress_bar=false"]
+    config = "configs/convnextv2_cls.py:runlocal"
+
+    two = tmp_path / "two_processes"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               DEVICES_PER_PROCESS="1", XLA_FLAGS="")
+    run = subprocess.run(["bash", str(ROOT / "launch" / "local_multiprocess.sh"), "2", config, str(two), *common],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    logs = "\n".join(p.read_text()[-2000:] for p in sorted(tmp_path.glob("two_processes.proc*.log")))
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:] + logs
+    for rank in (0, 1):  # both processes joined the same job and finished it
+        log = (tmp_path / f"two_processes.proc{rank}.log").read_text()
+        assert f"Rank {rank} is connected to 1 peer" in log and "trained 3 steps" in log, log[-2000:]
+
+    one = tmp_path / "one_process"
+    assert cli.main(["train", "--config", config, "--workdir", str(one), *common, "--config.mesh.num_devices=2"]) == 0
+
+    # Same global batches and reductions: the same losses, gradient norms and eval metrics, up to float
+    # rounding (the reference runs in this pytest process, with its own XLA CPU settings).
+    rows_two, rows_one = _train_rows(two), _train_rows(one)
+    assert [(r["step"], r["split"]) for r in rows_two] == [(1, "train"), (2, "train"), (3, "train"), (3, "eval")]
+    assert [sorted(r) for r in rows_two] == [sorted(r) for r in rows_one]
+    for a, b in zip(rows_two, rows_one):
+        for k in a:
+            if isinstance(a[k], float):
+                np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-7, err_msg=f"step {a['step']} {k}")
+            else:
+                assert a[k] == b[k], (a, b)
+    ours, theirs = (model_variables(load_model_from_workdir(w)) for w in (two, one))
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        np.testing.assert_allclose(np.asarray(ours[k].get_value()), np.asarray(theirs[k].get_value()),
+                                   rtol=1e-5, atol=1e-6, err_msg=k)
