@@ -117,8 +117,8 @@ def _restore_raw(directory: Path) -> tuple[dict, int] | None:
     """
     if not directory.is_dir():
         return None
-    mgr = ocp.CheckpointManager(directory, item_handlers={"state": ocp.StandardCheckpointHandler()},
-                                options=ocp.CheckpointManagerOptions(read_only=True))
+    handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
+    mgr = ocp.CheckpointManager(directory, item_handlers=handlers, options=ocp.CheckpointManagerOptions(read_only=True))
     try:
         step = mgr.best_step() if directory.name == BEST_DIR else mgr.latest_step()
         step = step if step is not None else mgr.latest_step()
