@@ -19,9 +19,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import tensorflow_datasets as tfds
 
-from input_pipeline.features import BadInputs, features, make_example
+from input_pipeline.features import BadInputs, make_example
+from input_pipeline.manual import ManualBuilder
 
 NUM_FOLDS = 5
 SPACING_AT_512_MM = 0.49
@@ -146,22 +146,11 @@ def _where(path: str, member: str | None) -> str:
     return f"{path}:{member}" if member else path
 
 
-class FigshareBrainTumor(tfds.core.GeneratorBasedBuilder):
+class FigshareBrainTumor(ManualBuilder):
     """Figshare brain tumour dataset (Cheng et al.), patient-disjoint folds fold1..fold5."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    HOMEPAGE = "https://doi.org/10.6084/m9.figshare.1512427"
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
-
-    def __init__(self, *, skip_bad: bool = False, **kwargs):
-        self._skip_bad = skip_bad
-        super().__init__(**kwargs)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self, description=__doc__, features=features(), supervised_keys=("image", "label"),
-            homepage="https://doi.org/10.6084/m9.figshare.1512427",
-        )
 
     def _split_generators(self, dl_manager):
         manual = Path(dl_manager.manual_dir)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import tensorflow_datasets as tfds
 from PIL import Image
 
-from input_pipeline.features import CLASS_NAMES, BadInputs, features, make_example
+from input_pipeline.features import CLASS_NAMES, BadInputs, make_example
+from input_pipeline.manual import ManualBuilder
 
 SPLIT_DIRS = {"training": "train", "testing": "test"}
 # Folder name (lower case) -> class; SARTAJ-style names included.
@@ -81,22 +81,11 @@ def read_image(path: Path) -> np.ndarray:
         raise ValueError(f"unreadable image: {type(e).__name__}: {e}") from None
 
 
-class BrainTumorMri(tfds.core.GeneratorBasedBuilder):
+class BrainTumorMri(ManualBuilder):
     """Kaggle brain tumour MRI folders (glioma / meningioma / notumor / pituitary)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    HOMEPAGE = "https://www.kaggle.com/datasets/masoudnickparvar/brain-tumor-mri-dataset"
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
-
-    def __init__(self, *, skip_bad: bool = False, **kwargs):
-        self._skip_bad = skip_bad
-        super().__init__(**kwargs)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self, description=__doc__, features=features(), supervised_keys=("image", "label"),
-            homepage="https://www.kaggle.com/datasets/masoudnickparvar/brain-tumor-mri-dataset",
-        )
 
     def _split_generators(self, dl_manager):
         manual = Path(dl_manager.manual_dir)
