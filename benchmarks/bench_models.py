@@ -41,7 +41,8 @@ def _timed(step: Callable[[], None], sync: Callable[[], None], warmup: int, step
 # --------------------------------------------------------------------------- JAX
 
 
-def bench_jax(args: argparse.Namespace, depthwise: str, x: np.ndarray, y_seed: int) -> tuple[float, dict]:
+def make_jax_step(args: argparse.Namespace, depthwise: str, x: np.ndarray, y_seed: int):
+    """(step, sync, info): one training step on device-resident data, and a wait for its result."""
     os.environ["BRAIN_JAX_DEPTHWISE"] = depthwise  # read when the step is traced (impl="auto")
     import jax
     import jax.numpy as jnp
@@ -79,13 +80,26 @@ def bench_jax(args: argparse.Namespace, depthwise: str, x: np.ndarray, y_seed: i
     def step():
         state["p"], state["r"], state["o"], state["loss"] = step_fn(state["p"], state["r"], state["o"], xb, yb)
 
+    def info() -> dict:
+        return {"loss": float(state["loss"]), "backend": jax.default_backend(),
+                "device": str(jax.devices()[0].device_kind)}
+
+    return step, lambda: jax.block_until_ready(state["loss"]), info
+
+
+def bench_jax(args: argparse.Namespace, depthwise: str, x: np.ndarray, y_seed: int) -> tuple[float, dict]:
+    return _bench(*make_jax_step(args, depthwise, x, y_seed), args)
+
+
+def _bench(step: Callable[[], None], sync: Callable[[], None], info: Callable[[], dict],
+           args: argparse.Namespace) -> tuple[float, dict]:
+    """Seconds per step, and the first (compiling) step's time with the step's own info."""
     t_compile = time.perf_counter()
     step()
-    jax.block_until_ready(state["loss"])
+    sync()
     t_compile = time.perf_counter() - t_compile
-    sec = _timed(step, lambda: jax.block_until_ready(state["loss"]), args.warmup, args.steps)
-    return sec, {"first_step_s": round(t_compile, 2), "loss": float(state["loss"]), "backend": jax.default_backend(),
-                 "device": str(jax.devices()[0].device_kind)}
+    sec = _timed(step, sync, args.warmup, args.steps)
+    return sec, {"first_step_s": round(t_compile, 2), **info()}
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -119,7 +133,8 @@ def hf_peer(args: argparse.Namespace):
     return getattr(transformers, arch)(config)
 
 
-def bench_torch(args: argparse.Namespace, x: np.ndarray, y_seed: int, compiled: bool) -> tuple[float, dict]:
+def make_torch_step(args: argparse.Namespace, x: np.ndarray, y_seed: int, compiled: bool):
+    """(step, sync, info) for the transformers peer, eager or under torch.compile."""
     import torch
     import torch.nn.functional as F
 
@@ -148,20 +163,24 @@ def bench_torch(args: argparse.Namespace, x: np.ndarray, y_seed: int, compiled: 
         opt.zero_grad(set_to_none=True)
 
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    t_compile = time.perf_counter()
-    step()
-    sync()
-    t_compile = time.perf_counter() - t_compile
-    sec = _timed(step, sync, args.warmup, args.steps)
     name = torch.cuda.get_device_name() if dev.type == "cuda" else platform.processor() or "cpu"
-    return sec, {"first_step_s": round(t_compile, 2), "loss": float(holder["loss"].detach()), "device": name,
-                 "autocast_bf16": bool(args.bf16 and dev.type == "cuda")}
+
+    def info() -> dict:
+        return {"loss": float(holder["loss"].detach()), "device": name,
+                "autocast_bf16": bool(args.bf16 and dev.type == "cuda")}
+
+    return step, sync, info
+
+
+def bench_torch(args: argparse.Namespace, x: np.ndarray, y_seed: int, compiled: bool) -> tuple[float, dict]:
+    return _bench(*make_torch_step(args, x, y_seed, compiled), args)
 
 
 # --------------------------------------------------------------------------- main
 
 
-def parse(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_parser() -> argparse.ArgumentParser:
+    """The options shared with ``profile_step.py``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="convnextv2", help="convnextv2 | convnext | swin | vit | segformer")
     p.add_argument("--variant", default="tiny")
@@ -178,7 +197,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-jax", action="store_true")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--json", default=None, help="also write the results to this file")
-    return p.parse_args(argv)
+    return p
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    return parse_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
