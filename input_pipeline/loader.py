@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
 import numpy as np
@@ -230,17 +230,23 @@ class _Example:
 
 
 class Loader:
-    """Iterable of per-host numpy batches; ``iter()`` gives a grain iterator with get_state/set_state."""
+    """Iterable of per-host numpy batches; ``iter()`` gives a grain iterator with get_state/set_state
+    (restorable with the same process and worker counts), ``resumable()`` one whose state is the step."""
 
-    def __init__(self, dataset, example: _Example, num_batches: int | None):
-        self._dataset = dataset
+    def __init__(self, build: Callable[[int], Any], example: _Example, num_batches: int | None):
+        self._build = build  # first step -> grain IterDataset from that step on
+        self._example = example
         self.num_examples = example.n
         self.per_host_batch_size = example.per_host
         self.steps_per_epoch = example.steps_per_epoch
         self.num_batches = num_batches  # None = infinite
 
     def __iter__(self):
-        return iter(self._dataset)
+        return iter(self._build(0))
+
+    def resumable(self) -> StepIterator:
+        ex = self._example
+        return StepIterator(lambda step: iter(self._build(step)), global_batch_size=ex.global_batch, seed=ex.seed)
 
     def __len__(self) -> int:
         if self.num_batches is None:
@@ -278,15 +284,54 @@ def make_loader(data_cfg, split: str, *, global_batch_size: int, train: bool, se
     epochs = num_epochs if (num_epochs is not None or train) else 1
     num_batches = None if epochs is None else epochs * ex.steps_per_epoch
     length = _INFINITE if num_batches is None else num_batches * ex.per_host
-    ds = grain.MapDataset.range(0, length).map(ex).batch(ex.per_host, drop_remainder=True)
     workers = int(data_cfg.num_workers)
     if workers > 0:
         from absl import flags
 
         if not flags.FLAGS.is_parsed():  # grain reads absl flags; outside an absl app use defaults
             flags.FLAGS.mark_as_parsed()
+
+    def build(first_step: int):
+        # Element j of this host's stream is a pure function of (seed, j): starting at a step is exact.
+        ds = grain.MapDataset.range(first_step * ex.per_host, length).map(ex).batch(ex.per_host, drop_remainder=True)
         it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
-    else:
-        it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-    return Loader(it, ex, num_batches)
+        return it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers)) if workers > 0 else it
+
+    return Loader(build, ex, num_batches)
+
+
+class StepIterator:
+    """Training batches from a step on. Its state is ``{"step", "global_batch_size", "seed"}``: the batch
+    order depends on nothing else, so a run resumes exactly with any number of processes or loader
+    workers; a different global batch size or seed is refused (the order would differ)."""
+
+    def __init__(self, iterator_from: Callable[[int], Any], *, global_batch_size: int, seed: int):
+        self._iterator_from = iterator_from
+        self._fixed = {"global_batch_size": int(global_batch_size), "seed": int(seed)}
+        self.step = 0
+        self._it = None  # built lazily: worker processes start only when batches are asked for
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        if self._it is None:
+            self._it = self._iterator_from(self.step)
+        batch = next(self._it)
+        self.step += 1
+        return batch
+
+    def get_state(self) -> dict[str, int]:
+        return {"step": self.step, **self._fixed}
+
+    def set_state(self, state: Any) -> None:
+        if not isinstance(state, dict) or "step" not in state:
+            raise ValueError(f"data position in the checkpoint is {type(state).__name__}, not this loader's "
+                             "{'step', 'global_batch_size', 'seed'}: it was written by another loader")
+        for key, value in self._fixed.items():
+            if key in state and int(state[key]) != value:
+                field = "batch_size" if key == "global_batch_size" else key
+                raise ValueError(f"the checkpoint's run used config field {field}={state[key]}, this one {value}: "
+                                 "the batches would not be the ones the run would have seen; resume with the same value")
+        self.step = int(state["step"])
+        self._it = None

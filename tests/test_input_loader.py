@@ -199,3 +199,34 @@ def test_worker_processes_give_the_same_batches_and_resume(phantom_dir):
     it2.set_state(state)
     for b in expect[2:]:
         np.testing.assert_array_equal(next(it2)["image"], b["image"])
+
+
+def test_step_state_resumes_with_other_process_and_worker_counts(phantom_dir):
+    """The trainer's iterator (``Loader.resumable``) saves the step: a run stopped on 1 process without
+    workers resumes on 2 processes (one with a worker) with exactly the global batches it would have seen."""
+    cfg = _cfg(phantom_dir)
+
+    def loader(index, count, workers=0, seed=3, batch=4):
+        cfg.num_workers = workers
+        return ip.make_loader(cfg, "train", global_batch_size=batch, train=True, seed=seed,
+                              process_index=index, process_count=count)
+
+    ref = iter(loader(0, 1))
+    expect = [next(ref)["image"] for _ in range(6)]  # crosses an epoch boundary (16 // 4 = 4 steps)
+    it = loader(0, 1).resumable()
+    for _ in range(2):
+        next(it)
+    state = it.get_state()
+    assert state == {"step": 2, "global_batch_size": 4, "seed": 3}
+    hosts = [loader(0, 2, workers=1).resumable(), loader(1, 2).resumable()]
+    for h in hosts:
+        h.set_state(state)
+    for want in expect[2:]:
+        got = np.concatenate([next(h)["image"] for h in hosts])
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="seed=3, this one 4"):
+        loader(0, 1, seed=4).resumable().set_state(state)
+    with pytest.raises(ValueError, match="batch_size=4, this one 8"):
+        loader(0, 1, batch=8).resumable().set_state(state)
+    with pytest.raises(ValueError, match="another loader"):
+        loader(0, 1).resumable().set_state(b"grain state bytes")

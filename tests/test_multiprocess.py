@@ -1,9 +1,10 @@
 """Multi-process data parallelism: two CPU processes joined by jax.distributed (launch/local_multiprocess.sh)
-train exactly like one process holding the same number of devices."""
+train exactly like one process holding the same number of devices, and their run resumes in one process."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,8 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
     input_pipeline.build_dataset("brain_phantoms", data, builder_config="tiny")
     common = [f"--config.data.data_dir={data}", "--config.data.builder_config=tiny", "--config.data.image_size=32",
               "--config.num_train_steps=3", "--config.batch_size=8", "--config.eval_batch_size=8",
-              "--config.log_every_steps=1", "--config.progress_bar=false"]
+              "--config.log_every_steps=1", "--config.progress_bar=false", "--config.checkpoint_every_steps=1",
+              "--config.keep_checkpoints=3"]
     config = "configs/convnextv2_cls.py:runlocal"
 
     two = tmp_path / "two_processes"
@@ -61,4 +63,14 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
     assert ours.keys() == theirs.keys()
     for k in ours:
         np.testing.assert_allclose(np.asarray(ours[k].get_value()), np.asarray(theirs[k].get_value()),
+                                   rtol=1e-5, atol=1e-6, err_msg=k)
+
+    # Take the 2-process run back to its step-2 checkpoint and finish it in this (1-process) run: the
+    # restored data position must give step 3 the batch it had, so the weights end where they ended.
+    shutil.rmtree(two / "checkpoints" / "3")
+    shutil.rmtree(two / "best")
+    assert cli.main(["train", "--config", config, "--workdir", str(two), *common, "--config.mesh.num_devices=2"]) == 0
+    resumed = model_variables(load_model_from_workdir(two, which="latest"))
+    for k in ours:
+        np.testing.assert_allclose(np.asarray(resumed[k].get_value()), np.asarray(theirs[k].get_value()),
                                    rtol=1e-5, atol=1e-6, err_msg=k)

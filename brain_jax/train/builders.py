@@ -227,7 +227,8 @@ class PipelineData:
         return int(self._train().steps_per_epoch)
 
     def train_iterator(self) -> Iterator:
-        return iter(self._train())
+        # state = the step: resumes exactly with another process or loader-worker count
+        return self._train().resumable()
 
     def eval_batches(self, split: str) -> Iterable[dict[str, np.ndarray]]:
         bs = int(self.config.eval_batch_size)
