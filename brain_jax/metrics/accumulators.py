@@ -71,8 +71,8 @@ def segmentation_batch_stats(
     """Sufficient statistics of one segmentation batch of label maps (B, H, W).
 
     Per-class intersection/union pixel counts (for mIoU) over valid cases, and per-case Dice, IoU,
-    HD and HD``percentile`` (mm) of the foreground (label != 0) with ``both_empty``/``miss``/``false_alarm``
-    flags (a miss that is not a false alarm is a missed tumour).
+    HD and HD``percentile`` (mm) of the foreground (label != 0) with ``both_empty``/``miss`` flags and the
+    two kinds of miss, ``missed_tumour``/``false_alarm``.
     ``valid`` (B,) should be the pipeline's ``valid & has_mask``: padding and unlabelled cases never
     count. ``spacing_mm`` (B, 2) is (row, column) at the resolution of the label maps.
     """
@@ -92,6 +92,7 @@ def segmentation_batch_stats(
         "hd_percentile": hdq,
         "both_empty": flags["both_empty"],
         "miss": flags["miss"],
+        "missed_tumour": flags["missed_tumour"],
         "false_alarm": flags["false_alarm"],
         "valid": ok,
     }
@@ -162,7 +163,7 @@ class SegmentationAccumulator:
     the means.
     """
 
-    _CASE_KEYS = ("dice", "iou", "hd", "hd_percentile", "both_empty", "miss", "false_alarm")
+    _CASE_KEYS = ("dice", "iou", "hd", "hd_percentile", "both_empty", "miss", "missed_tumour", "false_alarm")
 
     def __init__(self, num_classes: int = 2, percentile: float = 95.0):
         self.num_classes = num_classes
@@ -197,7 +198,7 @@ class SegmentationAccumulator:
             "iou_per_class": np.asarray(per_class).tolist(),
             "num_cases": n,
             "num_miss": int(cases["miss"].sum()),
-            "num_missed_tumour": int((cases["miss"].astype(bool) & ~cases["false_alarm"].astype(bool)).sum()),
+            "num_missed_tumour": int(cases["missed_tumour"].sum()),
             "num_false_alarm": int(cases["false_alarm"].sum()),
             "num_both_empty": int(cases["both_empty"].sum()),
             "dice": mean(cases["dice"]),

@@ -160,6 +160,7 @@ def load_model_from_workdir(workdir: str | Path, dtype: Any = jnp.float32, *, wh
 
     Rebuilt from the workdir's resolved ``config.json``; uses the EMA weights when the run kept them.
     """
+    from brain_jax.convert.native import skeleton
     from brain_jax.train import builders
     from brain_jax.train.config import config_from_json
 
@@ -168,8 +169,6 @@ def load_model_from_workdir(workdir: str | Path, dtype: Any = jnp.float32, *, wh
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{wd}: no {CONFIG_FILE}; not a brain-jax training workdir")
     config = config_from_json(cfg_path)
-    from brain_jax.convert.native import skeleton
-
     model_json = wd / builders.MODEL_FILE
     # Abstract build (no random init: every weight is overwritten below, and a missing one is an error).
     if model_json.is_file():
