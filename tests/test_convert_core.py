@@ -14,8 +14,8 @@ from flax import nnx
 from safetensors.numpy import load_file
 
 from brain_jax.convert import ConversionError, from_hf, to_hf
-from brain_jax.convert.core import model_variables
-from brain_jax.convert.native import META_FILE, PARAMS_FILE, load_native, save_native, skeleton
+from brain_jax.convert.native import META_FILE, PARAMS_FILE, load_native, save_native
+from brain_jax.models.weights import abstract, model_variables
 
 FIXTURES = Path(__file__).parent / "fixtures"
 V2, V1 = FIXTURES / "golden_convnextv2", FIXTURES / "golden_convnext"
@@ -56,9 +56,12 @@ def test_wrong_size_checkpoint_lists_every_shape_mismatch(tmp_path):
     _edit_config(folder, hidden_sizes=[8, 12, 16, 32])
     with pytest.raises(ConversionError) as err:
         from_hf(folder)
-    msg = str(err.value)
-    assert "convnextv2.encoder.stages.3.layers.0.pwconv1.weight (96, 24)" in msg
-    assert "classifier.weight (4, 24)" in msg and "but classifier.kernel is (32, 4)" in msg
+    lines = str(err.value).splitlines()
+    # named by HF key, both shapes in HF's (out, in) layout
+    pwconv1 = "convnextv2.encoder.stages.3.layers.0.pwconv1.weight"
+    assert f"  {pwconv1}: {folder} has (96, 24), model expects (128, 32)" in lines
+    assert f"  classifier.weight: {folder} has (4, 24), model expects (4, 32)" in lines
+    assert not any("classifier.kernel" in line for line in lines)  # each offender once, by its HF key
 
 
 def test_truncated_safetensors_is_refused(tmp_path):
@@ -75,7 +78,7 @@ def test_truncated_safetensors_is_refused(tmp_path):
         ({"model_type": "resnet"}, "unknown model_type 'resnet'"),
         ({"model_type": None}, "unknown model_type"),
         ({"architectures": ["ConvNextV2Backbone"]}, "no image-classification model"),
-        ({"hidden_act": "relu"}, "hidden_act 'relu' is not supported"),
+        ({"hidden_act": "relu"}, "hidden_act='relu' is not supported"),
         ({"num_stages": 3}, "num_stages 3 != len\\(depths\\) 4"),
     ],
 )
@@ -138,7 +141,7 @@ class _Evil:
         return (Path.touch, (Path("/nonexistent-dir-for-test") / "pwned",))
 
 
-# --------------------------------------------------------------------------- skeleton builds
+# --------------------------------------------------------------------------- abstract builds
 
 
 def test_from_hf_model_trains_with_drop_path(tmp_path):
@@ -163,10 +166,10 @@ class _WithBuffer(nnx.Module):
         self.table = _Buffer(jnp.arange(4.0))  # a constant that only the real constructor computes
 
 
-def test_skeleton_keeps_constant_state_by_falling_back():
-    model = skeleton(lambda: _WithBuffer(nnx.Rngs(0)))
+def test_abstract_keeps_constant_state_by_falling_back():
+    model = abstract(lambda: _WithBuffer(nnx.Rngs(0)))
     np.testing.assert_array_equal(np.asarray(model.table.get_value()), np.arange(4.0))
-    plain = skeleton(lambda: nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+    plain = abstract(lambda: nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
     np.testing.assert_array_equal(np.asarray(plain.kernel.get_value()), np.zeros((2, 3)))  # placeholder
 
 

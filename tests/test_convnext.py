@@ -12,11 +12,11 @@ import pytest
 from flax import nnx
 
 import brain_jax.models as models
-from brain_jax.convert import from_hf, to_hf
-from brain_jax.convert.core import model_variables
-from brain_jax.convert.native import skeleton
+from brain_jax.convert import from_hf
 from brain_jax.models import convnext as cx
-from brain_jax.models.common import depthwise_conv2d
+from brain_jax.models.common import depthwise_conv2d, layer_norm
+from brain_jax.models.weights import abstract, model_variables
+from tests.model_helpers import check_hf_export
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SMALL = dict(hidden_sizes=(8, 16, 32, 64), depths=(1, 1, 2, 1))
@@ -38,8 +38,8 @@ def randomize(model: nnx.Module, seed: int) -> None:
 
 
 def small_model(model_type: str, seed: int = 0, **overrides) -> cx.ConvNeXt:
-    # skeleton: no random-init compiles; every variable is overwritten by randomize anyway
-    model = skeleton(lambda: models.create(model_type, "test", 3, rngs=nnx.Rngs(params=seed, dropout=seed + 1),
+    # abstract: no random-init compiles; every variable is overwritten by randomize anyway
+    model = abstract(lambda: models.create(model_type, "test", 3, rngs=nnx.Rngs(params=seed, dropout=seed + 1),
                                            **overrides))
     randomize(model, seed)
     return model
@@ -86,10 +86,10 @@ def test_variants_match_hf_sizes():
     for name, expect in (("convnextv2", expect_v2), ("convnext", expect_v1)):
         assert set(models.variants(name)) == set(expect) | {"test"}
         for v, (depths, c) in expect.items():
-            cfg = cx.make_config(name, v, 1000)
+            cfg = cx.config_for(name, v, 1000)
             assert cfg.depths == depths and cfg.hidden_sizes == (c, 2 * c, 4 * c, 8 * c), (name, v)
-    assert cx.make_config("convnext", "tiny", 2).layer_scale_init_value == 1e-6
-    assert cx.make_config("convnextv2", "tiny", 2).layer_scale_init_value == 0.0
+    assert cx.config_for("convnext", "tiny", 2).layer_scale_init_value == 1e-6
+    assert cx.config_for("convnextv2", "tiny", 2).layer_scale_init_value == 0.0
 
 
 @pytest.mark.parametrize("name,millions", [("convnextv2", 28.6), ("convnext", 28.6)])
@@ -174,7 +174,7 @@ def test_train_mode_drop_path_and_head_dropout():
 def test_bfloat16_compute_close_to_float32():
     img = jnp.asarray(np.random.default_rng(2).standard_normal((2, 32, 32, 3)), jnp.float32)
     f32 = small_model("convnext", seed=4)
-    bf16 = skeleton(lambda: models.create("convnext", "test", 3, dtype=jnp.bfloat16))
+    bf16 = abstract(lambda: models.create("convnext", "test", 3, dtype=jnp.bfloat16))
     nnx.update(bf16, nnx.state(f32, nnx.Param))
     assert all(v.get_value().dtype == jnp.float32 for v in model_variables(bf16).values())
     a = np.asarray(f32(img))
@@ -236,28 +236,11 @@ def test_hf_parity_logits_and_hidden_states(tmp_path, model_type, config, sizes)
 @pytest.mark.torch
 @pytest.mark.parametrize("model_type", ["convnextv2", "convnext"])
 def test_roundtrip_flax_hf_flax(tmp_path, model_type):
-    import torch
-    from transformers import AutoModelForImageClassification
-
     ours = small_model(model_type, seed=11, label_names=("glioma", "meningioma", "notumor"))
-    to_hf(ours, tmp_path)
-    hf, info = AutoModelForImageClassification.from_pretrained(tmp_path, output_loading_info=True)
-    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
-    assert type(hf).__name__ == {"convnextv2": "ConvNextV2ForImageClassification",
-                                 "convnext": "ConvNextForImageClassification"}[model_type]
-    assert hf.config.id2label == {0: "glioma", 1: "meningioma", 2: "notumor"}
-    hf.eval()
     x = np.random.default_rng(12).standard_normal((2, 3, 32, 32)).astype(np.float32)
-    with torch.no_grad():
-        want = hf(torch.from_numpy(x)).logits.numpy()
-    ours.eval()
-    np.testing.assert_allclose(np.asarray(ours(jnp.asarray(x.transpose(0, 2, 3, 1)))), want, atol=1e-4, rtol=0)
-    back = from_hf(tmp_path)
-    assert back.config == ours.config
-    a, b = model_variables(ours), model_variables(back)
-    assert set(a) == set(b)
-    for k in a:
-        np.testing.assert_array_equal(np.asarray(a[k].get_value()), np.asarray(b[k].get_value()), err_msg=k)
+    hf_class = {"convnextv2": "ConvNextV2ForImageClassification", "convnext": "ConvNextForImageClassification"}
+    hf = check_hf_export(ours, tmp_path, x, hf_class[model_type])
+    assert hf.config.id2label == {0: "glioma", 1: "meningioma", 2: "notumor"}
 
 
 # --------------------------------------------------------------------------- block parity (torch)
@@ -310,7 +293,8 @@ def test_channels_first_layernorm_and_downsampling_match_torch():
     from brain_jax.convert.convnext import key_map
 
     # a 2-stage model whose stage 1 takes the reference stage's weights through the conversion map
-    full = skeleton(lambda: cx.from_config(cx.ConvNeXtConfig(hidden_sizes=(6, 10), depths=(1, 1), num_labels=2)))
+    full = abstract(lambda: cx.from_config(cx.ConvNeXtConfig(hidden_sizes=(6, 10), depths=(1, 1), num_labels=2),
+                                           rngs=nnx.Rngs(0)))
     sd = {f"convnextv2.encoder.stages.1.{k}": v.numpy() for k, v in stage_ref.state_dict().items()}
     variables, used = model_variables(full), set()
     for ours, (hf_key, hook) in key_map(full).items():
@@ -320,7 +304,7 @@ def test_channels_first_layernorm_and_downsampling_match_torch():
     assert used == set(sd)
     stage = full.encoder.stages[1]
     xn = jnp.asarray(x.transpose(0, 2, 3, 1))
-    ln = cx._layer_norm(6, 1e-6, jnp.float32, nnx.Rngs(0))
+    ln = layer_norm(6, 1e-6, dtype=jnp.float32, rngs=nnx.Rngs(0))
     ln.scale.set_value(jnp.asarray(ln_ref.weight.detach().numpy()))
     ln.bias.set_value(jnp.asarray(ln_ref.bias.detach().numpy()))
     np.testing.assert_allclose(np.asarray(ln(xn)), want_ln, atol=1e-5, rtol=1e-5)

@@ -18,9 +18,11 @@ from flax import nnx
 
 from brain_jax.convert import ConversionError, from_hf, to_hf
 from brain_jax.convert import segformer as conv_sf
-from brain_jax.convert.core import model_variables
 from brain_jax.models import create, variants
 from brain_jax.models import segformer as sf
+from brain_jax.models.common import resize_bilinear
+from brain_jax.models.weights import abstract, model_variables
+from tests.model_helpers import check_hf_export
 from tests.model_helpers import randn as _randn
 
 # HF configs share the "test" variant's shapes and tests share one input shape, HW, so that JAX compiles
@@ -31,7 +33,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "segformer_tiny"
 
 def _hf_model(tmp_path, *, arch: str = "seg", num_labels: int = 2, seed: int = 0, **extra):
     """A transformers SegFormer from a tiny config with EVERY tensor randomised, saved to tmp_path."""
-    from tests.fixtures.make_golden_segformer import hf_segformer
+    from tests.fixtures.make_golden import hf_segformer
 
     model = hf_segformer(arch, seed=seed, num_labels=num_labels, **extra)
     out = tmp_path / f"hf_{arch}_{num_labels}"
@@ -61,9 +63,11 @@ def _jit_forward(model, x):
 
 def _model(num_labels: int = 2, *, seed: int = 0, dtype=jnp.float32, **overrides):
     """A "test"-variant model with every Param/BatchStat drawn with numpy (random init compiles an XLA
-    program per parameter shape, too slow here); dropout streams use the cheap-to-compile rbg PRNG."""
-    cfg = sf.config_for("test", num_labels, **overrides)
-    model = sf.abstract_model(cfg, dtype=dtype, rngs=nnx.Rngs(dropout=jax.random.key(seed, impl="rbg")))
+    program per parameter shape, too slow here); dropout streams use the cheap-to-compile rbg PRNG
+    (``abstract`` gives them fresh keys of the implementation the factory chose)."""
+    cfg = sf.config_for("segformer", "test", num_labels, **overrides)
+    model = abstract(lambda: sf.from_config(cfg, dtype=dtype,
+                                            rngs=nnx.Rngs(params=0, dropout=jax.random.key(0, impl="rbg"))))
     rng = np.random.default_rng(seed)
     for path, var in model_variables(model).items():
         shape = var.get_value().shape
@@ -87,7 +91,7 @@ def test_resize_bilinear_matches_torch(src, dst):
     import torch
 
     x = _randn((2, *src, 3))
-    ours = np.asarray(sf.resize_bilinear(jnp.asarray(x), dst))
+    ours = np.asarray(resize_bilinear(jnp.asarray(x), dst))
     ref = torch.nn.functional.interpolate(torch.from_numpy(x.transpose(0, 3, 1, 2)), size=dst, mode="bilinear",
                                           align_corners=False).numpy().transpose(0, 2, 3, 1)
     np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0)
@@ -149,7 +153,7 @@ def test_segmentation_matches_hf(tmp_path, num_labels, hw, extra):
     for i, (h, r) in enumerate(zip(hidden, ref_hidden)):
         np.testing.assert_allclose(np.asarray(h), r, atol=1e-4, err_msg=f"stage {i}")
     np.testing.assert_allclose(np.asarray(logits), ref_logits, atol=1e-4)
-    up = sf.upsample_logits(logits, hw)
+    up = resize_bilinear(logits, hw)
     assert up.shape == (2, *hw, num_labels)
 
 
@@ -190,7 +194,7 @@ def test_train_mode_batch_statistics_match_hf(tmp_path):
 
 
 def test_golden_fixture_logits():
-    """HF logits stored by tests/fixtures/make_golden_segformer.py: parity without torch."""
+    """HF logits stored by tests/fixtures/make_golden.py: parity without torch."""
     io = np.load(FIXTURE / "io.npz")
     model = from_hf(FIXTURE)
     assert model.config.depths == (1, 2, 1, 1) and model.config.hidden_sizes == (8, 16, 24, 32)
@@ -210,29 +214,15 @@ def test_golden_fixture_logits():
 @pytest.mark.torch
 @pytest.mark.parametrize("task", ["segmentation", "classification"])
 def test_export_loads_in_transformers_and_round_trips(tmp_path, task):
-    from transformers import AutoModelForImageClassification, AutoModelForSemanticSegmentation
-
     model = _model(3, seed=7, task=task)
-    model.eval()
-    out = to_hf(model, tmp_path / "export")
-    auto = AutoModelForSemanticSegmentation if task == "segmentation" else AutoModelForImageClassification
-    hf, info = auto.from_pretrained(out, output_loading_info=True)
-    assert type(hf).__name__ == ("SegformerForSemanticSegmentation" if task == "segmentation"
-                                 else "SegformerForImageClassification")
-    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    x = _randn((2, *HW, 3), seed=9).transpose(0, 3, 1, 2).copy()
     if task == "segmentation":
+        hf = check_hf_export(model, tmp_path / "export", x, "SegformerForSemanticSegmentation",
+                             auto="AutoModelForSemanticSegmentation")
         assert hf.config.do_reduce_labels is False
         assert hf.config.id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
-    hf.eval()
-    x = _randn((2, *HW, 3), seed=9)
-    ref, _ = _hf_forward(hf, x)
-    np.testing.assert_allclose(np.asarray(model(jnp.asarray(x))), ref, atol=1e-4)
-    back = from_hf(out)
-    a, b = model_variables(model), model_variables(back)
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_array_equal(np.asarray(a[k].get_value()), np.asarray(b[k].get_value()), err_msg=k)
-    assert back.config == model.config
+    else:
+        check_hf_export(model, tmp_path / "export", x, "SegformerForImageClassification")
 
 
 def test_hf_config_labels_and_errors(tmp_path):
@@ -326,9 +316,9 @@ def test_variants_and_config_round_trip():
     rebuilt = nnx.eval_shape(lambda: sf.from_config(cfg, rngs=nnx.Rngs(0)))
     assert {k: v.get_value().shape for k, v in model_variables(rebuilt).items()} == \
         {k: v.get_value().shape for k, v in model_variables(model).items()}
-    with pytest.raises(ValueError, match="unknown SegFormer override 'depth'"):
+    with pytest.raises(ValueError, match="unknown segformer override 'depth'"):
         create("segformer", "test", 2, depth=3)
-    with pytest.raises(ValueError, match="unknown SegFormer variant"):
+    with pytest.raises(ValueError, match="unknown segformer variant 'b9'"):
         create("segformer", "b9", 2)
 
 
@@ -354,11 +344,11 @@ def test_variant_encoder_sizes_match_paper():
 
     per_width = {}
     for variant, paper in PAPER_ENCODER_MPARAMS.items():
-        widths = sf.VARIANTS[variant]["hidden_sizes"]
+        widths = sf.VARIANTS[variant].hidden_sizes
         if widths not in per_width:
             per_width[widths] = counts(variant)
         fixed, block = per_width[widths]
-        total = sum(f + d * b for f, d, b in zip(fixed, sf.VARIANTS[variant]["depths"], block))
+        total = sum(f + d * b for f, d, b in zip(fixed, sf.VARIANTS[variant].depths, block))
         assert round(total / 1e6, 1) == pytest.approx(paper, abs=0.15), variant
 
 

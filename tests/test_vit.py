@@ -15,11 +15,13 @@ import pytest
 from flax import nnx
 
 from brain_jax.convert import ConversionError, from_hf, to_hf
-from brain_jax.convert.core import model_variables
-from brain_jax.models import create, variants
-from brain_jax.models import vit
-from tests.fixtures.make_golden_swin_vit import VIT_GOLDEN, hf_vit
-from tests.model_helpers import call_jit as _call, nhwc as _nhwc, randn as _randn
+from brain_jax.models import create, variants, vit
+from brain_jax.models.weights import model_variables
+from tests.fixtures.make_golden import VIT_GOLDEN, hf_vit
+from tests.model_helpers import call_jit as _call
+from tests.model_helpers import check_bfloat16_compute, check_dropout_only_in_training, check_hf_export, perturb
+from tests.model_helpers import nhwc as _nhwc
+from tests.model_helpers import randn as _randn
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -104,28 +106,9 @@ def test_golden_fixture_without_torch():
 
 @pytest.mark.torch
 def test_export_loads_cleanly_in_transformers_and_round_trips(tmp_path):
-    import torch
-    from transformers import AutoModelForImageClassification
-
     model = create("vit", "test", 4, image_size=24, drop_path_rate=0.1, rngs=nnx.Rngs(params=7, dropout=1))
-    for path, var in model_variables(model).items():
-        var.set_value(var.get_value() + 0.3 * jnp.asarray(_randn(var.get_value().shape, seed=len(path))))
-    model.eval()
-    out = to_hf(model, tmp_path / "export")
-    hf, info = AutoModelForImageClassification.from_pretrained(out, output_loading_info=True)
-    assert type(hf).__name__ == "ViTForImageClassification"
-    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
-    x = _randn((2, 3, 24, 24), seed=2)
-    with torch.no_grad():
-        ref = hf.eval()(torch.from_numpy(x)).logits.numpy()
-    np.testing.assert_allclose(np.asarray(_call(model, _nhwc(x))), ref, atol=1e-4, rtol=0)
-    back = from_hf(out)
-    assert back.config == model.config
-    ours_vars, back_vars = model_variables(model), model_variables(back)
-    assert ours_vars.keys() == back_vars.keys()
-    for k in ours_vars:
-        np.testing.assert_array_equal(np.asarray(back_vars[k].get_value()), np.asarray(ours_vars[k].get_value()),
-                                      err_msg=k)
+    perturb(model)  # make the (trunc-normal) bias tables and norms clearly non-default
+    check_hf_export(model, tmp_path / "export", _randn((2, 3, 24, 24), seed=2), "ViTForImageClassification")
 
 
 def test_bad_checkpoints_fail_with_every_offender(tmp_path):
@@ -174,40 +157,12 @@ def test_registry_variants_and_config_round_trip():
 
 
 def test_dropout_and_drop_path_act_only_in_training():
-    """Same params (same seed) for every model: eval output is the reference for all of them."""
-    x = jnp.asarray(_randn((4, 32, 32, 3), seed=9))
-
-    def build(**kw):
-        return create("vit", "test", 3, rngs=nnx.Rngs(params=0, dropout=1), **kw)
-
-    model = build(drop_path_rate=0.5)
-    model.eval()
-    ref = np.asarray(_call(model, x))
-    np.testing.assert_array_equal(np.asarray(_call(model, x)), ref)
-    model.train()
-    a, b = np.asarray(_call(model, x)), np.asarray(_call(model, x))
-    assert not np.allclose(a, ref) and not np.allclose(a, b)  # drop path alone changes the output
-    model.eval()
-    np.testing.assert_array_equal(np.asarray(_call(model, x)), ref)
-    for kw in ({"dropout": 0.3}, {"attention_dropout": 0.3}):
-        m = build(**kw)
-        m.train()
-        assert not np.allclose(np.asarray(_call(m, x)), ref), kw
-    m = build()
-    m.train()  # all rates zero: training mode must equal eval mode
-    np.testing.assert_allclose(np.asarray(_call(m, x)), ref, atol=1e-6, rtol=0)
+    check_dropout_only_in_training("vit", jnp.asarray(_randn((4, 32, 32, 3), seed=9)),
+                                   ({"dropout": 0.3}, {"attention_dropout": 0.3}))
 
 
 def test_bfloat16_compute():
-    x = jnp.asarray(_randn((2, 40, 40, 3), seed=4))
-    f32 = create("vit", "test", 3, rngs=nnx.Rngs(params=0, dropout=1))
-    bf16 = create("vit", "test", 3, dtype=jnp.bfloat16, rngs=nnx.Rngs(params=0, dropout=1))
-    f32.eval()
-    bf16.eval()
-    assert all(v.get_value().dtype == jnp.float32 for v in model_variables(bf16).values())
-    ref, out = np.asarray(_call(f32, x)), _call(bf16, x)
-    assert out.dtype == jnp.float32
-    np.testing.assert_allclose(np.asarray(out), ref, atol=0.1 * np.abs(ref).max() + 0.05)
+    check_bfloat16_compute("vit", jnp.asarray(_randn((2, 40, 40, 3), seed=4)))
 
 
 # --------------------------------------------------------------------------- headless (in21k-style) checkpoints
@@ -219,7 +174,7 @@ def headless_dir(tmp_path_factory):
     import torch
     from transformers import ViTConfig, ViTModel
 
-    from tests.fixtures.make_golden_swin_vit import randomize_
+    from tests.fixtures.make_golden import randomize_
 
     torch.manual_seed(0)
     cfg = {k: v for k, v in VIT_GOLDEN.items() if k != "num_labels"}

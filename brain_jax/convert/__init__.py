@@ -4,7 +4,8 @@ Architectures plug in as modules of this package (``convnext``, ``swin``, ``vit`
 providing:
 
 - ``MODEL_TYPES``: the HF ``model_type`` strings it handles;
-- ``build_from_hf_config(hf_config: dict, dtype) -> nnx.Module``: a fresh model of the checkpoint's shape;
+- ``config_from_hf(hf_config: dict, where: str) -> config``: the model registry's config of the checkpoint
+  (fields absent from the dict read as transformers' defaults, ``config_json.complete``);
 - ``key_map(model) -> KeyMap``: ``{our dotted path: (hf key, Hook)}`` for every Param/BatchStat;
 - ``ignore(hf_key) -> bool``: HF keys that are constants we recompute (buffers), never weights;
 - ``hf_config(model) -> dict``: a transformers ``config.json`` dict describing ``model``;
@@ -21,13 +22,9 @@ from types import ModuleType
 import jax.numpy as jnp
 from flax import nnx
 
-from brain_jax.convert.core import (
-    ConversionError,
-    export_from,
-    load_hf_checkpoint,
-    load_into,
-    write_hf_checkpoint,
-)
+from brain_jax import models
+from brain_jax.convert.core import ConversionError, export_from, load_hf_checkpoint, load_into, write_hf_checkpoint
+from brain_jax.models.weights import abstract
 
 # HF model_type -> architecture module of this package
 _ARCH_MODULES = {
@@ -61,7 +58,10 @@ def from_hf(src: str | os.PathLike, dtype: jnp.dtype = jnp.float32) -> nnx.Modul
     prepare = getattr(mod, "prepare", None)  # optional: adapt another layout of the same architecture
     if prepare is not None:
         config, tensors = prepare(config, tensors, where)
-    model = mod.build_from_hf_config(config, dtype=dtype)
+    cfg = mod.config_from_hf(config, where)
+    arch = models.module_for(cfg.model_type)
+    # no random init: load_into fills every variable (or refuses the checkpoint)
+    model = abstract(lambda: arch.from_config(cfg, dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1)))
     load_into(model, tensors, mod.key_map(model), ignore=mod.ignore, source=str(src))
     model.eval()
     return model

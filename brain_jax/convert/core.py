@@ -1,23 +1,27 @@
 """Generic HF <-> Flax NNX conversion machinery: checkpoint I/O, explicit key maps, hooks, errors.
 
 Each architecture module in this package provides an explicit ``{our_path: (hf_key, hook)}`` map;
-this module applies it in both directions and refuses partial loads, listing every offender at once.
+this module applies it in both directions and refuses partial loads (through
+``brain_jax.models.weights.assign``), listing every offender at once by its HF key.
 """
 from __future__ import annotations
 
 import json
 import os
 import struct
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 from flax import nnx
+from safetensors.numpy import load_file, save_file
+
+from brain_jax.models.weights import WeightsMismatch, assign, model_variables
 
 
-class ConversionError(ValueError):
-    """A checkpoint does not match the model: raised with every unused, missing or mis-shaped key."""
+class ConversionError(WeightsMismatch):
+    """A checkpoint or its config cannot become the model; a mismatch lists every offending key at once."""
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,6 @@ def _check_safetensors_file(path: Path) -> None:
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-
     path = Path(path)
     _check_safetensors_file(path)
     try:
@@ -93,7 +95,7 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
     try:
-        import torch
+        import torch  # optional and heavy: only for this legacy format
     except ImportError as e:
         raise ConversionError(
             f"{path}: reading pytorch_model.bin needs torch; convert it to model.safetensors or install torch"
@@ -105,6 +107,17 @@ def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
     return {k: v.detach().float().numpy() if v.dtype == torch.bfloat16 else v.detach().numpy() for k, v in sd.items()}
 
 
+def read_json(path: Path) -> dict:
+    """The JSON object in file ``path``; invalid JSON or another kind of value is an error naming the file."""
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConversionError(f"{path}: invalid JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise ConversionError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def load_hf_checkpoint(src: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     """Read ``config.json`` and all tensors from a ``save_pretrained`` folder or an HF Hub id."""
     path = Path(src)
@@ -112,7 +125,7 @@ def load_hf_checkpoint(src: str | os.PathLike) -> tuple[dict, dict[str, np.ndarr
         if str(src).startswith((".", "/", "~")) or os.sep in str(src) and str(src).count("/") > 1:
             raise ConversionError(f"{src}: no such folder")
         try:
-            from huggingface_hub import snapshot_download
+            from huggingface_hub import snapshot_download  # imported for a Hub download only: slow to import
 
             path = Path(snapshot_download(str(src), allow_patterns=["*.json", "*.safetensors"]))
         except Exception as e:
@@ -120,17 +133,16 @@ def load_hf_checkpoint(src: str | os.PathLike) -> tuple[dict, dict[str, np.ndarr
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise ConversionError(f"{path}: no config.json (expected a transformers save_pretrained folder)")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConversionError(f"{cfg_path}: invalid JSON: {e}") from e
+    config = read_json(cfg_path)
     tensors: dict[str, np.ndarray] = {}
     index = path / "model.safetensors.index.json"
     if (path / "model.safetensors").is_file():
         tensors = read_safetensors(path / "model.safetensors")
     elif index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        for f in files:
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ConversionError(f"{index}: no weight_map object")
+        for f in sorted(set(weight_map.values())):
             tensors.update(read_safetensors(path / f))
     elif (path / "pytorch_model.bin").is_file():
         tensors = _read_torch_bin(path / "pytorch_model.bin")
@@ -140,8 +152,6 @@ def load_hf_checkpoint(src: str | os.PathLike) -> tuple[dict, dict[str, np.ndarr
 
 
 def write_hf_checkpoint(out_dir: str | os.PathLike, config: dict, tensors: Mapping[str, np.ndarray]) -> Path:
-    from safetensors.numpy import save_file
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -154,19 +164,6 @@ def write_hf_checkpoint(out_dir: str | os.PathLike, config: dict, tensors: Mappi
 # --------------------------------------------------------------------------- applying key maps
 
 
-def _path_str(path: tuple) -> str:
-    return ".".join(str(p) for p in path)
-
-
-def model_variables(model: nnx.Module) -> dict[str, nnx.Variable]:
-    """Every Param and BatchStat of ``model`` by dotted path (``encoder.stages.0.dwconv.kernel``)."""
-    out = {}
-    for path, var in nnx.iter_graph(model):
-        if isinstance(var, (nnx.Param, nnx.BatchStat)):
-            out[_path_str(path)] = var
-    return out
-
-
 def load_into(
     model: nnx.Module,
     tensors: Mapping[str, np.ndarray],
@@ -177,46 +174,33 @@ def load_into(
 ) -> None:
     """Fill ``model`` in place from HF ``tensors`` through ``key_map``; all-or-nothing.
 
-    Raises ConversionError listing every HF key left unused (unless ``ignore`` says so), every model
-    variable the map does not fill, every HF key the map needs but the checkpoint lacks, and every shape
-    mismatch. Nothing is written unless everything matches.
+    Raises ConversionError listing, by HF key, every tensor the map needs but the checkpoint lacks,
+    every shape mismatch (in HF's layout) and every tensor left unused (unless ``ignore`` says so), and
+    every model variable the map misses. Nothing is written unless everything matches.
     """
     variables = model_variables(model)
-    problems: list[str] = []
-    unmapped = sorted(set(variables) - set(key_map))
-    problems += [f"model variable {p} has no entry in the key map" for p in unmapped]
-    extra = sorted(set(key_map) - set(variables))
-    problems += [f"key map names {p}, which the model does not have" for p in extra]
-    used: set[str] = set()
-    staged: list[tuple[nnx.Variable, np.ndarray]] = []
+    reported = sorted(set(variables) - set(key_map))  # model paths whose problem is listed by HF key or here
+    problems = [f"model variable {p} has no entry in the key map" for p in reported]
+    problems += [f"key map names {p}, which the model does not have" for p in sorted(set(key_map) - set(variables))]
+    arrays: dict[str, np.ndarray] = {}
     for ours, (hf_key, hook) in key_map.items():
         if ours not in variables:
             continue
         if hf_key not in tensors:
-            problems.append(f"missing {hf_key} (for {ours})")
+            problems.append(f"missing {hf_key}")
+            reported.append(ours)
             continue
-        used.add(hf_key)
-        var = variables[ours]
-        want = tuple(var.get_value().shape)
-        try:
-            arr = hook.to_ours(np.asarray(tensors[hf_key]))
-        except ValueError as e:  # e.g. a reshape hook given a tensor of another size
-            problems.append(f"{hf_key} {tuple(np.shape(tensors[hf_key]))}: {hook.name} hook failed ({e}); {ours} is {want}")
+        want = tuple(hook.to_hf(np.empty(variables[ours].get_value().shape, np.float32)).shape)
+        got = tuple(np.shape(tensors[hf_key]))
+        if got != want:
+            problems.append(f"{hf_key}: {source} has {got}, model expects {want}")
+            reported.append(ours)
             continue
-        if tuple(arr.shape) != want:
-            problems.append(
-                f"shape of {hf_key} {tuple(tensors[hf_key].shape)} gives {tuple(arr.shape)} after "
-                f"{hook.name}, but {ours} is {want}"
-            )
-            continue
-        staged.append((var, arr))
-    unused = sorted(k for k in tensors if k not in used and not ignore(k))
+        arrays[ours] = hook.to_ours(np.asarray(tensors[hf_key]))
+    used = {hf_key for hf_key, _ in key_map.values()}
+    unused = [k for k in sorted(tensors) if k not in used and not ignore(k)]
     problems += [f"unused {k} {tuple(np.shape(tensors[k]))}" for k in unused]
-    if problems:
-        head = f"{source} does not match the model ({len(problems)} problem(s)):\n  "
-        raise ConversionError(head + "\n  ".join(problems))
-    for var, arr in staged:
-        var.set_value(np.asarray(arr, dtype=var.get_value().dtype))
+    assign(model, arrays, source=source, problems=problems, reported=reported, error=ConversionError)
 
 
 def export_from(model: nnx.Module, key_map: KeyMap) -> dict[str, np.ndarray]:

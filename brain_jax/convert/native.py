@@ -12,51 +12,22 @@ The model is rebuilt with its architecture module's ``config_from_dict`` / ``fro
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import os
 from pathlib import Path
-from typing import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from safetensors.numpy import save_file
 
-from brain_jax.convert.core import ConversionError, model_variables, read_safetensors
+from brain_jax import models
+from brain_jax.convert.core import ConversionError, read_json, read_safetensors
+from brain_jax.models.weights import abstract, assign, model_variables
 
 META_FILE = "brain_jax_model.json"
 PARAMS_FILE = "params.safetensors"
 FORMAT = 1
-
-
-def skeleton(factory: Callable[[], nnx.Module]) -> nnx.Module:
-    """``factory()`` without its random initialisation, for models whose weights are loaded next.
-
-    Random init compiles one XLA program per parameter shape (seconds for a tiny model on a busy CPU,
-    minutes of work for ConvNeXt-H) only to be overwritten. The model is traced abstractly instead; its
-    Params/BatchStats become zeros (placeholders: the caller must fill every one, as ``load_into`` and
-    ``load_native`` check) and its RNG streams get fresh concrete keys so training mode still works.
-    Falls back to ``factory()`` if the model holds any other array state (e.g. a constant buffer).
-    """
-    abstract = nnx.eval_shape(factory)
-    seeds = itertools.count(1)
-    fills: list[tuple[nnx.Variable, object]] = []
-    for _, node in nnx.iter_graph(abstract):
-        if isinstance(node, jax.ShapeDtypeStruct):
-            return factory()  # a plain array attribute: cannot be rebuilt without running the init
-        if not isinstance(node, nnx.Variable) or not isinstance(node.get_value(), jax.ShapeDtypeStruct):
-            continue
-        v = node.get_value()
-        if isinstance(node, (nnx.Param, nnx.BatchStat, nnx.RngCount)):
-            fills.append((node, lambda v=v: jnp.asarray(np.zeros(v.shape, v.dtype))))  # device_put: no compile
-        elif isinstance(node, nnx.RngKey) and v.shape == ():
-            fills.append((node, lambda: jax.random.key(next(seeds))))
-        else:
-            return factory()
-    for var, make in fills:
-        var.set_value(make())  # type: ignore[operator]
-    return abstract
 
 
 def is_native_dir(path: str | os.PathLike) -> bool:
@@ -65,8 +36,6 @@ def is_native_dir(path: str | os.PathLike) -> bool:
 
 def save_native(model: nnx.Module, out_dir: str | os.PathLike) -> Path:
     """Write ``model``'s config and variables to ``out_dir`` (created if needed)."""
-    from safetensors.numpy import save_file
-
     cfg = getattr(model, "config", None)
     if cfg is None or not dataclasses.is_dataclass(cfg) or not hasattr(cfg, "model_type"):
         raise ConversionError(f"{type(model).__name__} has no dataclass config with model_type; not a brain-jax model")
@@ -84,10 +53,7 @@ def _read_meta(path: Path) -> dict:
     meta_path = path / META_FILE
     if not meta_path.is_file():
         raise FileNotFoundError(f"{path}: no {META_FILE} (not a brain-jax converted checkpoint folder)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConversionError(f"{meta_path}: invalid JSON: {e}") from e
+    meta = read_json(meta_path)
     for field in ("model_type", "config"):
         if field not in meta:
             raise ConversionError(f"{meta_path}: missing field {field!r}")
@@ -98,12 +64,10 @@ def _read_meta(path: Path) -> dict:
 
 def load_native(src: str | os.PathLike, dtype: jnp.dtype = jnp.float32) -> nnx.Module:
     """Rebuild the model saved by ``save_native`` (eval mode, float32 params, ``dtype`` compute)."""
-    from brain_jax.models import module_for
-
     path = Path(src)
     meta = _read_meta(path)
     try:
-        mod = module_for(meta["model_type"])
+        mod = models.module_for(meta["model_type"])
     except ValueError as e:
         raise ConversionError(f"{path / META_FILE}: {e}") from e
     try:
@@ -114,23 +78,10 @@ def load_native(src: str | os.PathLike, dtype: jnp.dtype = jnp.float32) -> nnx.M
         raise ConversionError(
             f"{path / META_FILE}: model_type {meta['model_type']!r} disagrees with config {cfg.model_type!r}"
         )
-    model = skeleton(lambda: mod.from_config(cfg, dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1)))
+    model = abstract(lambda: mod.from_config(cfg, dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1)))
     params_path = path / PARAMS_FILE
     if not params_path.is_file():
         raise FileNotFoundError(f"{path}: no {PARAMS_FILE}")
-    tensors = read_safetensors(params_path)
-    variables = model_variables(model)
-    problems = [f"missing {k}" for k in sorted(set(variables) - set(tensors))]
-    problems += [f"unexpected {k}" for k in sorted(set(tensors) - set(variables))]
-    for k in sorted(set(variables) & set(tensors)):
-        want, got = tuple(variables[k].get_value().shape), tuple(tensors[k].shape)
-        if want != got:
-            problems.append(f"{k}: shape {got}, model expects {want}")
-    if problems:
-        raise ConversionError(
-            f"{params_path} does not match its config ({len(problems)} problem(s)):\n  " + "\n  ".join(problems)
-        )
-    for k, var in variables.items():
-        var.set_value(jnp.asarray(tensors[k], dtype=var.get_value().dtype))
+    assign(model, read_safetensors(params_path), source=str(params_path), error=ConversionError)
     model.eval()
     return model

@@ -14,22 +14,21 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from brain_jax.convert.core import (
-    CONV,
-    DEPTHWISE,
-    IDENTITY,
-    LINEAR,
-    ConversionError,
-    Hook,
-    load_hf_checkpoint,
-    load_into,
+from brain_jax.convert import core
+from brain_jax.convert.config_json import (
+    completed,
+    expect,
+    json_value,
+    label_fields,
+    make_config,
+    placeholder_names,
+    read_labels,
 )
+from brain_jax.convert.core import CONV, DEPTHWISE, IDENTITY, LINEAR, ConversionError, Hook, KeyMap
 from brain_jax.models import segformer as sf
 from brain_jax.models.common import DepthwiseConv
 
@@ -38,47 +37,13 @@ MODEL_TYPES = ("segformer",)
 _HEAD_PREFIXES = ("classifier.", "decode_head.")
 
 _ARCH_TASK = {"SegformerForSemanticSegmentation": "segmentation", "SegformerForImageClassification": "classification"}
-# HF config field -> our config field, for fields that set shapes or computation
-_SHAPE_FIELDS = {
-    "hidden_sizes": "hidden_sizes",
-    "depths": "depths",
-    "num_attention_heads": "num_attention_heads",
-    "sr_ratios": "sr_ratios",
-    "patch_sizes": "patch_sizes",
-    "strides": "strides",
-    "mlp_ratios": "mlp_ratios",
-}
-_HF_DEFAULTS: dict[str, Any] = dict(
-    num_channels=3, hidden_sizes=[32, 64, 160, 256], depths=[2, 2, 2, 2], num_attention_heads=[1, 2, 5, 8],
-    sr_ratios=[8, 4, 2, 1], patch_sizes=[7, 3, 3, 3], strides=[4, 2, 2, 2], mlp_ratios=[4, 4, 4, 4],
-    decoder_hidden_size=256, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    classifier_dropout_prob=0.1, drop_path_rate=0.1, hidden_act="gelu",
-)
+# config.json fields that set the encoder's shapes, read under the same name
+_SHAPE_FIELDS = ("hidden_sizes", "depths", "num_attention_heads", "sr_ratios", "patch_sizes", "strides", "mlp_ratios")
+# names an export writes for the tumour segmentation task (background 0 / tumour 1) when the model has none
+_TUMOUR_NAMES = ("background", "tumour")
 
 
-def _get(hf: dict, key: str) -> Any:
-    return hf.get(key, _HF_DEFAULTS.get(key))
-
-
-def _labels(hf: dict) -> tuple[int, tuple[str, ...]]:
-    id2label = hf.get("id2label")
-    if id2label:
-        try:
-            items = sorted((int(k), str(v)) for k, v in id2label.items())
-        except (TypeError, ValueError) as e:
-            raise ConversionError(f"config.json: id2label keys must be integers, got {list(id2label)[:5]}") from e
-        if [i for i, _ in items] != list(range(len(items))):
-            raise ConversionError(f"config.json: id2label keys must be 0..n-1, got {[i for i, _ in items][:10]}")
-        if "num_labels" in hf and int(hf["num_labels"]) != len(items):
-            raise ConversionError(f"config.json: num_labels={hf['num_labels']} but id2label has {len(items)} entries")
-        names = tuple(v for _, v in items)
-        if names == default_label_names(_task(hf), len(items)):
-            names = ()  # HF's placeholder names (or ours): keep the config free of them
-        return len(items), names
-    return int(hf.get("num_labels", 2)), ()
-
-
-def _task(hf: dict) -> str:
+def _task(hf: dict, where: str) -> str:
     archs = hf.get("architectures") or []
     tasks = {_ARCH_TASK[a] for a in archs if a in _ARCH_TASK}
     if len(tasks) == 1:
@@ -86,7 +51,7 @@ def _task(hf: dict) -> str:
     if not archs:
         return "segmentation"
     raise ConversionError(
-        f"config.json: architectures {archs} names no single SegFormer head; expected one of "
+        f"{where}: architectures {archs} names no single SegFormer head; expected one of "
         f"{sorted(_ARCH_TASK)} (an encoder-only SegformerModel goes through load_encoder_into)"
     )
 
@@ -94,45 +59,28 @@ def _task(hf: dict) -> str:
 def default_label_names(task: str, num_labels: int) -> tuple[str, ...]:
     """id2label written when the config has no names: the tumour task's two classes, else LABEL_i."""
     if task == "segmentation" and num_labels == 2:
-        return ("background", "tumour")
-    return tuple(f"LABEL_{i}" for i in range(num_labels))
+        return _TUMOUR_NAMES
+    return placeholder_names(num_labels)
 
 
-def config_from_hf(hf: dict) -> sf.SegformerConfig:
+def config_from_hf(hf: dict, where: str = "config.json") -> sf.SegformerConfig:
     """Our config for a transformers SegFormer ``config.json`` dict; errors name the bad field."""
-    if hf.get("model_type") not in MODEL_TYPES:
-        raise ConversionError(f"config.json: model_type {hf.get('model_type')!r} is not 'segformer'")
-    if _get(hf, "hidden_act") != "gelu":
-        raise ConversionError(f"config.json: hidden_act {hf.get('hidden_act')!r} unsupported; expected 'gelu'")
-    n_stages = len(_get(hf, "hidden_sizes"))
-    if int(hf.get("num_encoder_blocks", n_stages)) != n_stages:
+    hf = completed(hf, MODEL_TYPES, where)
+    expect(hf, "hidden_act", "gelu", where)
+    n_stages = len(hf["hidden_sizes"])
+    if hf.get("num_encoder_blocks", n_stages) != n_stages:
         raise ConversionError(
-            f"config.json: num_encoder_blocks={hf['num_encoder_blocks']} but hidden_sizes has {n_stages} entries"
+            f"{where}: num_encoder_blocks={hf['num_encoder_blocks']} but hidden_sizes has {n_stages} entries"
         )
-    num_labels, names = _labels(hf)
-    kw = {ours: tuple(int(v) for v in _get(hf, theirs)) for theirs, ours in _SHAPE_FIELDS.items()}
-    try:
-        return sf.SegformerConfig(
-            task=_task(hf),
-            num_labels=num_labels,
-            label_names=names,
-            num_channels=int(_get(hf, "num_channels")),
-            decoder_hidden_size=int(_get(hf, "decoder_hidden_size")),
-            hidden_dropout=float(_get(hf, "hidden_dropout_prob")),
-            attention_dropout=float(_get(hf, "attention_probs_dropout_prob")),
-            classifier_dropout=float(_get(hf, "classifier_dropout_prob")),
-            drop_path_rate=float(_get(hf, "drop_path_rate")),
-            **kw,
-        )
-    except ValueError as e:
-        if isinstance(e, ConversionError):
-            raise
-        raise ConversionError(f"config.json: {e}") from e
-
-
-def build_from_hf_config(hf_config: dict, dtype: jnp.dtype = jnp.float32) -> nnx.Module:
-    # shapes only: load_into fills every Param/BatchStat (and refuses partial loads)
-    return sf.abstract_model(config_from_hf(hf_config), dtype=dtype)
+    task = _task(hf, where)
+    num_labels, names = read_labels(hf, where, _TUMOUR_NAMES if task == "segmentation" else ())
+    return make_config(
+        sf.config_from_dict, where, task=task, num_labels=num_labels, label_names=names,
+        num_channels=hf["num_channels"], decoder_hidden_size=hf["decoder_hidden_size"],
+        hidden_dropout=hf["hidden_dropout_prob"], attention_dropout=hf["attention_probs_dropout_prob"],
+        classifier_dropout=hf["classifier_dropout_prob"], drop_path_rate=hf["drop_path_rate"],
+        **{k: hf[k] for k in _SHAPE_FIELDS},
+    )
 
 
 def ignore(hf_key: str) -> bool:
@@ -168,7 +116,7 @@ def _module_entries(mod: nnx.Module) -> dict[str, tuple[str, Hook]] | None:
     return None
 
 
-def key_map(model: nnx.Module) -> dict[str, tuple[str, Hook]]:
+def key_map(model: nnx.Module) -> KeyMap:
     """Our dotted variable path -> (HF key, hook); module paths are identical on both sides."""
     out: dict[str, tuple[str, Hook]] = {}
     for path, node in nnx.iter_graph(model):
@@ -186,20 +134,13 @@ def key_map(model: nnx.Module) -> dict[str, tuple[str, Hook]]:
 def hf_config(model: nnx.Module) -> dict:
     """A transformers ``config.json`` for ``model`` (segmentation or classification form)."""
     cfg: sf.SegformerConfig = model.config
-    names = cfg.label_names or default_label_names(cfg.task, cfg.num_labels)
     arch = "SegformerForSemanticSegmentation" if cfg.task == "segmentation" else "SegformerForImageClassification"
     return {
         "architectures": [arch],
         "model_type": "segformer",
         "num_channels": cfg.num_channels,
         "num_encoder_blocks": len(cfg.hidden_sizes),
-        "hidden_sizes": list(cfg.hidden_sizes),
-        "depths": list(cfg.depths),
-        "num_attention_heads": list(cfg.num_attention_heads),
-        "sr_ratios": list(cfg.sr_ratios),
-        "patch_sizes": list(cfg.patch_sizes),
-        "strides": list(cfg.strides),
-        "mlp_ratios": list(cfg.mlp_ratios),
+        **{k: json_value(getattr(cfg, k)) for k in _SHAPE_FIELDS},
         "decoder_hidden_size": cfg.decoder_hidden_size,
         "hidden_act": "gelu",
         "hidden_dropout_prob": cfg.hidden_dropout,
@@ -211,8 +152,7 @@ def hf_config(model: nnx.Module) -> dict:
         "semantic_loss_ignore_index": 255,
         "reshape_last_stage": True,
         "do_reduce_labels": False,
-        "id2label": {str(i): n for i, n in enumerate(names)},
-        "label2id": {n: i for i, n in enumerate(names)},
+        **label_fields(cfg.label_names or default_label_names(cfg.task, cfg.num_labels), cfg.num_labels),
     }
 
 
@@ -259,18 +199,16 @@ def load_encoder_into(model: nnx.Module, src: str | os.PathLike) -> None:
     purpose; every encoder tensor must be used and every encoder variable filled with equal shapes, and
     the encoder hyper-parameters (including heads, which do not change shapes) must agree.
     """
-    hf, tensors = load_hf_checkpoint(src)
+    hf, tensors = core.load_hf_checkpoint(src)
+    where = f"{src}/config.json"
+    hf = completed(hf, MODEL_TYPES, where)
     cfg: sf.SegformerConfig = model.config
-    if hf.get("model_type") not in MODEL_TYPES:
-        raise ConversionError(f"{src}/config.json: model_type {hf.get('model_type')!r} is not 'segformer'")
     diffs = [
-        f"{theirs}={list(_get(hf, theirs))} (model has {list(getattr(cfg, ours))})"
-        for theirs, ours in _SHAPE_FIELDS.items()
-        if tuple(int(v) for v in _get(hf, theirs)) != tuple(getattr(cfg, ours))
+        f"{k}={json_value(hf[k])} (model has {json_value(getattr(cfg, k))})"
+        for k in (*_SHAPE_FIELDS, "num_channels")
+        if json_value(hf[k]) != json_value(getattr(cfg, k))
     ]
-    if int(_get(hf, "num_channels")) != cfg.num_channels:
-        diffs.append(f"num_channels={_get(hf, 'num_channels')} (model has {cfg.num_channels})")
     if diffs:
-        raise ConversionError(f"{src}/config.json: encoder does not match the model: " + "; ".join(diffs))
-    load_into(model.segformer, _encoder_tensors(tensors, str(src)), key_map(model.segformer),
+        raise ConversionError(f"{where}: encoder does not match the model: " + "; ".join(diffs))
+    core.load_into(model.segformer, _encoder_tensors(tensors, str(src)), key_map(model.segformer),
               ignore=ignore, source=f"{src} (encoder)")

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import warnings
 
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from brain_jax.convert.core import CONV, IDENTITY, ConversionError, KeyMap
-from brain_jax.convert.core import dense_entries, norm_entries
-from brain_jax.convert.native import skeleton
-from brain_jax.convert.swin import expect_value, hf_labels, square_int
-from brain_jax.models.vit import ViT, ViTConfig
+from brain_jax.convert.config_json import classifier_config, classifier_fields, completed, expect, make_config
+from brain_jax.convert.core import CONV, IDENTITY, ConversionError, KeyMap, dense_entries, norm_entries
+from brain_jax.models.vit import ViT, ViTConfig, config_from_dict
 
 MODEL_TYPES = ("vit",)
+# ViTConfig fields read from config.json under the same name
+_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "num_channels",
+           "qkv_bias", "hidden_dropout_prob", "attention_probs_dropout_prob", "layer_norm_eps")
 
 
 def ignore(hf_key: str) -> bool:
@@ -49,40 +48,17 @@ def prepare(hf: dict, tensors: dict[str, np.ndarray], where: str) -> tuple[dict,
 
 
 def config_from_hf(hf: dict, where: str = "config.json") -> ViTConfig:
-    """ViTConfig from a transformers config.json dict; unsupported options raise ConversionError."""
-    if hf.get("model_type") != "vit":
-        raise ConversionError(f"{where}: model_type {hf.get('model_type')!r} is not 'vit'")
-    expect_value(hf, "hidden_act", "gelu", where)
-    hidden = int(hf.get("hidden_size", 768))
-    heads = int(hf.get("num_attention_heads", 12))
-    if hf.get("head_dim") not in (None, hidden // max(heads, 1)):
+    """ViTConfig from a transformers config.json dict; unsupported options raise ConversionError.
+
+    0 labels: a headless checkpoint (see ``prepare``).
+    """
+    hf = completed(hf, MODEL_TYPES, where)
+    expect(hf, "hidden_act", "gelu", where)
+    if hf.get("head_dim") not in (None, hf["hidden_size"] // max(hf["num_attention_heads"], 1)):
         raise ConversionError(f"{where}: head_dim={hf['head_dim']} != hidden_size/num_attention_heads is not supported")
-    num_labels, names = (0, ()) if hf.get("num_labels") == 0 and not hf.get("id2label") else hf_labels(hf, where)
-    try:
-        return ViTConfig(
-            num_labels=num_labels,
-            label_names=names,
-            hidden_size=hidden,
-            num_hidden_layers=int(hf.get("num_hidden_layers", 12)),
-            num_attention_heads=heads,
-            intermediate_size=int(hf.get("intermediate_size", 3072)),
-            image_size=square_int(hf.get("image_size", 224), "image_size", where),
-            patch_size=square_int(hf.get("patch_size", 16), "patch_size", where),
-            num_channels=int(hf.get("num_channels", 3)),
-            qkv_bias=bool(hf.get("qkv_bias", True)),
-            hidden_dropout_prob=float(hf.get("hidden_dropout_prob", 0.0)),
-            attention_probs_dropout_prob=float(hf.get("attention_probs_dropout_prob", 0.0)),
-            drop_path_rate=float(hf.get("drop_path_rate", 0.0)),
-            layer_norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
-        )
-    except ValueError as e:
-        raise ConversionError(f"{where}: {e}") from e
-
-
-def build_from_hf_config(hf_config: dict, dtype: jnp.dtype = jnp.float32) -> ViT:
-    """The model described by an HF config, with zero placeholder weights (``from_hf`` fills them all)."""
-    cfg = config_from_hf(hf_config)
-    return skeleton(lambda: ViT(cfg, dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1)))
+    # drop_path_rate is brain-jax's own field (HF's ViT has no stochastic depth): absent from transformers' configs
+    return make_config(config_from_dict, where, **classifier_fields(hf, where),
+                       drop_path_rate=hf.get("drop_path_rate", 0.0), **{k: hf[k] for k in _FIELDS})
 
 
 def key_map(model: ViT) -> KeyMap:
@@ -99,7 +75,8 @@ def key_map(model: ViT) -> KeyMap:
         p = f"encoder.layer.{i}"
         m.update(norm_entries(f"{p}.layernorm_before", f"vit.{p}.layernorm_before"))
         for name in ("query", "key", "value"):
-            m.update(dense_entries(f"{p}.attention.attention.{name}", f"vit.{p}.attention.attention.{name}", bias=cfg.qkv_bias))
+            qkv = f"{p}.attention.attention.{name}"
+            m.update(dense_entries(qkv, f"vit.{qkv}", bias=cfg.qkv_bias))
         for name in ("attention.output.dense", "intermediate.dense", "output.dense"):
             m.update(dense_entries(f"{p}.{name}", f"vit.{p}.{name}"))
         m.update(norm_entries(f"{p}.layernorm_after", f"vit.{p}.layernorm_after"))
@@ -112,25 +89,6 @@ def key_map(model: ViT) -> KeyMap:
 def hf_config(model: ViT) -> dict:
     """A config.json that ``transformers.AutoModelForImageClassification`` loads as this model."""
     cfg = model.config
-    names = cfg.label_names or tuple(f"LABEL_{i}" for i in range(cfg.num_labels))
-    return {
-        "architectures": ["ViTForImageClassification"],
-        "model_type": "vit",
-        "image_size": cfg.image_size,
-        "patch_size": cfg.patch_size,
-        "num_channels": cfg.num_channels,
-        "hidden_size": cfg.hidden_size,
-        "num_hidden_layers": cfg.num_hidden_layers,
-        "num_attention_heads": cfg.num_attention_heads,
-        "intermediate_size": cfg.intermediate_size,
-        "qkv_bias": cfg.qkv_bias,
-        "hidden_act": "gelu",
-        "hidden_dropout_prob": cfg.hidden_dropout_prob,
-        "attention_probs_dropout_prob": cfg.attention_probs_dropout_prob,
-        "layer_norm_eps": cfg.layer_norm_eps,
-        "initializer_range": 0.02,
-        "encoder_stride": cfg.patch_size,
-        "drop_path_rate": cfg.drop_path_rate,  # brain-jax only (HF's ViT has no stochastic depth; ignored there)
-        "id2label": {str(i): n for i, n in enumerate(names)},
-        "label2id": {n: i for i, n in enumerate(names)},
-    }
+    # drop_path_rate: brain-jax's own field (HF's ViT has no stochastic depth and ignores it)
+    return classifier_config(cfg, "ViTForImageClassification", _FIELDS, encoder_stride=cfg.patch_size,
+                             drop_path_rate=cfg.drop_path_rate)

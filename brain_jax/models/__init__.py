@@ -1,11 +1,15 @@
 """Model registry: ``create(name, variant, num_classes, ...)`` picks an architecture module by name.
 
-Each architecture module exposes ``variants(name)`` (its variant names, including a tiny ``"test"`` size)
-and ``create(name, variant, num_classes, *, dtype, rngs, **overrides)``.
+Every architecture module (``convnext`` for ``convnextv2``/``convnext``, ``swin``, ``vit``, ``segformer``)
+exports the same functions, bound from ``common.Architecture``: ``variants(name)``,
+``config_for(name, variant, num_classes, **overrides)``, ``config_from_dict(d)``,
+``from_config(config, *, dtype, rngs)`` and ``create(name, variant, num_classes, *, dtype, rngs,
+**overrides)``, plus its ``VARIANTS`` table of sizes (each with a tiny ``"test"`` size).
 """
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 
 import jax.numpy as jnp
 from flax import nnx
@@ -22,14 +26,16 @@ _MODULES = {
 NAMES = tuple(_MODULES)
 
 
-def module_for(name: str):
+def module_for(name: str) -> ModuleType:
+    """The architecture module that builds model ``name``."""
     if name not in _MODULES:
         raise ValueError(f"unknown model name {name!r}; expected one of {', '.join(NAMES)}")
     return importlib.import_module(f"brain_jax.models.{_MODULES[name]}")
 
 
 def variants(name: str) -> tuple[str, ...]:
-    return tuple(module_for(name).variants(name))
+    """The sizes of model ``name`` (including ``"test"``)."""
+    return module_for(name).variants(name)
 
 
 def create(
@@ -41,7 +47,6 @@ def create(
     rngs: nnx.Rngs | None = None,
     **overrides,
 ) -> nnx.Module:
-    """A freshly initialised model, e.g. ``create("convnextv2", "tiny", 4)``."""
-    mod = module_for(name)
+    """A freshly initialised model, e.g. ``create("convnextv2", "tiny", 4)`` (seeds params 0, dropout 1)."""
     rngs = rngs if rngs is not None else nnx.Rngs(params=0, dropout=1)
-    return mod.create(name, variant, num_classes, dtype=dtype, rngs=rngs, **overrides)
+    return module_for(name).create(name, variant, num_classes, dtype=dtype, rngs=rngs, **overrides)

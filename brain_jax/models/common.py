@@ -1,15 +1,62 @@
-"""Blocks shared by several architectures: drop path, depthwise convolution, GELU, dtypes."""
+"""What the architecture modules share: layers with their inits, drop path, depthwise convolution, GELU,
+bilinear resize, and the registry functions every architecture module exports (``Architecture``)."""
 from __future__ import annotations
 
+import dataclasses
 import functools
+import numbers
 import os
-from typing import Literal
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 DepthwiseImpl = Literal["auto", "shift", "grouped"]
+
+# HF's initializer_range: Linear weights (and ConvNeXt's patch convs) start as trunc-normal(0, 0.02)
+TRUNC_NORMAL = nnx.initializers.truncated_normal(stddev=0.02)
+
+
+def dense(d_in: int, d_out: int, *, dtype: Any, rngs: nnx.Rngs, use_bias: bool = True) -> nnx.Linear:
+    """A Linear layer as HF initialises it (trunc-normal(0.02) kernel, zero bias), float32 params."""
+    return nnx.Linear(d_in, d_out, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
+                      kernel_init=TRUNC_NORMAL, rngs=rngs)
+
+
+def layer_norm(dim: int, eps: float, *, dtype: Any, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """LayerNorm over the last axis with float32 params and torch's two-pass variance.
+
+    The one-pass E[x²]−E[x]² form (flax's default) drifts from torch by ~1e-5 on large activations.
+    """
+    return nnx.LayerNorm(dim, epsilon=eps, dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False,
+                         rngs=rngs)
+
+
+class Dense(nnx.Module):
+    """A holder for one Linear layer named ``dense`` (HF's ``*.output.dense`` / ``intermediate.dense``)."""
+
+    def __init__(self, d_in: int, d_out: int, *, dtype: Any, rngs: nnx.Rngs):
+        self.dense = dense(d_in, d_out, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.dense(x)
+
+
+def resize_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Bilinear resize of NHWC ``x`` to ``size`` = (H, W) with half-pixel centres, in ``x``'s dtype.
+
+    Matches ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`` (no antialias),
+    both for up- and downsampling (SegFormer's decode head, HF's loss and post-processing on logits);
+    an identity when the size is unchanged.
+    """
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[1:3]) == size:
+        return x
+    out = jax.image.resize(x, (x.shape[0], *size, x.shape[3]), method="bilinear", antialias=False)
+    return out.astype(x.dtype)
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -20,9 +67,9 @@ def gelu(x: jax.Array) -> jax.Array:
 def resolve_depthwise_impl(impl: DepthwiseImpl = "auto") -> str:
     """Pick the depthwise-conv implementation for the current backend.
 
-    XLA:CPU lowers grouped convolutions 20-70x slower than a sum of shifted multiply-adds
-    (../shared/REFERENCE.md); GPU/TPU send the grouped form to cuDNN / the MXU. Both give the same
-    numbers. ``BRAIN_JAX_DEPTHWISE=shift|grouped`` overrides ``auto`` (benchmarks, tests).
+    XLA:CPU lowers grouped (depthwise) convolutions 20-70x slower than a sum of k² shifted multiply-adds;
+    GPU/TPU send the grouped form to cuDNN / the MXU. Both give the same numbers.
+    ``BRAIN_JAX_DEPTHWISE=shift|grouped`` overrides ``auto`` (benchmarks, tests).
     """
     if impl == "auto":
         impl = os.environ.get("BRAIN_JAX_DEPTHWISE", "auto")  # type: ignore[assignment]
@@ -133,32 +180,131 @@ def drop_path_rates(drop_path_rate: float, depths: tuple[int, ...]) -> list[list
     return out
 
 
-def config_from_dict(cls: type, d: dict):
-    """Rebuild config dataclass ``cls`` from ``dataclasses.asdict`` output read back from JSON.
+# --------------------------------------------------------------------------- configs and the registry
 
-    JSON turns tuples into lists; they are turned back. Unknown fields are an error naming them.
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """``value`` read from JSON or an override as the annotated type ``tp`` (lists -> tuples, 3 -> 3.0)."""
+    if typing.get_origin(tp) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        item = typing.get_args(tp)[0]
+        return tuple(_coerce(item, v, where) for v in value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp in (int, float) and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+    if tp is int:
+        if not float(value).is_integer():
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        return float(value)
+    if tp is str and not isinstance(value, str):
+        raise ValueError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def config_from_dict(cls: type, d: Mapping[str, Any]):
+    """Config dataclass ``cls`` from field values read back from JSON (``dataclasses.asdict`` output).
+
+    Values are brought to each field's annotated type (JSON lists -> tuples, integers -> floats); an
+    unknown field or a value of the wrong kind is a ValueError naming the field.
     """
-    import dataclasses
-
+    hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - fields)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; expected a subset of {sorted(fields)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    return cls(**{k: _coerce(hints[k], v, f"{cls.__name__}.{k}") for k, v in d.items()})
 
 
-def apply_overrides(base, overrides: dict, aliases: dict[str, str], what: str, **fixed):
-    """``dataclasses.replace(base, **fixed, **overrides)`` with override names mapped through ``aliases``.
+def check_config(cfg: Any, problems: list[str], *, at_least_one: Sequence[str] = (),
+                 rates: Sequence[str] = ()) -> None:
+    """Raise one ValueError listing ``problems`` plus the checks every config shares: ``at_least_one``
+    fields >= 1, ``rates`` in [0, 1), and ``label_names`` either empty or one name per label."""
+    problems = list(problems)
+    problems += [f"{n} must be >= 1, got {getattr(cfg, n)}" for n in at_least_one if getattr(cfg, n) < 1]
+    problems += [f"{n} must be in [0, 1), got {getattr(cfg, n)}" for n in rates if not 0.0 <= getattr(cfg, n) < 1.0]
+    if cfg.label_names and len(cfg.label_names) != cfg.num_labels:
+        problems.append(f"label_names has {len(cfg.label_names)} names for num_labels={cfg.num_labels}")
+    if problems:
+        raise ValueError(f"invalid {type(cfg).__name__}: " + "; ".join(problems))
 
-    An override that names no field of the config (nor an alias) is an error listing the valid names.
+
+# create() overrides every architecture accepts, for configs whose fields carry HF's names (Swin, ViT)
+HF_DROPOUT_ALIASES = {
+    "dropout": "hidden_dropout_prob",
+    "hidden_dropout": "hidden_dropout_prob",
+    "attention_dropout": "attention_probs_dropout_prob",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """The registry functions of one architecture module, built from its table of sizes.
+
+    Every architecture module binds them (``functions()``) as its module-level ``variants``,
+    ``config_for``, ``config_from_dict``, ``from_config`` and ``create``, so all take the same arguments.
+
+    ``config_class``: the module's config dataclass (with ``model_type`` and ``num_labels`` fields);
+    ``tables``: model name -> ``{variant: config}`` (each with a tiny ``"test"`` size);
+    ``build(config, *, dtype, rngs)``: the model; ``aliases``: override names shared by the architectures
+    (``dropout``, ...) -> this config's field; ``ignored``: overrides accepted and dropped.
     """
-    import dataclasses
 
-    fields = {f.name for f in dataclasses.fields(base)} - {"model_type"} - set(fixed)
-    kw = {}
-    for key, val in overrides.items():
-        field = aliases.get(key, key)
-        if field not in fields:
-            raise ValueError(f"unknown {what} override {key!r}; expected one of {sorted(fields | set(aliases))}")
-        kw[field] = tuple(val) if isinstance(val, list) else val
-    return dataclasses.replace(base, **fixed, **kw)
+    config_class: type
+    tables: Mapping[str, Mapping[str, Any]]
+    build: Callable[..., nnx.Module]
+    aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    ignored: frozenset[str] = frozenset()
+
+    def _table(self, name: str) -> Mapping[str, Any]:
+        if name not in self.tables:
+            raise ValueError(f"{self.config_class.__name__} describes {', '.join(self.tables)}, not {name!r}")
+        return self.tables[name]
+
+    def variants(self, name: str) -> tuple[str, ...]:
+        """The sizes of model ``name``, e.g. ``("test", "atto", ...)``."""
+        return tuple(self._table(name))
+
+    def config_for(self, name: str, variant: str, num_classes: int, **overrides: Any):
+        """The config of a named size with ``num_classes`` labels and field overrides.
+
+        An override is a config field or an alias; anything else is a ValueError naming it and listing
+        the valid names.
+        """
+        table = self._table(name)
+        if variant not in table:
+            raise ValueError(f"unknown {name} variant {variant!r}; expected one of {', '.join(table)}")
+        values = dataclasses.asdict(table[variant])
+        allowed = set(values) - {"model_type", "num_labels"}
+        values["num_labels"] = num_classes
+        for key, value in overrides.items():
+            if key in self.ignored:
+                continue
+            field = self.aliases.get(key, key)
+            if field not in allowed:
+                valid = ", ".join(sorted(allowed | set(self.aliases) | self.ignored))
+                raise ValueError(f"unknown {name} override {key!r}; expected one of {valid}")
+            values[field] = value
+        return self.config_from_dict(values)
+
+    def config_from_dict(self, d: Mapping[str, Any]):
+        """The config from ``dataclasses.asdict`` output read back from JSON."""
+        return config_from_dict(self.config_class, d)
+
+    def from_config(self, config: Any, *, dtype: Any = jnp.float32, rngs: nnx.Rngs) -> nnx.Module:
+        """The model of ``config``: float32 params, ``dtype`` compute, initialised from ``rngs``."""
+        return self.build(config, dtype=dtype, rngs=rngs)
+
+    def create(self, name: str, variant: str, num_classes: int, *, dtype: Any = jnp.float32, rngs: nnx.Rngs,
+               **overrides: Any) -> nnx.Module:
+        """A freshly initialised model of a named size, e.g. ``create("swin", "tiny_w7", 4, drop_path_rate=0.2)``."""
+        return self.from_config(self.config_for(name, variant, num_classes, **overrides), dtype=dtype, rngs=rngs)
+
+    def functions(self) -> tuple[Callable[..., Any], ...]:
+        """``(variants, config_for, config_from_dict, from_config, create)``, for a module to export."""
+        return self.variants, self.config_for, self.config_from_dict, self.from_config, self.create

@@ -11,7 +11,6 @@ LayerNorm uses ``config.layer_norm_eps`` (1e-12 in HF configs).
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import jax
@@ -19,34 +18,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from brain_jax.models import common
-from brain_jax.models.common import DepthwiseConv, DropPath, drop_path_rates, gelu
+from brain_jax.models.common import DepthwiseConv, DropPath, dense, drop_path_rates, gelu, layer_norm
 
 MODEL_TYPES = ("convnextv2", "convnext")
 BLOCK_EPS = 1e-6  # HF hard-codes this inside the network, independent of config.layer_norm_eps
-
-# (depths, hidden_sizes) per variant; every size transformers/facebook publish plus a tiny test size.
-_TEST = ((1, 1, 2, 1), (8, 16, 32, 64))
-_V2_VARIANTS = {
-    "test": _TEST,
-    "atto": ((2, 2, 6, 2), (40, 80, 160, 320)),
-    "femto": ((2, 2, 6, 2), (48, 96, 192, 384)),
-    "pico": ((2, 2, 6, 2), (64, 128, 256, 512)),
-    "nano": ((2, 2, 8, 2), (80, 160, 320, 640)),
-    "tiny": ((3, 3, 9, 3), (96, 192, 384, 768)),
-    "base": ((3, 3, 27, 3), (128, 256, 512, 1024)),
-    "large": ((3, 3, 27, 3), (192, 384, 768, 1536)),
-    "huge": ((3, 3, 27, 3), (352, 704, 1408, 2816)),
-}
-_V1_VARIANTS = {
-    "test": _TEST,
-    "tiny": ((3, 3, 9, 3), (96, 192, 384, 768)),
-    "small": ((3, 3, 27, 3), (96, 192, 384, 768)),
-    "base": ((3, 3, 27, 3), (128, 256, 512, 1024)),
-    "large": ((3, 3, 27, 3), (192, 384, 768, 1536)),
-    "xlarge": ((3, 3, 27, 3), (256, 512, 1024, 2048)),
-}
-_VARIANTS = {"convnextv2": _V2_VARIANTS, "convnext": _V1_VARIANTS}
-
 
 @dataclass(frozen=True)
 class ConvNeXtConfig:
@@ -66,41 +41,22 @@ class ConvNeXtConfig:
     label_names: tuple[str, ...] = ()  # id2label names, () -> LABEL_i
     depthwise_impl: str = "auto"  # "auto" | "shift" | "grouped" (same numbers; speed per backend)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
+        problems = []
         if self.model_type not in MODEL_TYPES:
-            raise ValueError(f"ConvNeXtConfig.model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
+            problems.append(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
         if len(self.hidden_sizes) != len(self.depths) or not self.depths:
-            raise ValueError(
-                f"ConvNeXtConfig: hidden_sizes {self.hidden_sizes} and depths {self.depths} must be "
-                "non-empty and of equal length"
-            )
-        if self.num_labels < 1:
-            raise ValueError(f"ConvNeXtConfig.num_labels must be >= 1, got {self.num_labels}")
-        if self.label_names and len(self.label_names) != self.num_labels:
-            raise ValueError(
-                f"ConvNeXtConfig.label_names has {len(self.label_names)} names but num_labels is {self.num_labels}"
-            )
+            problems.append(f"hidden_sizes {self.hidden_sizes} and depths {self.depths} must be non-empty, same length")
         if self.model_type == "convnextv2" and self.layer_scale_init_value:
-            raise ValueError("ConvNeXtConfig.layer_scale_init_value must be 0 for convnextv2 (V2 has GRN instead)")
-
-
-def _trunc_normal():
-    return nnx.initializers.truncated_normal(stddev=0.02)
-
-
-def _layer_norm(dim: int, eps: float, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    # Two-pass variance, as torch computes it: the fast E[x²]-E[x]² form drifts by ~1e-5 on big activations.
-    return nnx.LayerNorm(dim, epsilon=eps, dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False, rngs=rngs)
-
-
-def _linear(d_in: int, d_out: int, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Linear:
-    return nnx.Linear(d_in, d_out, dtype=dtype, param_dtype=jnp.float32, kernel_init=_trunc_normal(), rngs=rngs)
+            problems.append("layer_scale_init_value must be 0 for convnextv2 (V2 has GRN instead)")
+        common.check_config(self, problems, at_least_one=("num_labels", "num_channels", "patch_size"),
+                            rates=("drop_path_rate", "head_dropout"))
 
 
 def _patch_conv(d_in: int, d_out: int, k: int, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Conv:
     """k×k stride-k conv, no padding (PyTorch floors odd sizes the same way as VALID)."""
     return nnx.Conv(d_in, d_out, (k, k), strides=(k, k), padding="VALID", dtype=dtype, param_dtype=jnp.float32,
-                    kernel_init=_trunc_normal(), rngs=rngs)
+                    kernel_init=common.TRUNC_NORMAL, rngs=rngs)
 
 
 class GRN(nnx.Module):
@@ -127,10 +83,10 @@ class ConvNeXtLayer(nnx.Module):
 
     def __init__(self, cfg: ConvNeXtConfig, dim: int, drop_path: float, *, dtype: jnp.dtype, rngs: nnx.Rngs):
         self.dwconv = DepthwiseConv(dim, 7, 3, dtype=dtype, impl=cfg.depthwise_impl, rngs=rngs)  # type: ignore[arg-type]
-        self.layernorm = _layer_norm(dim, BLOCK_EPS, dtype, rngs)
-        self.pwconv1 = _linear(dim, 4 * dim, dtype, rngs)
+        self.layernorm = layer_norm(dim, BLOCK_EPS, dtype=dtype, rngs=rngs)
+        self.pwconv1 = dense(dim, 4 * dim, dtype=dtype, rngs=rngs)
         self.grn = GRN(4 * dim, dtype=dtype) if cfg.model_type == "convnextv2" else nnx.data(None)
-        self.pwconv2 = _linear(4 * dim, dim, dtype, rngs)
+        self.pwconv2 = dense(4 * dim, dim, dtype=dtype, rngs=rngs)
         if cfg.model_type == "convnext" and cfg.layer_scale_init_value > 0:
             self.layer_scale_parameter = nnx.Param(jnp.full((dim,), cfg.layer_scale_init_value, jnp.float32))
         else:
@@ -157,7 +113,7 @@ class ConvNeXtStage(nnx.Module):
                  dtype: jnp.dtype, rngs: nnx.Rngs):
         if downsample:
             self.downsampling_layer = nnx.List(
-                [_layer_norm(d_in, BLOCK_EPS, dtype, rngs), _patch_conv(d_in, d_out, 2, dtype, rngs)]
+                [layer_norm(d_in, BLOCK_EPS, dtype=dtype, rngs=rngs), _patch_conv(d_in, d_out, 2, dtype, rngs)]
             )
         else:
             self.downsampling_layer = nnx.List([])
@@ -176,7 +132,7 @@ class ConvNeXtEmbeddings(nnx.Module):
 
     def __init__(self, cfg: ConvNeXtConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
         self.patch_embeddings = _patch_conv(cfg.num_channels, cfg.hidden_sizes[0], cfg.patch_size, dtype, rngs)
-        self.layernorm = _layer_norm(cfg.hidden_sizes[0], BLOCK_EPS, dtype, rngs)
+        self.layernorm = layer_norm(cfg.hidden_sizes[0], BLOCK_EPS, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.layernorm(self.patch_embeddings(x))
@@ -207,9 +163,9 @@ class ConvNeXt(nnx.Module):
         self.dtype = dtype
         self.embeddings = ConvNeXtEmbeddings(config, dtype=dtype, rngs=rngs)
         self.encoder = ConvNeXtEncoder(config, dtype=dtype, rngs=rngs)
-        self.layernorm = _layer_norm(config.hidden_sizes[-1], config.layer_norm_eps, dtype, rngs)
+        self.layernorm = layer_norm(config.hidden_sizes[-1], config.layer_norm_eps, dtype=dtype, rngs=rngs)
         self.head_dropout = nnx.Dropout(config.head_dropout, rngs=rngs)
-        self.classifier = _linear(config.hidden_sizes[-1], config.num_labels, dtype, rngs)
+        self.classifier = dense(config.hidden_sizes[-1], config.num_labels, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, *, output_hidden_states: bool = False):
         if x.ndim != 4 or x.shape[-1] != self.config.num_channels:
@@ -230,50 +186,38 @@ class ConvNeXt(nnx.Module):
         return (logits, hidden) if output_hidden_states else logits
 
 
-# --------------------------------------------------------------------------- registry hooks
+# --------------------------------------------------------------------------- sizes and registry functions
 
 
-def variants(name: str) -> tuple[str, ...]:
-    if name not in _VARIANTS:
-        raise ValueError(f"convnext module handles {MODEL_TYPES}, not {name!r}")
-    return tuple(_VARIANTS[name])
+def _sizes(model_type: str, table: dict[str, tuple[tuple[int, ...], tuple[int, ...]]]) -> dict[str, ConvNeXtConfig]:
+    scale = 1e-6 if model_type == "convnext" else 0.0  # HF's V1 default; V2 has GRN instead
+    return {v: ConvNeXtConfig(model_type=model_type, depths=d, hidden_sizes=h, layer_scale_init_value=scale)
+            for v, (d, h) in table.items()}
 
 
-_FIELDS = {f.name for f in dataclasses.fields(ConvNeXtConfig)}
+# (depths, hidden_sizes) of every size transformers/facebook publish, plus a tiny test size
+_TEST = ((1, 1, 2, 1), (8, 16, 32, 64))
+VARIANTS: dict[str, dict[str, ConvNeXtConfig]] = {
+    "convnextv2": _sizes("convnextv2", {
+        "test": _TEST,
+        "atto": ((2, 2, 6, 2), (40, 80, 160, 320)),
+        "femto": ((2, 2, 6, 2), (48, 96, 192, 384)),
+        "pico": ((2, 2, 6, 2), (64, 128, 256, 512)),
+        "nano": ((2, 2, 8, 2), (80, 160, 320, 640)),
+        "tiny": ((3, 3, 9, 3), (96, 192, 384, 768)),
+        "base": ((3, 3, 27, 3), (128, 256, 512, 1024)),
+        "large": ((3, 3, 27, 3), (192, 384, 768, 1536)),
+        "huge": ((3, 3, 27, 3), (352, 704, 1408, 2816)),
+    }),
+    "convnext": _sizes("convnext", {
+        "test": _TEST,
+        "tiny": ((3, 3, 9, 3), (96, 192, 384, 768)),
+        "small": ((3, 3, 27, 3), (96, 192, 384, 768)),
+        "base": ((3, 3, 27, 3), (128, 256, 512, 1024)),
+        "large": ((3, 3, 27, 3), (192, 384, 768, 1536)),
+        "xlarge": ((3, 3, 27, 3), (256, 512, 1024, 2048)),
+    }),
+}
 
-
-def make_config(name: str, variant: str, num_classes: int, **overrides) -> ConvNeXtConfig:
-    """The config of a named size; ``dropout`` is accepted as an alias of ``head_dropout``."""
-    table = _VARIANTS.get(name)
-    if table is None:
-        raise ValueError(f"convnext module handles {MODEL_TYPES}, not {name!r}")
-    if variant not in table:
-        raise ValueError(f"unknown {name} variant {variant!r}; expected one of {', '.join(table)}")
-    if "dropout" in overrides:
-        overrides["head_dropout"] = overrides.pop("dropout")
-    allowed = _FIELDS - {"model_type", "num_labels"}  # those two come from name / num_classes
-    bad = sorted(set(overrides) - allowed)
-    if bad:
-        raise ValueError(f"unknown {name} override(s) {bad}; allowed: {sorted(allowed)}")
-    depths, dims = table[variant]
-    base = dict(model_type=name, num_labels=num_classes, depths=depths, hidden_sizes=dims,
-                layer_scale_init_value=1e-6 if name == "convnext" else 0.0)
-    base.update(overrides)
-    return config_from_dict(base)
-
-
-def create(name: str, variant: str, num_classes: int, *, dtype: jnp.dtype = jnp.float32,
-           rngs: nnx.Rngs | None = None, **overrides) -> ConvNeXt:
-    """A fresh ConvNeXt of a named size, e.g. ``create("convnextv2", "tiny", 4, drop_path_rate=0.1)``."""
-    rngs = rngs if rngs is not None else nnx.Rngs(params=0, dropout=1)
-    return from_config(make_config(name, variant, num_classes, **overrides), dtype=dtype, rngs=rngs)
-
-
-def config_from_dict(d: dict) -> ConvNeXtConfig:
-    """Rebuild a config from ``dataclasses.asdict`` output read back from JSON (lists -> tuples)."""
-    return common.config_from_dict(ConvNeXtConfig, d)
-
-
-def from_config(cfg: ConvNeXtConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs | None = None) -> ConvNeXt:
-    rngs = rngs if rngs is not None else nnx.Rngs(params=0, dropout=1)
-    return ConvNeXt(cfg, dtype=dtype, rngs=rngs)
+_ARCHITECTURE = common.Architecture(ConvNeXtConfig, VARIANTS, ConvNeXt, aliases={"dropout": "head_dropout"})
+variants, config_for, config_from_dict, from_config, create = _ARCHITECTURE.functions()

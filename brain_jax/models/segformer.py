@@ -5,7 +5,7 @@ Attribute names follow the keys HF transformers writes with ``save_pretrained``
 ``decode_head.linear_c.{i}.proj``) so conversion is a rename plus transposes. Everything is NHWC: the
 encoder keeps tokens as (B, H, W, C) maps and flattens them only inside attention.
 
-Numerics follow ``transformers/models/segformer/modeling_segformer.py`` (v5.24):
+Numerics follow HF transformers' SegFormer (v5.24):
 - every encoder LayerNorm is ``nn.LayerNorm(C)``, i.e. eps 1e-5, whatever ``layer_norm_eps`` the HF
   config carries (that field is unused there), so eps is a constant here, not config;
 - the decode head upsamples each projected stage bilinearly with ``align_corners=False`` to the stage-1
@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from brain_jax.models import common
-from brain_jax.models.common import DepthwiseConv, DropPath, drop_path_rates, gelu
+from brain_jax.models.common import DepthwiseConv, DropPath, dense, drop_path_rates, gelu, layer_norm, resize_bilinear
 
 # HF builds every encoder LayerNorm as nn.LayerNorm(C): eps 1e-5 regardless of config.layer_norm_eps.
 ENCODER_LN_EPS = 1e-5
@@ -58,113 +57,22 @@ class SegformerConfig:
     depthwise_impl: str = "auto"
 
     def __post_init__(self) -> None:
+        problems = []
         if self.task not in TASKS:
-            raise ValueError(f"SegformerConfig.task must be one of {TASKS}, got {self.task!r}")
-        if self.num_labels < 1:
-            raise ValueError(f"SegformerConfig.num_labels must be >= 1, got {self.num_labels}")
-        if self.label_names and len(self.label_names) != self.num_labels:
-            raise ValueError(
-                f"SegformerConfig.label_names has {len(self.label_names)} names for num_labels={self.num_labels}"
-            )
+            problems.append(f"task must be one of {TASKS}, got {self.task!r}")
         n = len(self.hidden_sizes)
         for field in ("depths", "num_attention_heads", "sr_ratios", "patch_sizes", "strides", "mlp_ratios"):
             if len(getattr(self, field)) != n:
-                raise ValueError(
-                    f"SegformerConfig.{field} has {len(getattr(self, field))} entries, expected one per stage "
-                    f"({n}, the length of hidden_sizes)"
-                )
+                problems.append(f"{field} has {len(getattr(self, field))} entries, expected one per stage ({n}, "
+                                "the length of hidden_sizes)")
         for i, (c, h) in enumerate(zip(self.hidden_sizes, self.num_attention_heads)):
-            if c % h:
-                raise ValueError(
-                    f"SegformerConfig: hidden_sizes[{i}]={c} is not divisible by num_attention_heads[{i}]={h}"
-                )
-
-
-_B0 = dict(hidden_sizes=(32, 64, 160, 256), decoder_hidden_size=256)
-_WIDE = dict(hidden_sizes=(64, 128, 320, 512))
-VARIANTS: dict[str, dict[str, Any]] = {
-    "b0": dict(_B0, depths=(2, 2, 2, 2)),
-    "b1": dict(_WIDE, depths=(2, 2, 2, 2), decoder_hidden_size=256),
-    "b2": dict(_WIDE, depths=(3, 4, 6, 3), decoder_hidden_size=768),
-    "b3": dict(_WIDE, depths=(3, 4, 18, 3), decoder_hidden_size=768),
-    "b4": dict(_WIDE, depths=(3, 8, 27, 3), decoder_hidden_size=768),
-    "b5": dict(_WIDE, depths=(3, 6, 40, 3), decoder_hidden_size=768),
-    # tiny: tests and the CPU demo (two layers in stage 2 so block indexing and the drop-path schedule show)
-    "test": dict(hidden_sizes=(8, 16, 24, 32), depths=(1, 2, 1, 1), num_attention_heads=(1, 2, 2, 2),
-                 decoder_hidden_size=32),
-}
-
-# create() override name -> SegformerConfig field
-_OVERRIDE_ALIASES = {"dropout": "hidden_dropout", "hidden_dropout_prob": "hidden_dropout",
-                     "attention_probs_dropout_prob": "attention_dropout",
-                     "classifier_dropout_prob": "classifier_dropout"}
-
-
-def variants(name: str = "segformer") -> tuple[str, ...]:
-    return tuple(VARIANTS)
-
-
-def config_for(variant: str, num_classes: int, **overrides) -> SegformerConfig:
-    """The config of a named variant with ``num_labels=num_classes`` and field overrides.
-
-    ``image_size`` is accepted and ignored: SegFormer has no position embeddings, any size works.
-    """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown SegFormer variant {variant!r}; expected one of {', '.join(VARIANTS)}")
-    overrides.pop("image_size", None)
-    fields = {f.name for f in dataclasses.fields(SegformerConfig)}
-    kw: dict[str, Any] = dict(VARIANTS[variant])
-    for key, value in overrides.items():
-        key = _OVERRIDE_ALIASES.get(key, key)
-        if key not in fields:
-            raise ValueError(f"unknown SegFormer override {key!r}; expected one of {', '.join(sorted(fields))}")
-        kw[key] = value
-    return SegformerConfig(num_labels=num_classes, **kw)
-
-
-def config_from_dict(d: dict) -> SegformerConfig:
-    """Inverse of ``dataclasses.asdict`` after a JSON round trip (lists back to tuples)."""
-    return common.config_from_dict(SegformerConfig, d)
-
-
-def from_config(cfg: SegformerConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs) -> nnx.Module:
-    cls = SegformerForSemanticSegmentation if cfg.task == "segmentation" else SegformerForImageClassification
-    return cls(cfg, dtype=dtype, rngs=rngs)
-
-
-def abstract_model(cfg: SegformerConfig, *, dtype: jnp.dtype = jnp.float32,
-                   rngs: nnx.Rngs | None = None) -> nnx.Module:
-    """A model whose Params/BatchStats are shapes only (``jax.ShapeDtypeStruct``), to be filled by a loader.
-
-    Skips random initialisation, which on CPU costs more than loading (one XLA compile per parameter
-    shape). Dropout / drop-path streams are real, forked from ``rngs`` (default ``Rngs(dropout=1)``).
-    Call ``brain_jax.convert.core.load_into`` (or set every variable) before using it.
-    """
-    model = nnx.eval_shape(lambda: from_config(cfg, dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1)))
-    stream = (rngs if rngs is not None else nnx.Rngs(dropout=1))["dropout"]
-    owners = [(node, name) for _, node in nnx.iter_graph(model) if isinstance(node, nnx.Module)
-              for name, value in vars(node).items() if isinstance(value, nnx.RngStream)]
-    for node, name in owners:
-        setattr(node, name, stream.fork())
-    return model
-
-
-def create(name: str, variant: str, num_classes: int, *, dtype: jnp.dtype = jnp.float32,
-           rngs: nnx.Rngs, **overrides) -> nnx.Module:
-    """A fresh SegFormer; ``task="classification"`` in overrides gives the MiT classifier form."""
-    if name != "segformer":
-        raise ValueError(f"brain_jax.models.segformer builds 'segformer', not {name!r}")
-    return from_config(config_for(variant, num_classes, **overrides), dtype=dtype, rngs=rngs)
+            if h < 1 or c % h:
+                problems.append(f"hidden_sizes[{i}]={c} is not divisible by num_attention_heads[{i}]={h}")
+        common.check_config(self, problems, at_least_one=("num_labels", "num_channels", "decoder_hidden_size"),
+                            rates=("hidden_dropout", "attention_dropout", "classifier_dropout", "drop_path_rate"))
 
 
 # --------------------------------------------------------------------------- layers
-
-_linear_init = nnx.initializers.truncated_normal(stddev=0.02)
-
-
-def _linear(din: int, dout: int, dtype, rngs: nnx.Rngs) -> nnx.Linear:
-    return nnx.Linear(din, dout, dtype=dtype, kernel_init=_linear_init, rngs=rngs)
-
 
 def _conv(din: int, dout: int, k: int, stride: int, pad: int, dtype, rngs: nnx.Rngs, use_bias: bool = True):
     # SegFormer's own init: normal(0, sqrt(2 / fan_out)), fan_out = k*k*out.
@@ -173,30 +81,9 @@ def _conv(din: int, dout: int, k: int, stride: int, pad: int, dtype, rngs: nnx.R
                     use_bias=use_bias, dtype=dtype, kernel_init=init, rngs=rngs)
 
 
-def _layer_norm(c: int, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    return nnx.LayerNorm(c, epsilon=ENCODER_LN_EPS, dtype=dtype, use_fast_variance=False, rngs=rngs)
-
-
 def _dropout(rate: float, rngs: nnx.Rngs) -> nnx.Dropout:
+    # no RNG stream for a rate of 0 (forking one would shift every later stream)
     return nnx.Dropout(rate, rngs=rngs if rate > 0 else None)
-
-
-def resize_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """Bilinear resize of NHWC ``x`` to ``size`` = (H, W), ``align_corners=False`` (half-pixel centres).
-
-    Matches ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`` (no antialias),
-    both for up- and downsampling; an identity when the size is unchanged.
-    """
-    size = (int(size[0]), int(size[1]))
-    if tuple(x.shape[1:3]) == size:
-        return x
-    out = jax.image.resize(x, (x.shape[0], *size, x.shape[3]), method="bilinear", antialias=False)
-    return out.astype(x.dtype)
-
-
-def upsample_logits(logits: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """Upsample (B, h, w, L) logits to the input size, as HF's loss and post-processing do."""
-    return resize_bilinear(logits, size)
 
 
 class BatchNorm2d(nnx.Module):
@@ -243,7 +130,7 @@ class OverlapPatchEmbeddings(nnx.Module):
 
     def __init__(self, din: int, dout: int, patch: int, stride: int, *, dtype, rngs: nnx.Rngs):
         self.proj = _conv(din, dout, patch, stride, patch // 2, dtype, rngs)
-        self.layer_norm = _layer_norm(dout, dtype, rngs)
+        self.layer_norm = layer_norm(dout, ENCODER_LN_EPS, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.layer_norm(self.proj(x))
@@ -255,13 +142,13 @@ class EfficientSelfAttention(nnx.Module):
     def __init__(self, c: int, heads: int, sr: int, attn_drop: float, *, dtype, rngs: nnx.Rngs):
         self.num_heads = heads
         self.dtype = dtype
-        self.query = _linear(c, c, dtype, rngs)
-        self.key = _linear(c, c, dtype, rngs)
-        self.value = _linear(c, c, dtype, rngs)
+        self.query = dense(c, c, dtype=dtype, rngs=rngs)
+        self.key = dense(c, c, dtype=dtype, rngs=rngs)
+        self.value = dense(c, c, dtype=dtype, rngs=rngs)
         self.sr_ratio = sr
         if sr > 1:
             self.sr = _conv(c, c, sr, sr, 0, dtype, rngs)
-            self.layer_norm = _layer_norm(c, dtype, rngs)
+            self.layer_norm = layer_norm(c, ENCODER_LN_EPS, dtype=dtype, rngs=rngs)
         else:
             self.sr = nnx.data(None)
             self.layer_norm = nnx.data(None)
@@ -284,7 +171,7 @@ class EfficientSelfAttention(nnx.Module):
 
 class SelfOutput(nnx.Module):
     def __init__(self, c: int, drop: float, *, dtype, rngs: nnx.Rngs):
-        self.dense = _linear(c, c, dtype, rngs)
+        self.dense = dense(c, c, dtype=dtype, rngs=rngs)
         self.dropout = _dropout(drop, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -313,9 +200,9 @@ class MixFFN(nnx.Module):
     """dense1 -> 3×3 depthwise conv -> exact GELU -> dropout -> dense2 -> dropout."""
 
     def __init__(self, c: int, hidden: int, drop: float, *, dtype, impl: str, rngs: nnx.Rngs):
-        self.dense1 = _linear(c, hidden, dtype, rngs)
+        self.dense1 = dense(c, hidden, dtype=dtype, rngs=rngs)
         self.dwconv = DWConv(hidden, dtype=dtype, impl=impl, rngs=rngs)
-        self.dense2 = _linear(hidden, c, dtype, rngs)
+        self.dense2 = dense(hidden, c, dtype=dtype, rngs=rngs)
         self.dropout = _dropout(drop, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -328,10 +215,10 @@ class SegformerLayer(nnx.Module):
 
     def __init__(self, c: int, heads: int, sr: int, mlp_ratio: int, drop_path: float,
                  cfg: SegformerConfig, *, dtype, rngs: nnx.Rngs):
-        self.layer_norm_1 = _layer_norm(c, dtype, rngs)
+        self.layer_norm_1 = layer_norm(c, ENCODER_LN_EPS, dtype=dtype, rngs=rngs)
         self.attention = Attention(c, heads, sr, cfg, dtype=dtype, rngs=rngs)
         self.drop_path = DropPath(drop_path, rngs=rngs)
-        self.layer_norm_2 = _layer_norm(c, dtype, rngs)
+        self.layer_norm_2 = layer_norm(c, ENCODER_LN_EPS, dtype=dtype, rngs=rngs)
         self.mlp = MixFFN(c, int(c * mlp_ratio), cfg.hidden_dropout, dtype=dtype,
                           impl=cfg.depthwise_impl, rngs=rngs)
 
@@ -358,7 +245,7 @@ class MixTransformerEncoder(nnx.Module):
             ])
             for s, c in enumerate(cfg.hidden_sizes)
         ])
-        self.layer_norm = nnx.List([_layer_norm(c, dtype, rngs) for c in cfg.hidden_sizes])
+        self.layer_norm = nnx.List([layer_norm(c, ENCODER_LN_EPS, dtype=dtype, rngs=rngs) for c in cfg.hidden_sizes])
 
     def __call__(self, x: jax.Array) -> list[jax.Array]:
         """Per-stage NHWC feature maps (HF's ``hidden_states``, transposed)."""
@@ -382,7 +269,7 @@ class SegformerModel(nnx.Module):
 
 class MLPProjection(nnx.Module):
     def __init__(self, din: int, dout: int, *, dtype, rngs: nnx.Rngs):
-        self.proj = _linear(din, dout, dtype, rngs)
+        self.proj = dense(din, dout, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.proj(x)
@@ -411,38 +298,85 @@ class DecodeHead(nnx.Module):
         return self.classifier(self.dropout(x))
 
 
-class SegformerForSemanticSegmentation(nnx.Module):
-    """``model(x)`` -> logits (B, H/4, W/4, num_labels) = HF ``logits`` transposed to NHWC."""
+class _SegformerWithHead(nnx.Module):
+    """The MiT encoder (``segformer``) under one of HF's heads: ``model(x)`` -> float32 logits.
 
+    ``model(x, output_hidden_states=True)`` -> ``(logits, per-stage NHWC feature maps)``.
+    """
+
+    task: str  # the config.task the subclass implements
+
+    def __init__(self, cfg: SegformerConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        if cfg.task != self.task:
+            raise ValueError(f"{type(self).__name__} needs task={self.task!r}, got {cfg.task!r}")
+        self.config = cfg
+        self.segformer = SegformerModel(cfg, dtype=dtype, rngs=rngs)
+
+    def head(self, feats: list[jax.Array]) -> jax.Array:
+        raise NotImplementedError
+
+    def __call__(self, x: jax.Array, output_hidden_states: bool = False):
+        feats = self.segformer(x)
+        logits = self.head(feats).astype(jnp.float32)
+        return (logits, feats) if output_hidden_states else logits
+
+
+class SegformerForSemanticSegmentation(_SegformerWithHead):
+    """Logits (B, H/4, W/4, num_labels) = HF ``logits`` transposed to NHWC."""
+
+    task = "segmentation"
     head_paths = ("decode_head.classifier",)
 
     def __init__(self, cfg: SegformerConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
-        if cfg.task != "segmentation":
-            raise ValueError(f"SegformerForSemanticSegmentation needs task='segmentation', got {cfg.task!r}")
-        self.config = cfg
-        self.segformer = SegformerModel(cfg, dtype=dtype, rngs=rngs)
+        super().__init__(cfg, dtype=dtype, rngs=rngs)
         self.decode_head = DecodeHead(cfg, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array, output_hidden_states: bool = False):
-        feats = self.segformer(x)
-        logits = self.decode_head(feats).astype(jnp.float32)
-        return (logits, feats) if output_hidden_states else logits
+    def head(self, feats: list[jax.Array]) -> jax.Array:
+        return self.decode_head(feats)
 
 
-class SegformerForImageClassification(nnx.Module):
+class SegformerForImageClassification(_SegformerWithHead):
     """MiT classifier (e.g. nvidia/mit-b0): encoder -> mean over positions -> linear."""
 
+    task = "classification"
     head_paths = ("classifier",)
 
     def __init__(self, cfg: SegformerConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
-        if cfg.task != "classification":
-            raise ValueError(f"SegformerForImageClassification needs task='classification', got {cfg.task!r}")
-        self.config = cfg
-        self.segformer = SegformerModel(cfg, dtype=dtype, rngs=rngs)
-        self.classifier = _linear(cfg.hidden_sizes[-1], cfg.num_labels, dtype, rngs)
+        super().__init__(cfg, dtype=dtype, rngs=rngs)
+        self.classifier = dense(cfg.hidden_sizes[-1], cfg.num_labels, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array, output_hidden_states: bool = False):
-        feats = self.segformer(x)
+    def head(self, feats: list[jax.Array]) -> jax.Array:
         pooled = jnp.mean(feats[-1].astype(jnp.float32), axis=(1, 2)).astype(feats[-1].dtype)
-        logits = self.classifier(pooled).astype(jnp.float32)
-        return (logits, feats) if output_hidden_states else logits
+        return self.classifier(pooled)
+
+
+# --------------------------------------------------------------------------- sizes and registry functions
+
+
+def _build(cfg: SegformerConfig, *, dtype=jnp.float32, rngs: nnx.Rngs) -> _SegformerWithHead:
+    cls = SegformerForSemanticSegmentation if cfg.task == "segmentation" else SegformerForImageClassification
+    return cls(cfg, dtype=dtype, rngs=rngs)
+
+
+_WIDE = (64, 128, 320, 512)
+VARIANTS: dict[str, SegformerConfig] = {
+    "b0": SegformerConfig(hidden_sizes=(32, 64, 160, 256), depths=(2, 2, 2, 2), decoder_hidden_size=256),
+    "b1": SegformerConfig(hidden_sizes=_WIDE, depths=(2, 2, 2, 2), decoder_hidden_size=256),
+    "b2": SegformerConfig(hidden_sizes=_WIDE, depths=(3, 4, 6, 3), decoder_hidden_size=768),
+    "b3": SegformerConfig(hidden_sizes=_WIDE, depths=(3, 4, 18, 3), decoder_hidden_size=768),
+    "b4": SegformerConfig(hidden_sizes=_WIDE, depths=(3, 8, 27, 3), decoder_hidden_size=768),
+    "b5": SegformerConfig(hidden_sizes=_WIDE, depths=(3, 6, 40, 3), decoder_hidden_size=768),
+    # tiny: tests and the CPU demo (two layers in stage 2 so block indexing and the drop-path schedule show)
+    "test": SegformerConfig(hidden_sizes=(8, 16, 24, 32), depths=(1, 2, 1, 1), num_attention_heads=(1, 2, 2, 2),
+                            decoder_hidden_size=32),
+}
+
+# ``task="classification"`` in create's overrides gives the MiT classifier form. ``image_size`` is accepted
+# and dropped: SegFormer has no position embeddings, any size works.
+_ARCHITECTURE = common.Architecture(
+    SegformerConfig, {"segformer": VARIANTS}, _build,
+    aliases={"dropout": "hidden_dropout", "hidden_dropout_prob": "hidden_dropout",
+             "attention_probs_dropout_prob": "attention_dropout", "classifier_dropout_prob": "classifier_dropout"},
+    ignored=frozenset({"image_size"}),
+)
+variants, config_for, config_from_dict, from_config, create = _ARCHITECTURE.functions()

@@ -37,9 +37,7 @@ import numpy as np
 from flax import nnx
 
 from brain_jax.models import common
-from brain_jax.models.common import DropPath, drop_path_rates, gelu
-
-_KERNEL_INIT = nnx.initializers.truncated_normal(stddev=0.02)
+from brain_jax.models.common import Dense, DropPath, dense, drop_path_rates, gelu, layer_norm
 
 
 @dataclass(frozen=True)
@@ -73,43 +71,13 @@ class SwinConfig:
             dim = self.embed_dim * 2**i
             if heads < 1 or dim % heads:
                 problems.append(f"num_heads[{i}]={heads} must divide stage width {dim}")
-        for name in ("window_size", "patch_size", "num_channels", "embed_dim", "num_labels"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.label_names and len(self.label_names) != self.num_labels:
-            problems.append(f"label_names has {len(self.label_names)} names for num_labels={self.num_labels}")
-        if problems:
-            raise ValueError("invalid SwinConfig: " + "; ".join(problems))
+        common.check_config(self, problems, at_least_one=("window_size", "patch_size", "num_channels", "embed_dim",
+                                                          "num_labels"),
+                            rates=("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"))
 
     @property
     def num_features(self) -> int:
         return self.embed_dim * 2 ** (len(self.depths) - 1)
-
-
-_SIZES = {
-    "tiny": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
-    "small": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
-    "base": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
-    "large": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
-}
-VARIANTS: dict[str, SwinConfig] = {
-    f"{size}_w{w}": SwinConfig(window_size=w, image_size=224 if w == 7 else 384, **kw)
-    for size, kw in _SIZES.items()
-    for w in (7, 12)
-}
-VARIANTS["test"] = SwinConfig(
-    embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=4, image_size=32, patch_size=2, drop_path_rate=0.0
-)
-
-# create(**overrides) aliases shared with the other architectures
-_ALIASES = {
-    "dropout": "hidden_dropout_prob",
-    "hidden_dropout": "hidden_dropout_prob",
-    "attention_dropout": "attention_probs_dropout_prob",
-}
 
 
 # --------------------------------------------------------------------------- window helpers
@@ -166,34 +134,15 @@ def window_reverse(windows: jax.Array, window: int, height: int, width: int) -> 
 # --------------------------------------------------------------------------- layers
 
 
-def _linear(din: int, dout: int, dtype, rngs: nnx.Rngs, use_bias: bool = True) -> nnx.Linear:
-    return nnx.Linear(din, dout, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
-                      kernel_init=_KERNEL_INIT, rngs=rngs)
-
-
-def _layernorm(dim: int, eps: float, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    return nnx.LayerNorm(dim, epsilon=eps, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
-
-
-class Dense(nnx.Module):
-    """A holder for one linear layer named ``dense`` (HF's ``*.output.dense`` / ``intermediate.dense``)."""
-
-    def __init__(self, din: int, dout: int, *, dtype, rngs: nnx.Rngs):
-        self.dense = _linear(din, dout, dtype, rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.dense(x)
-
-
 class SwinSelfAttention(nnx.Module):
     """Window multi-head attention with a learned relative position bias table."""
 
     def __init__(self, cfg: SwinConfig, dim: int, heads: int, *, dtype, rngs: nnx.Rngs):
-        self.query = _linear(dim, dim, dtype, rngs, cfg.qkv_bias)
-        self.key = _linear(dim, dim, dtype, rngs, cfg.qkv_bias)
-        self.value = _linear(dim, dim, dtype, rngs, cfg.qkv_bias)
+        self.query = dense(dim, dim, dtype=dtype, rngs=rngs, use_bias=cfg.qkv_bias)
+        self.key = dense(dim, dim, dtype=dtype, rngs=rngs, use_bias=cfg.qkv_bias)
+        self.value = dense(dim, dim, dtype=dtype, rngs=rngs, use_bias=cfg.qkv_bias)
         n = (2 * cfg.window_size - 1) ** 2
-        self.relative_position_bias_table = nnx.Param(_KERNEL_INIT(rngs.params(), (n, heads), jnp.float32))
+        self.relative_position_bias_table = nnx.Param(common.TRUNC_NORMAL(rngs.params(), (n, heads), jnp.float32))
         self.dropout = nnx.Dropout(cfg.attention_probs_dropout_prob, rngs=rngs)
         self.num_heads = heads
         self.table_window = cfg.window_size
@@ -237,9 +186,9 @@ class SwinLayer(nnx.Module):
 
     def __init__(self, cfg: SwinConfig, dim: int, heads: int, shift: int, drop_path: float, *, dtype,
                  rngs: nnx.Rngs):
-        self.layernorm_before = _layernorm(dim, cfg.layer_norm_eps, dtype, rngs)
+        self.layernorm_before = layer_norm(dim, cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
         self.attention = SwinAttention(cfg, dim, heads, dtype=dtype, rngs=rngs)
-        self.layernorm_after = _layernorm(dim, cfg.layer_norm_eps, dtype, rngs)
+        self.layernorm_after = layer_norm(dim, cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
         hidden = int(cfg.mlp_ratio * dim)
         self.intermediate = Dense(dim, hidden, dtype=dtype, rngs=rngs)
         self.output = Dense(hidden, dim, dtype=dtype, rngs=rngs)
@@ -271,8 +220,8 @@ class SwinPatchMerging(nnx.Module):
     """2×2 neighbourhood concat (HF order) -> LayerNorm(4C) -> Linear(4C, 2C, no bias)."""
 
     def __init__(self, dim: int, *, dtype, rngs: nnx.Rngs):
-        self.reduction = _linear(4 * dim, 2 * dim, dtype, rngs, use_bias=False)
-        self.norm = _layernorm(4 * dim, 1e-5, dtype, rngs)  # HF uses nn.LayerNorm's default eps here
+        self.reduction = dense(4 * dim, 2 * dim, dtype=dtype, rngs=rngs, use_bias=False)
+        self.norm = layer_norm(4 * dim, 1e-5, dtype=dtype, rngs=rngs)  # HF uses nn.LayerNorm's default eps here
 
     def __call__(self, x: jax.Array) -> jax.Array:
         _, h, w, _ = x.shape
@@ -320,7 +269,7 @@ class PatchEmbeddings(nnx.Module):
 class SwinEmbeddings(nnx.Module):
     def __init__(self, cfg: SwinConfig, *, dtype, rngs: nnx.Rngs):
         self.patch_embeddings = PatchEmbeddings(cfg, cfg.embed_dim, dtype=dtype, rngs=rngs)
-        self.norm = _layernorm(cfg.embed_dim, 1e-5, dtype, rngs)  # HF: nn.LayerNorm default eps
+        self.norm = layer_norm(cfg.embed_dim, 1e-5, dtype=dtype, rngs=rngs)  # HF: nn.LayerNorm default eps
         self.dropout = nnx.Dropout(cfg.hidden_dropout_prob, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -342,8 +291,8 @@ class Swin(nnx.Module):
         self.dtype = dtype
         self.embeddings = SwinEmbeddings(config, dtype=dtype, rngs=rngs)
         self.encoder = SwinEncoder(config, dtype=dtype, rngs=rngs)
-        self.layernorm = _layernorm(config.num_features, config.layer_norm_eps, dtype, rngs)
-        self.classifier = _linear(config.num_features, config.num_labels, dtype, rngs)
+        self.layernorm = layer_norm(config.num_features, config.layer_norm_eps, dtype=dtype, rngs=rngs)
+        self.classifier = dense(config.num_features, config.num_labels, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, output_hidden_states: bool = False):
         if x.ndim != 4 or x.shape[-1] != self.config.num_channels:
@@ -358,28 +307,23 @@ class Swin(nnx.Module):
         return (logits, hidden) if output_hidden_states else logits
 
 
-# --------------------------------------------------------------------------- registry API
+# --------------------------------------------------------------------------- sizes and registry functions
 
 
-def variants(name: str = "swin") -> tuple[str, ...]:
-    return tuple(VARIANTS)
+_SIZES = {
+    "tiny": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    "small": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    "base": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+    "large": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
+}
+VARIANTS: dict[str, SwinConfig] = {
+    f"{size}_w{w}": SwinConfig(window_size=w, image_size=224 if w == 7 else 384, **kw)
+    for size, kw in _SIZES.items()
+    for w in (7, 12)
+}
+VARIANTS["test"] = SwinConfig(
+    embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=4, image_size=32, patch_size=2, drop_path_rate=0.0
+)
 
-
-def config_from_dict(d: dict) -> SwinConfig:
-    """Rebuild a config from ``dataclasses.asdict`` output (JSON turns tuples into lists)."""
-    return common.config_from_dict(SwinConfig, d)
-
-
-def from_config(cfg: SwinConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs | None = None) -> Swin:
-    return Swin(cfg, dtype=dtype, rngs=rngs if rngs is not None else nnx.Rngs(params=0, dropout=1))
-
-
-def create(name: str, variant: str, num_classes: int, *, dtype: jnp.dtype = jnp.float32,
-           rngs: nnx.Rngs | None = None, **overrides) -> Swin:
-    """A fresh Swin, e.g. ``create("swin", "tiny_w7", 4, drop_path_rate=0.2)``."""
-    if name != "swin":
-        raise ValueError(f"brain_jax.models.swin builds 'swin', not {name!r}")
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown swin variant {variant!r}; expected one of {', '.join(VARIANTS)}")
-    cfg = common.apply_overrides(VARIANTS[variant], overrides, _ALIASES, "swin", num_labels=num_classes)
-    return from_config(cfg, dtype=dtype, rngs=rngs)
+_ARCHITECTURE = common.Architecture(SwinConfig, {"swin": VARIANTS}, Swin, aliases=common.HF_DROPOUT_ALIASES)
+variants, config_for, config_from_dict, from_config, create = _ARCHITECTURE.functions()

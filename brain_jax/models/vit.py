@@ -32,9 +32,7 @@ import numpy as np
 from flax import nnx
 
 from brain_jax.models import common
-from brain_jax.models.common import DropPath, drop_path_rates, gelu
-
-_INIT = nnx.initializers.truncated_normal(stddev=0.02)
+from brain_jax.models.common import Dense, DropPath, dense, drop_path_rates, gelu, layer_norm
 
 
 @dataclass(frozen=True)
@@ -62,47 +60,19 @@ class ViTConfig:
         if self.model_type != "vit":
             problems.append(f"model_type must be 'vit', got {self.model_type!r}")
         if self.num_attention_heads < 1 or self.hidden_size % self.num_attention_heads:
-            problems.append(f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}")
-        for name in ("hidden_size", "num_hidden_layers", "intermediate_size", "patch_size", "num_channels"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+            problems.append(
+                f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}")
         if self.num_labels < 0:
             problems.append(f"num_labels must be >= 0 (0: no classifier), got {self.num_labels}")
         if self.image_size < self.patch_size:
             problems.append(f"image_size={self.image_size} is smaller than patch_size={self.patch_size}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.label_names and len(self.label_names) != self.num_labels:
-            problems.append(f"label_names has {len(self.label_names)} names for num_labels={self.num_labels}")
-        if problems:
-            raise ValueError("invalid ViTConfig: " + "; ".join(problems))
+        common.check_config(self, problems, at_least_one=("hidden_size", "num_hidden_layers", "intermediate_size",
+                                                          "patch_size", "num_channels"),
+                            rates=("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"))
 
     @property
     def grid_size(self) -> int:
         return self.image_size // self.patch_size
-
-
-_SIZES = {
-    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
-    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
-    "huge": dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, intermediate_size=5120),
-}
-VARIANTS: dict[str, ViTConfig] = {
-    "base_16": ViTConfig(patch_size=16, **_SIZES["base"]),
-    "base_32": ViTConfig(patch_size=32, **_SIZES["base"]),
-    "large_16": ViTConfig(patch_size=16, **_SIZES["large"]),
-    "large_32": ViTConfig(patch_size=32, **_SIZES["large"]),
-    "huge_14": ViTConfig(patch_size=14, **_SIZES["huge"]),
-    "test": ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                      image_size=32, patch_size=8),
-}
-
-_ALIASES = {
-    "dropout": "hidden_dropout_prob",
-    "hidden_dropout": "hidden_dropout_prob",
-    "attention_dropout": "attention_probs_dropout_prob",
-}
 
 
 # --------------------------------------------------------------------------- torch-compatible bicubic
@@ -152,31 +122,12 @@ def interpolate_pos_encoding(pos: jax.Array, grid_h: int, grid_w: int) -> jax.Ar
 # --------------------------------------------------------------------------- layers
 
 
-def _linear(din: int, dout: int, dtype, rngs: nnx.Rngs, use_bias: bool = True) -> nnx.Linear:
-    return nnx.Linear(din, dout, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, kernel_init=_INIT,
-                      rngs=rngs)
-
-
-def _layernorm(dim: int, eps: float, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    return nnx.LayerNorm(dim, epsilon=eps, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
-
-
-class Dense(nnx.Module):
-    """A holder for one linear layer named ``dense`` (HF's ``*.output.dense`` / ``intermediate.dense``)."""
-
-    def __init__(self, din: int, dout: int, *, dtype, rngs: nnx.Rngs):
-        self.dense = _linear(din, dout, dtype, rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.dense(x)
-
-
 class ViTSelfAttention(nnx.Module):
     def __init__(self, cfg: ViTConfig, *, dtype, rngs: nnx.Rngs):
         d = cfg.hidden_size
-        self.query = _linear(d, d, dtype, rngs, cfg.qkv_bias)
-        self.key = _linear(d, d, dtype, rngs, cfg.qkv_bias)
-        self.value = _linear(d, d, dtype, rngs, cfg.qkv_bias)
+        self.query = dense(d, d, dtype=dtype, rngs=rngs, use_bias=cfg.qkv_bias)
+        self.key = dense(d, d, dtype=dtype, rngs=rngs, use_bias=cfg.qkv_bias)
+        self.value = dense(d, d, dtype=dtype, rngs=rngs, use_bias=cfg.qkv_bias)
         self.dropout = nnx.Dropout(cfg.attention_probs_dropout_prob, rngs=rngs)
         self.num_heads = cfg.num_attention_heads
         self.dtype = dtype
@@ -208,9 +159,9 @@ class ViTLayer(nnx.Module):
     """Pre-norm transformer block."""
 
     def __init__(self, cfg: ViTConfig, drop_path: float, *, dtype, rngs: nnx.Rngs):
-        self.layernorm_before = _layernorm(cfg.hidden_size, cfg.layer_norm_eps, dtype, rngs)
+        self.layernorm_before = layer_norm(cfg.hidden_size, cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
         self.attention = ViTAttention(cfg, dtype=dtype, rngs=rngs)
-        self.layernorm_after = _layernorm(cfg.hidden_size, cfg.layer_norm_eps, dtype, rngs)
+        self.layernorm_after = layer_norm(cfg.hidden_size, cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
         self.intermediate = Dense(cfg.hidden_size, cfg.intermediate_size, dtype=dtype, rngs=rngs)
         self.output = Dense(cfg.intermediate_size, cfg.hidden_size, dtype=dtype, rngs=rngs)
         self.dropout = nnx.Dropout(cfg.hidden_dropout_prob, rngs=rngs)
@@ -241,8 +192,8 @@ class PatchEmbeddings(nnx.Module):
 class ViTEmbeddings(nnx.Module):
     def __init__(self, cfg: ViTConfig, *, dtype, rngs: nnx.Rngs):
         d, n = cfg.hidden_size, cfg.grid_size**2
-        self.cls_token = nnx.Param(_INIT(rngs.params(), (1, 1, d), jnp.float32))
-        self.position_embeddings = nnx.Param(_INIT(rngs.params(), (1, 1 + n, d), jnp.float32))
+        self.cls_token = nnx.Param(common.TRUNC_NORMAL(rngs.params(), (1, 1, d), jnp.float32))
+        self.position_embeddings = nnx.Param(common.TRUNC_NORMAL(rngs.params(), (1, 1 + n, d), jnp.float32))
         self.patch_embeddings = PatchEmbeddings(cfg, dtype=dtype, rngs=rngs)
         self.dropout = nnx.Dropout(cfg.hidden_dropout_prob, rngs=rngs)
         self.dtype = dtype
@@ -271,10 +222,11 @@ class ViT(nnx.Module):
         self.dtype = dtype
         self.embeddings = ViTEmbeddings(config, dtype=dtype, rngs=rngs)
         self.encoder = ViTEncoder(config, dtype=dtype, rngs=rngs)
-        self.layernorm = _layernorm(config.hidden_size, config.layer_norm_eps, dtype, rngs)
+        self.layernorm = layer_norm(config.hidden_size, config.layer_norm_eps, dtype=dtype, rngs=rngs)
         # num_labels = 0 (a headless ViTModel checkpoint, e.g. in21k): no classifier, the output is the
         # final class token, as HF's ViTForImageClassification gives with an Identity classifier.
-        self.classifier = _linear(config.hidden_size, config.num_labels, dtype, rngs) if config.num_labels else None
+        self.classifier = (dense(config.hidden_size, config.num_labels, dtype=dtype, rngs=rngs)
+                           if config.num_labels else None)
 
     def __call__(self, x: jax.Array, output_hidden_states: bool = False):
         p = self.config.patch_size
@@ -293,28 +245,23 @@ class ViT(nnx.Module):
         return (logits, hidden) if output_hidden_states else logits
 
 
-# --------------------------------------------------------------------------- registry API
+# --------------------------------------------------------------------------- sizes and registry functions
 
 
-def variants(name: str = "vit") -> tuple[str, ...]:
-    return tuple(VARIANTS)
+_SIZES = {
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+    "huge": dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, intermediate_size=5120),
+}
+VARIANTS: dict[str, ViTConfig] = {
+    "base_16": ViTConfig(patch_size=16, **_SIZES["base"]),
+    "base_32": ViTConfig(patch_size=32, **_SIZES["base"]),
+    "large_16": ViTConfig(patch_size=16, **_SIZES["large"]),
+    "large_32": ViTConfig(patch_size=32, **_SIZES["large"]),
+    "huge_14": ViTConfig(patch_size=14, **_SIZES["huge"]),
+    "test": ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                      image_size=32, patch_size=8),
+}
 
-
-def config_from_dict(d: dict) -> ViTConfig:
-    """Rebuild a config from ``dataclasses.asdict`` output (JSON turns tuples into lists)."""
-    return common.config_from_dict(ViTConfig, d)
-
-
-def from_config(cfg: ViTConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs | None = None) -> ViT:
-    return ViT(cfg, dtype=dtype, rngs=rngs if rngs is not None else nnx.Rngs(params=0, dropout=1))
-
-
-def create(name: str, variant: str, num_classes: int, *, dtype: jnp.dtype = jnp.float32,
-           rngs: nnx.Rngs | None = None, **overrides) -> ViT:
-    """A fresh ViT, e.g. ``create("vit", "base_16", 4, image_size=384)``."""
-    if name != "vit":
-        raise ValueError(f"brain_jax.models.vit builds 'vit', not {name!r}")
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown vit variant {variant!r}; expected one of {', '.join(VARIANTS)}")
-    cfg = common.apply_overrides(VARIANTS[variant], overrides, _ALIASES, "vit", num_labels=num_classes)
-    return from_config(cfg, dtype=dtype, rngs=rngs)
+_ARCHITECTURE = common.Architecture(ViTConfig, {"vit": VARIANTS}, ViT, aliases=common.HF_DROPOUT_ALIASES)
+variants, config_for, config_from_dict, from_config, create = _ARCHITECTURE.functions()
