@@ -1,18 +1,17 @@
-"""Classification metrics, ECE and bootstrap CI against sklearn / plain numpy references."""
+"""Classification metrics, ECE and the accumulator against sklearn / plain numpy references."""
 from __future__ import annotations
 
-import jax
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
 from brain_jax.metrics import (
     ClassificationAccumulator,
-    bootstrap_ci,
     classification_batch_stats,
     classification_summary,
     confusion_matrix,
     expected_calibration_error,
+    summarize_confusions,
 )
 
 C = 4
@@ -45,6 +44,9 @@ def test_confusion_and_summary_match_sklearn(seed, skip):
     np.testing.assert_array_equal(s["support"], sup)
     np.testing.assert_allclose(s["accuracy"], skm.accuracy_score(lv, pv), rtol=1e-6)
     np.testing.assert_allclose(s["balanced_accuracy"], skm.balanced_accuracy_score(lv, pv), rtol=1e-6)
+    # one-vs-rest specificity TN / (TN + FP) from sklearn's per-class 2x2 tables [[TN, FP], [FN, TP]]
+    (tn, fp), _ = skm.multilabel_confusion_matrix(lv, pv, labels=range(C)).transpose(1, 2, 0)
+    np.testing.assert_allclose(s["specificity"], tn / (tn + fp), rtol=1e-6)
     for avg in ("macro", "weighted"):
         p, r, f, _ = skm.precision_recall_fscore_support(lv, pv, labels=range(C), average=avg, zero_division=0)
         np.testing.assert_allclose(s[f"{avg}_precision"], p, rtol=1e-6)
@@ -52,6 +54,20 @@ def test_confusion_and_summary_match_sklearn(seed, skip):
         np.testing.assert_allclose(s[f"{avg}_f1"], f, rtol=1e-6)
     if skip is not None:
         assert s["precision"][skip] == 0 and s["recall"][skip] == 0 and s["f1"][skip] == 0
+
+
+def test_numpy_summary_of_many_matrices_equals_jitted_summary():
+    rng = np.random.default_rng(7)
+    cms = rng.integers(0, 30, (50, C, C)) * (rng.random((50, C, C)) < 0.7)
+    cms[0] = 0  # empty split
+    cms[1, 2, :] = 0  # a class without support
+    cms[1, :, 2] = 0
+    cms[2] = np.diag([5, 0, 0, 0])  # one class only: specificity 0/0 for class 0
+    batched = summarize_confusions(cms)
+    for i in range(len(cms)):
+        one = classification_summary(cms[i])
+        for k, v in one.items():
+            np.testing.assert_allclose(batched[k][i], np.asarray(v), rtol=1e-6, atol=1e-7, err_msg=f"{k} #{i}")
 
 
 def test_zero_division_when_class_predicted_but_absent():
@@ -96,15 +112,14 @@ def test_accumulator_over_batches_equals_whole_split_and_skips_padding():
     n = 70
     logits = rng.normal(size=(n, C)).astype(np.float32)
     labels = rng.integers(0, C, n)
-    stats_fn = classification_batch_stats
-    acc = ClassificationAccumulator(C, num_bins=10, class_names=("g", "m", "n", "p"))
+    acc = ClassificationAccumulator(C, num_bins=10, class_names=("g", "m", "n", "p"), keep_examples=True)
     for start in range(0, n, 16):  # last batch padded to 16 with garbage labels
-        lg = np.zeros((16, C), np.float32)
+        lg = np.full((16, C), 50.0, np.float32)
         lb = np.full(16, 99)
         k = min(16, n - start)
         lg[:k], lb[:k] = logits[start : start + k], labels[start : start + k]
-        acc.update(stats_fn(lg, lb, np.arange(16) < k, C, 10))
-    res = acc.result(ci_resamples=200)
+        acc.update(classification_batch_stats(lg, lb, np.arange(16) < k, C, 10))
+    res = acc.result()
     preds = logits.argmax(1)
     np.testing.assert_array_equal(res["confusion_matrix"], skm.confusion_matrix(labels, preds, labels=range(C)))
     assert res["num_examples"] == n
@@ -112,34 +127,32 @@ def test_accumulator_over_batches_equals_whole_split_and_skips_padding():
     np.testing.assert_allclose(res["macro_f1"], skm.f1_score(labels, preds, average="macro"), rtol=1e-5)
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     np.testing.assert_allclose(res["ece"], _ece_reference(probs, labels, 10), rtol=1e-4)
-    lo, hi = res["accuracy_ci"]
-    assert lo < res["accuracy"] < hi
+
+    # per-example results: valid rows only, in arrival order
+    ex = acc.examples()
+    np.testing.assert_array_equal(ex["label"], labels)
+    np.testing.assert_array_equal(ex["pred"], preds)
+    np.testing.assert_allclose(ex["probs"], probs, rtol=1e-5, atol=1e-7)
+
+    ci = acc.intervals(n_resamples=300, seed=2)
+    assert ci["interval"]["resampled_unit"] == "slice" and ci["interval"]["n_units"] == n
+    assert ci["class_names"] == ["g", "m", "n", "p"]
+    for k in ("accuracy", "macro_f1", "balanced_accuracy"):
+        np.testing.assert_allclose(ci[k]["estimate"], res[k], rtol=1e-6)
+        assert ci[k]["low"] < ci[k]["estimate"] < ci[k]["high"]
+    np.testing.assert_allclose(ci["per_class"]["auroc"]["estimate"],
+                               [skm.roc_auc_score(labels == c, probs[:, c]) for c in range(C)], rtol=1e-5)
+    patients = np.arange(n) // 5
+    assert acc.intervals(patients, "patient", n_resamples=50)["interval"]["n_units"] == 14
 
 
-def test_accumulator_rejects_out_of_range_labels():
+def test_accumulator_rejects_out_of_range_labels_and_missing_examples():
     stats = classification_batch_stats(np.zeros((3, C), np.float32), np.array([0, 1, 7]), None, C)
     with pytest.raises(ValueError, match="outside"):
         ClassificationAccumulator(C).update(stats)
     with pytest.raises(KeyError, match="lack keys"):
         ClassificationAccumulator(C).update({"confusion": stats["confusion"]})
-
-
-def test_bootstrap_ci_against_numpy_bootstrap():
-    rng = np.random.default_rng(5)
-    values = rng.normal(2.0, 1.0, 80).astype(np.float32)
-    valid = rng.random(80) < 0.75
-    values_padded = np.where(valid, values, 1e6)  # invalid cases must never enter
-    ci = {k: float(v) for k, v in bootstrap_ci(values_padded, valid, 2000, 0.9, seed=1).items()}
-    v = values[valid]
-    assert ci["n"] == valid.sum()
-    np.testing.assert_allclose(ci["mean"], v.mean(), rtol=1e-5)
-    means = rng.choice(v, size=(20000, len(v))).mean(1)
-    ref_lo, ref_hi = np.percentile(means, [5, 95])
-    se = v.std() / np.sqrt(len(v))
-    assert abs(ci["low"] - ref_lo) < 0.1 * se * 4 and abs(ci["high"] - ref_hi) < 0.1 * se * 4
-    # constant metric -> degenerate interval; no valid case -> NaN
-    const = bootstrap_ci(np.full(80, 0.5), valid, 2000, 0.9)
-    assert float(const["low"]) == pytest.approx(0.5) and float(const["high"]) == pytest.approx(0.5)
-    assert np.isnan(float(bootstrap_ci(values, np.zeros(80, bool), 2000, 0.9)["mean"]))
-    with pytest.raises(ValueError, match="confidence"):
-        bootstrap_ci(values, confidence=95)
+    acc = ClassificationAccumulator(C)
+    acc.update(classification_batch_stats(np.zeros((3, C), np.float32), np.array([0, 1, 2]), None, C))
+    with pytest.raises(ValueError, match="keep_examples"):
+        acc.examples()

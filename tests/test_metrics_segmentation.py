@@ -80,8 +80,8 @@ def test_segmentation_accumulator_over_batches_matches_medpy():
         valid = np.arange(B) < n_valid
         acc.update(segmentation_batch_stats(pred.astype(np.int32), target.astype(np.int32), spacing, valid))
         cases += [(pred[i], target[i], spacing[i]) for i in range(n_valid)]
-    res = acc.result(ci_resamples=100)
-    assert res["num_cases"] == B + 5 and res["num_both_empty"] == 2 and res["num_miss"] == 4
+    res = acc.result()
+    assert res["num_cases"] == B + 5 and res["num_empty_both"] == 2 and res["num_missed"] == 4
     missed_tumour = sum(1 for p, t, _ in cases if not p.any() and t.any())
     false_alarm = sum(1 for p, t, _ in cases if p.any() and not t.any())
     assert missed_tumour > 0 and false_alarm > 0  # the fixture has both kinds
@@ -105,7 +105,21 @@ def test_segmentation_accumulator_over_batches_matches_medpy():
     pv = np.stack([c[0] for c in cases]).ravel()
     tv = np.stack([c[1] for c in cases]).ravel()
     np.testing.assert_allclose(res["iou_per_class"], jaccard_score(tv, pv, labels=[0, 1], average=None), rtol=1e-6)
-    assert res["dice_ci"][0] < res["dice"] < res["dice_ci"][1]
+
+    # per-case results in arrival order; areas = pixel count x row spacing x column spacing
+    ex = acc.examples()
+    np.testing.assert_allclose(ex["dice"], dc, rtol=1e-5)
+    np.testing.assert_allclose(ex["hd_mm"], hd, rtol=1e-5)
+    np.testing.assert_allclose(ex["hd95_mm"], hd95, rtol=1e-5)
+    np.testing.assert_allclose(ex["true_area_mm2"], [t.sum() * sp[0] * sp[1] for _, t, sp in cases], rtol=1e-6)
+    np.testing.assert_allclose(ex["pred_area_mm2"], [p.sum() * sp[0] * sp[1] for p, _, sp in cases], rtol=1e-6)
+    np.testing.assert_array_equal(ex["missed_tumour"], [not p.any() and t.any() for p, t, _ in cases])
+    ci = acc.intervals(np.arange(B + 5) // 3, "patient", n_resamples=200, seed=1)
+    assert ci["interval"] == {"method": "percentile", "confidence": 0.95, "n_resamples": 200, "seed": 1,
+                              "resampled_unit": "patient", "n_units": 7, "n_examples": B + 5}
+    for k in ("dice", "iou", "hd_mm", "hd95_mm"):
+        np.testing.assert_allclose(ci[k]["estimate"], res[k], rtol=1e-6)
+        assert ci[k]["low"] < ci[k]["estimate"] < ci[k]["high"]
 
 
 def test_one_device_and_eight_sharded_devices_agree():

@@ -17,7 +17,20 @@ from brain_jax.metrics import (
     hausdorff_distances,
     image_diagonal_mm,
 )
-from brain_jax.metrics.surface import _pass2, masked_percentile
+from brain_jax.metrics.surface import (
+    _choose_method,
+    _cumsum,
+    _hausdorff,
+    _list_points,
+    _methods,
+    _pack_rows,
+    _packed_border,
+    _packed_borders,
+    _pass2,
+    _point_distances,
+    _unpack_rows,
+    masked_percentile,
+)
 
 H, W = 48, 40  # one static shape for most tests: one compile
 
@@ -107,8 +120,8 @@ def test_hd_and_hd95_match_medpy(seed):
 
 
 @pytest.mark.parametrize("extent", [5, 11, 23])
-def test_compacted_budgets_match_medpy(extent):
-    """Masks spanning at most ``extent`` rows/columns take the H/8, H/4, H/2 compacted paths."""
+def test_small_scattered_masks_match_medpy(extent):
+    """Scattered pieces inside an ``extent`` x ``extent`` window (few border points) match medpy."""
     binary = _medpy()
     rng = np.random.default_rng(extent)
     b = 12
@@ -257,3 +270,143 @@ def test_pass2_loop_and_block_forms_are_bit_identical():
     a = np.asarray(_pass2(col, sp, None, None, "loop"))
     b = np.asarray(_pass2(col, sp, None, None, "blocks"))
     np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- the exact methods
+
+
+def _hd_medpy(pred, target, spacing):
+    binary = _medpy()
+    ref = [(binary.hd(p, t, voxelspacing=sp.astype(np.float64)), binary.hd95(p, t, voxelspacing=sp.astype(np.float64)))
+           for p, t, sp in zip(pred, target, spacing)]
+    return np.array(ref).T
+
+
+def _blobs(rng, b: int, size: int, radius: tuple[float, float], centre: tuple[float, float]):
+    """Irregular blobs (smoothed-noise radius) and perturbed copies, as in a segmentation batch."""
+    yy, xx = np.mgrid[:size, :size]
+    pred, target = np.zeros((2, b, size, size), bool)
+    for i in range(b):
+        cy, cx = rng.uniform(*centre, 2) * size
+        r = rng.uniform(*radius) * size
+        wobble = ndimage.gaussian_filter(rng.normal(size=(size, size)), 3) * size / 10
+        target[i] = np.hypot(yy - cy, xx - cx) + wobble < r
+        pred[i] = ndimage.binary_dilation(target[i], iterations=2) ^ (rng.random((size, size)) < 0.01) & target[i]
+    return pred, target
+
+
+_forced = jax.jit(_hausdorff, static_argnames=("percentiles", "symmetric", "method"))
+
+
+def test_every_method_gives_the_same_numbers_and_matches_medpy():
+    """Lesion-sized masks fit every method: each, forced, gives the same numbers (to an ulp: the compiler may
+    fuse a multiply-add in one method and not in another), equal to medpy's HD and HD95."""
+    rng = np.random.default_rng(20)
+    size = 128
+    methods = _methods(size, size)
+    assert methods == [("points", 1024), ("grid", 2), ("grid", None)]
+    pred, target = _blobs(rng, 4, size, (0.05, 0.15), (0.35, 0.65))
+    pred[3, 50, 40] = True  # a far false-positive pixel
+    spacing = rng.uniform(0.4, 1.2, (4, 2)).astype(np.float32)
+    outs = [np.asarray(_forced(pred, target, spacing, (None, 95.0), "union", method=i)) for i in range(len(methods))]
+    for i, out in enumerate(outs[1:], 1):
+        np.testing.assert_array_max_ulp(out, outs[0], maxulp=1)
+    np.testing.assert_allclose(outs[0], _hd_medpy(pred, target, spacing), rtol=1e-5)
+    auto = np.asarray(hausdorff_distances(pred, target, spacing))
+    np.testing.assert_array_equal(auto, outs[int(_choose_method(*_packed_borders(pred, target)[1::2], size, size))])
+
+
+def test_many_border_points_take_the_larger_budget_and_match_medpy():
+    """1024 < border points <= 4096 spread over the whole image: the 4096-slot budget, equal to the
+    whole-image transform and to medpy."""
+    rng = np.random.default_rng(21)
+    size = 256
+    pred, target = _blobs(rng, 2, size, (0.1, 0.2), (0.4, 0.6))
+    pred[0] |= rng.random((size, size)) < 0.02  # ~1300 isolated specks
+    spacing = np.float32([[0.5, 0.7], [1.0, 1.0]])
+    packed, words, pc, cum = _packed_borders(pred, target)
+    counts = np.asarray(cum)[:, -1]
+    assert 1024 < counts.max() <= 4096
+    methods = _methods(size, size)
+    assert methods[int(_choose_method(words, cum[:, -1], size, size))] == ("points", 4096)
+    got = np.asarray(hausdorff_distances(pred, target, spacing))
+    whole = np.asarray(_forced(pred, target, spacing, (None, 95.0), "union", method=len(methods) - 1))
+    np.testing.assert_array_max_ulp(got, whole, maxulp=1)
+    np.testing.assert_allclose(got, _hd_medpy(pred, target, spacing), rtol=1e-5)
+
+
+def test_method_choice_follows_border_extent_and_count():
+    """Lesions take border points; dense borders take the smallest grid that holds their rows and columns."""
+    size = 512
+    rng = np.random.default_rng(22)
+    assert _methods(size, size) == [("points", 1024), ("points", 4096), ("grid", 4), ("grid", 2), ("grid", None)]
+    assert _methods(48, 40) == [("points", 1024), ("grid", None)]  # grids no larger than 1024 pixels never pay
+    lesion_p, lesion_t = _blobs(rng, 1, size, (0.05, 0.1), (0.4, 0.6))
+    yy, xx = np.mgrid[:size, :size]
+    specks = rng.random((size, size)) < 0.006  # ~1600 isolated pixels everywhere
+    noise = rng.random((size, size)) < 0.5
+    square = lambda n: (yy < n) & (xx < n)  # noqa: E731
+    cases = {
+        ("points", 1024): lesion_p[0],
+        ("points", 4096): specks,
+        ("grid", 4): noise & square(120),  # > 4096 border pixels within 128 rows / columns
+        ("grid", 2): noise & square(250),
+        ("grid", None): noise,
+    }
+    choose = jax.jit(lambda p, t: _choose_method(*_packed_borders(p, t)[1::2], size, size))
+    for expected, pred in cases.items():
+        index = int(choose(pred[None], lesion_t))
+        assert _methods(size, size)[index] == expected
+
+
+def test_packed_border_matches_border_at_any_width():
+    rng = np.random.default_rng(23)
+    for h, w in ((7, 31), (9, 64), (8, 65)):
+        masks = np.stack([random_mask(rng, h, w) for _ in range(6)] + [np.ones((h, w), bool)])
+        masks[0, :, w // 2 :] = True  # runs across word boundaries
+        packed = _pack_rows(masks)
+        assert packed.shape == (7, h, -(-w // 32)) and packed.dtype == jnp.uint32
+        np.testing.assert_array_equal(np.asarray(_unpack_rows(packed, w)), masks)
+        got = np.asarray(_unpack_rows(_packed_border(packed), w))
+        np.testing.assert_array_equal(got, np.asarray(border(masks)), err_msg=f"{h}x{w}")
+
+
+def test_list_points_in_raster_order_and_truncated_to_budget():
+    rng = np.random.default_rng(24)
+    h, w, budget = 20, 70, 64
+    masks = rng.random((4, h, w)) < np.array([0.01, 0.04, 0.2, 0.0])[:, None, None]  # ~14, ~56, ~280, 0 pixels
+    words, pc, cum = (np.asarray(a) for a in jax.jit(lambda m: _packed_borders(m, m)[1:])(masks))
+    ys, xs, ok = map(np.asarray, _list_points(words[:4], pc[:4], cum[:4], 96, budget))  # rows [0, 4): the masks
+    # border of an isolated pixel is the pixel itself; compare with numpy's raster-order nonzero
+    bord = np.asarray(border(masks))
+    for i in range(4):
+        ref_y, ref_x = np.nonzero(bord[i])
+        k = min(len(ref_y), budget)
+        assert ok[i].sum() == k and ok[i, :k].all()
+        np.testing.assert_array_equal(ys[i, :k], ref_y[:k])
+        np.testing.assert_array_equal(xs[i, :k], ref_x[:k])
+    assert bord[2].sum() > budget and bord[3].sum() == 0
+
+
+def test_two_level_cumsum_matches_numpy():
+    x = np.random.default_rng(25).integers(0, 33, (3, 200)).astype(np.int32)
+    for m in (1, 63, 64, 65, 200):
+        np.testing.assert_array_equal(np.asarray(_cumsum(x[:, :m])), np.cumsum(x[:, :m], axis=1))
+
+
+def test_point_distances_loop_and_block_forms_are_bit_identical():
+    rng = np.random.default_rng(26)
+    n, k = 3, 512
+    pts = rng.integers(0, 300, (4, n, k)).astype(np.int32)
+    valid = rng.random((n, k)) < 0.8
+    valid[:, 300:] = False  # the contract: no valid source past num_sources (blocks of 256 visit 512 slots)
+    sp = rng.uniform(0.3, 2.0, (n, 2)).astype(np.float32)
+    num = jnp.int32(300)
+    loop = np.asarray(_point_distances((pts[0], pts[1]), (pts[2], pts[3]), valid, num, sp, "loop"))
+    blocks = np.asarray(_point_distances((pts[0], pts[1]), (pts[2], pts[3]), valid, num, sp, "blocks"))
+    np.testing.assert_array_equal(loop, blocks)
+    d2 = (sp[:, None, None, 0] * (pts[0][:, :, None] - pts[2][:, None, :300])) ** 2 + (
+        sp[:, None, None, 1] * (pts[1][:, :, None] - pts[3][:, None, :300])
+    ) ** 2
+    ref = np.where(valid[:, None, :300], d2, np.inf).min(axis=2)
+    np.testing.assert_allclose(loop, ref, rtol=1e-6)

@@ -3,12 +3,22 @@
 Metrics
 =======
 Classification: ``confusion_matrix`` (rows = true class, columns = predicted) and
-``classification_summary`` (accuracy, per-class precision / recall / F1 / support, macro and
-weighted averages), ``expected_calibration_error``. Segmentation: per-case ``dice`` / ``iou`` of
-binary masks, mIoU from accumulated per-class intersection / union counts
-(``intersection_union_counts`` + ``mean_iou``), and the per-case symmetric ``hausdorff_distance`` in
-millimetres (``percentile=95`` for HD95). ``bootstrap_ci`` gives a percentile-bootstrap confidence
-interval of the mean of any per-case metric.
+``classification_summary`` (accuracy, balanced accuracy, per-class precision / recall (sensitivity) /
+F1 / specificity / support, macro and weighted averages; ``summarize_confusions`` is the same in numpy
+over many matrices), ``expected_calibration_error``, one-vs-rest ``roc_auc_ovr``. Segmentation:
+per-case ``dice`` / ``iou`` of binary masks, mIoU from accumulated per-class intersection / union
+counts (``intersection_union_counts`` + ``mean_iou``), and the per-case symmetric
+``hausdorff_distance`` in millimetres (``percentile=95`` for HD95).
+
+Uncertainty and comparison (``brain_jax.metrics.stats``, numpy/scipy on the host, after evaluation):
+``classification_intervals`` / ``segmentation_intervals`` give each headline metric a 95 % percentile
+interval from a cluster bootstrap (patients or duplicate groups resampled, slices only when neither
+is known; the statistic recomputed from each resample's confusion matrix), with the method, number
+of resamples, seed and resampled unit recorded beside it. ``paired_comparison`` /
+``pairwise_comparisons`` compare classifiers on the same examples (exact McNemar on slices, paired
+cluster bootstrap of the accuracy and macro-F1 differences, Holm across pairs);
+``paired_segmentation_comparison`` / ``pairwise_segmentation_comparisons`` compare segmenters
+(Wilcoxon signed-rank on per-case Dice, paired bootstrap of the mean-Dice difference).
 
 How a split is reduced
 ----------------------
@@ -16,7 +26,10 @@ Inside the jitted eval step, ``classification_batch_stats`` / ``segmentation_bat
 batch (sharded over devices and hosts) into sufficient statistics: counts summed over the batch and
 per-case values with a ``valid`` flag. ``ClassificationAccumulator`` / ``SegmentationAccumulator``
 (plain Python, numpy sums) add them up across batches and hosts; ratios are taken once at the end.
-Per-batch means are never averaged. Padded examples (``valid`` False) never count.
+Per-batch means are never averaged. Padded examples (``valid`` False) never count. The accumulators
+also keep per-example results in the order seen (``examples()``: classification label, prediction
+and probabilities with ``keep_examples=True``; segmentation Dice, IoU, HD, HD95 and areas in mm²)
+for a predictions file and for ``intervals()``.
 
 In an eval loop (any number of devices / hosts; ``batch`` from ``input_pipeline.make_loader``)::
 
@@ -25,21 +38,24 @@ In an eval loop (any number of devices / hosts; ``batch`` from ``input_pipeline.
         pred = jnp.argmax(eval_step(params, batch["image"]), -1)
         acc.update(segmentation_batch_stats(pred, batch["mask"], batch["spacing_mm"],
                                             batch["valid"] & batch["has_mask"]))
-    report = acc.result(ci_resamples=1000)    # same dict on every host
+    report = acc.result()                     # same dict on every host
+    # patient_ids: one id per case, in the order of acc.examples() (None and "slice" when unknown)
+    report["intervals"] = acc.intervals(patient_ids, "patient", n_resamples=1000, seed=0)
 
 ``to_host`` reads replicated counts from a local replica and all-gathers per-case arrays that are
 split across hosts (``multihost_utils.process_allgather``), so every host sees the whole split.
 
 Hausdorff distance algorithm
 ----------------------------
-Exact and jit-able on static shapes: border pixels, then an exact Euclidean distance transform
-with anisotropic spacing in two passes. Pass 1: per row, the column offset to the nearest border
-pixel (two cumulative scans). Pass 2: per pixel, the minimum over rows r' of
-(dy (r - r'))^2 + (dx g(r', c))^2. Pass 2 is O(H^2 W) in general; since only rows and columns
-holding border pixels can be nearest and distances are only read at border pixels, both passes
-and the order statistics run on those rows and columns compacted to a batch-wide budget (H/8,
-H/4, H/2, else the whole image; ``lax.switch``), which gives the same bits. The percentile is an exact order statistic (bisection on float bits), with
-numpy's linear interpolation. ``benchmarks/bench_hd95.py`` times it against medpy and MONAI.
+Exact and jit-able on static shapes. Per batch, the cheapest exact method that fits every image
+(a ``lax.switch`` on an estimated cost): for lesion-sized masks, each image's border pixels listed
+into 1024 or 4096 slots (bit-packed rows, no sort), each point's distance the minimum over the other
+mask's points; for masks with more border pixels, an exact two-pass Euclidean distance transform
+(per row the nearest border column, then per pixel the minimum over rows) on the rows and columns
+holding border pixels, compacted to H/4 or H/2, else the whole image. The methods agree to float32
+rounding (at most one ulp); nothing is sampled. The percentile is an exact order statistic
+(bisection on float bits), with numpy's linear interpolation. ``benchmarks/bench_hd95.py`` times it
+against medpy and MONAI (BENCHMARKS.md).
 
 Conventions (tested in tests/test_metrics_*.py)
 -----------------------------------------------
@@ -61,12 +77,18 @@ Conventions (tested in tests/test_metrics_*.py)
   HD = HD95 = the image diagonal sqrt((H*dy)^2 + (W*dx)^2) in mm (the BraTS-style penalty). medpy
   raises on these cases and MONAI returns inf / NaN (and drops a missed prediction from its HD95
   mean), so reports always print the number of misses and of both-empty cases beside the mean
-  (``SegmentationAccumulator.result()`` gives ``num_miss`` (= ``num_missed_tumour`` + ``num_false_alarm``) / ``num_both_empty`` and the HD means over
-  detected cases only as well).
+  (``SegmentationAccumulator.result()`` gives ``num_missed`` (= ``num_missed_tumour`` +
+  ``num_false_alarm``) / ``num_empty_both`` and the HD means over detected cases only as well).
 * mIoU: per-class IoU from pixel counts pooled over the split; a class absent from both prediction
   and ground truth in the whole split is NaN and left out of the mean.
 * ECE: top-label confidence in ``num_bins`` equal-width bins (lo, hi] (0 goes to the first bin);
   ECE = sum over bins of |correct - confidence| / N.
+* AUROC: one-vs-rest per class from the class probabilities, tied scores counting 1/2 (sklearn
+  ``roc_auc_score``); NaN for a class without positives or without negatives; macro AUROC averages
+  the classes where it is defined.
+* Intervals: percentile bootstrap (numpy's linear interpolation of the replicates), by default 1000
+  resamples, seed 0, confidence 0.95; a verdict on a difference says "no difference shown at
+  α = 0.05" when its interval covers 0 (never "equivalent").
 """
 from brain_jax.metrics.accumulators import (
     ClassificationAccumulator,
@@ -75,14 +97,23 @@ from brain_jax.metrics.accumulators import (
     segmentation_batch_stats,
     to_host,
 )
-from brain_jax.metrics.calibration import (
-    bootstrap_ci,
-    calibration_bins,
-    ece_from_bins,
-    expected_calibration_error,
-)
-from brain_jax.metrics.classification import classification_summary, confusion_matrix
+from brain_jax.metrics.calibration import calibration_bins, ece_from_bins, expected_calibration_error
+from brain_jax.metrics.classification import classification_summary, confusion_matrix, summarize_confusions
 from brain_jax.metrics.segmentation import dice, intersection_union_counts, iou, mean_iou
+from brain_jax.metrics.stats import (
+    bootstrap_indices,
+    classification_intervals,
+    holm,
+    mcnemar_exact,
+    paired_comparison,
+    paired_segmentation_comparison,
+    pairwise_comparisons,
+    pairwise_segmentation_comparisons,
+    resampling_units,
+    roc_auc_ovr,
+    segmentation_intervals,
+    wilcoxon_signed_rank,
+)
 from brain_jax.metrics.surface import (
     border,
     directed_surface_distances,
@@ -95,10 +126,11 @@ from brain_jax.metrics.surface import (
 __all__ = [
     "ClassificationAccumulator",
     "SegmentationAccumulator",
-    "bootstrap_ci",
     "border",
+    "bootstrap_indices",
     "calibration_bins",
     "classification_batch_stats",
+    "classification_intervals",
     "classification_summary",
     "confusion_matrix",
     "dice",
@@ -108,10 +140,21 @@ __all__ = [
     "expected_calibration_error",
     "hausdorff_distance",
     "hausdorff_distances",
+    "holm",
     "image_diagonal_mm",
     "intersection_union_counts",
     "iou",
+    "mcnemar_exact",
     "mean_iou",
+    "paired_comparison",
+    "paired_segmentation_comparison",
+    "pairwise_comparisons",
+    "pairwise_segmentation_comparisons",
+    "resampling_units",
+    "roc_auc_ovr",
     "segmentation_batch_stats",
+    "segmentation_intervals",
+    "summarize_confusions",
     "to_host",
+    "wilcoxon_signed_rank",
 ]

@@ -1,4 +1,4 @@
-"""Calibration (expected calibration error) and bootstrap confidence intervals for per-case metrics."""
+"""Calibration: the expected calibration error (ECE) from per-bin sufficient statistics."""
 from __future__ import annotations
 
 import functools
@@ -50,43 +50,3 @@ def expected_calibration_error(
 ) -> jax.Array:
     """Top-label ECE with ``num_bins`` equal-width bins; NaN when no example counts."""
     return ece_from_bins(**calibration_bins(probs, labels, num_bins, mask))
-
-
-@functools.partial(jax.jit, static_argnames=("num_resamples", "confidence"))
-def bootstrap_ci(
-    values: jax.Array,
-    valid: jax.Array | None = None,
-    num_resamples: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> dict[str, jax.Array]:
-    """Percentile-bootstrap confidence interval of the mean of a per-case metric.
-
-    Each resample draws n = (number of valid cases) cases with replacement from the valid ones;
-    padded / invalid cases never enter. Returns ``mean`` (of the valid values), ``low``, ``high``
-    (the (1 - confidence)/2 and (1 + confidence)/2 percentiles of the resampled means, numpy's linear
-    interpolation) and ``n``. All NaN when no case is valid. jit-able (``num_resamples`` static).
-    """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1); got {confidence}")
-    values = jnp.asarray(values, jnp.float32).reshape(-1)
-    ok = jnp.ones(values.shape, bool) if valid is None else jnp.asarray(valid).astype(bool).reshape(-1)
-    m = values.shape[0]
-    n = jnp.sum(ok, dtype=jnp.int32)
-    order = jnp.argsort(~ok, stable=True)  # valid cases first
-    key = jax.random.key(seed)
-    draws = jax.random.randint(key, (num_resamples, m), 0, jnp.maximum(n, 1))
-    # Only the first n of the m draws are used, so every resample has exactly n cases.
-    used = (jnp.arange(m) < n)[None, :]
-    sampled = jnp.where(used, values[order[draws]], 0.0)
-    means = jnp.sum(sampled, axis=1) / jnp.maximum(n, 1)
-    alpha = (1.0 - confidence) / 2.0
-    low, high = jnp.percentile(means, jnp.array([100 * alpha, 100 * (1 - alpha)]))
-    mean = jnp.sum(jnp.where(ok, values, 0.0)) / jnp.maximum(n, 1)
-    nan = jnp.float32(jnp.nan)
-    return {
-        "mean": jnp.where(n > 0, mean, nan),
-        "low": jnp.where(n > 0, low, nan),
-        "high": jnp.where(n > 0, high, nan),
-        "n": n,
-    }

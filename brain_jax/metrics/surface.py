@@ -7,13 +7,25 @@ Border pixels are the mask minus its erosion by the 4-connected cross, with pixe
 counted as background (scipy ``binary_erosion`` with ``border_value=0``, as medpy.metric.binary and
 MONAI use): a foreground pixel on the image edge is always a border pixel.
 
-Distances come from an exact Euclidean distance transform of the border set with anisotropic
-spacing. Pass 1 finds, for every pixel, the column offset g to the nearest border pixel in its own
-row. Pass 2 minimises ``(dy * (r - r'))**2 + (dx * g(r', c))**2`` over rows ``r'``: O(H^2 W) per
-image but perfectly parallel, with bounded memory. Only rows and columns that hold border pixels
-can matter, so ``hausdorff_distances`` runs both passes and the order statistics on those rows and
-columns, compacted to a batch-wide budget (H/8, H/4, H/2 or everything, via ``lax.switch``): the
-same float operations, the same bits. No sampling or approximation is involved.
+``hausdorff_distances`` runs, per batch, the cheapest of several exact methods that fits every
+image of the batch (a ``lax.switch`` on an estimated operation count; each method has static shapes):
+
+* border points: each image's border pixels listed in raster order into a fixed number of slots
+  (1024 or 4096; from bit-packed rows, by a binary search over running counts: no sort and no
+  scatter), then for each point the minimum over the other mask's points of
+  ``(dy * (r - r'))**2 + (dx * (c - c'))**2``. O(slots x points) per case: for lesion-sized masks
+  far less than any transform of the image (the same lever as MONAI's crop to the masks' bounding
+  box, without data-dependent shapes);
+* a Euclidean distance transform of the border set with anisotropic spacing in two passes
+  (pass 1: per row, the column offset g to the nearest border pixel; pass 2: the minimum over rows
+  r' of ``(dy * (r - r'))**2 + (dx * g(r', c))**2``), O(H^2 W) per image, on the rows and columns
+  that hold border pixels compacted to H/f x W/f (f = 8, 4, 2) when they fit, else on the whole
+  image: for masks with more border pixels than the slots hold (noisy predictions).
+
+Only methods that can be the cheapest for the image size are compiled (``_methods``). All evaluate
+the same float32 expressions and take minima (exact in any order), so they agree to the last bit
+but one (the compiler may fuse a multiply-add in one method and not in another); nothing is sampled
+or approximated.
 """
 from __future__ import annotations
 
@@ -26,6 +38,14 @@ from jax import lax
 
 # Budget for the (cases, row block, H, W) intermediate of pass 2 if XLA does not fuse it away.
 _BLOCK_ELEMENTS = 1 << 24
+# Border-point method: slots per image (one compiled branch each), source points per loop step on
+# CPU (unrolled) and per reduction block on accelerators.
+_POINT_BUDGETS = (1024, 4096)
+_POINT_UNROLL = 4
+_POINT_BLOCK = 256
+_WORD_BITS = 32
+# Grid method: rows / columns compacted to these fractions of the image.
+_GRID_FRACTIONS = (8, 4, 2)
 
 
 def border(mask: jax.Array) -> jax.Array:
@@ -117,33 +137,30 @@ def squared_distance_map(b: jax.Array, spacing_mm: jax.Array) -> jax.Array:
     return _pass2(_column_term(b, sp), sp, None, None)
 
 
-def _compaction(used: jax.Array, budget: int) -> tuple[jax.Array, jax.Array]:
-    """Flagged indices first: ``(take, where)``, ``take`` (N, budget) the kept indices in order and
-    ``where`` (N, L) each index's slot in ``take`` (>= budget when it was not kept)."""
-    perm = jnp.argsort(~used, axis=1, stable=True).astype(jnp.int32)
-    return perm[:, :budget], jnp.argsort(perm, axis=1).astype(jnp.int32)
+def _compaction(used: jax.Array, budget: int) -> jax.Array:
+    """(N, budget): the indices flagged in ``used`` (N, L) first, in order, then unflagged ones."""
+    return jnp.argsort(~used, axis=1, stable=True).astype(jnp.int32)[:, :budget]
 
 
-def _query_distances(b: jax.Array, query: jax.Array, sp: jax.Array, r: int | None, c: int | None) -> jax.Array:
-    """Distances (mm) to the nearest True pixel of ``b``, exact at every ``query`` pixel; (N, H, W).
+def _grid_distances(
+    b: jax.Array, query: jax.Array, sp: jax.Array, r: int | None, c: int | None
+) -> tuple[jax.Array, jax.Array]:
+    """Distances (mm) from ``query`` pixels to the nearest True pixel of ``b`` by the two-pass transform.
 
-    With budgets ``r`` / ``c`` set, pass 2 only sees the first ``r`` rows holding True pixels of
-    ``b`` (sources) and the first ``r`` rows / ``c`` columns holding ``query`` pixels
-    (destinations): exact at every query pixel when no image needs more (the caller checks), at
-    O(r^2 c) instead of O(H^2 W). Pixels outside the destination grid are ``inf``.
+    Returns ``(d, at_query)`` on a grid: the whole image (``r`` None), or the first ``r`` rows and
+    ``c`` columns holding ``query`` pixels, with sources restricted to the first ``r`` rows and
+    ``c`` columns holding True pixels of ``b``: exact at every query pixel when no image needs more
+    (the caller checks), at O(r^2 c) instead of O(H^2 W). ``at_query`` marks the query pixels.
     """
     if r is None:
-        return jnp.sqrt(_pass2(_column_term(b, sp), sp, None, None))
-    cols, col_slot = _compaction(jnp.any(query, axis=1), c)  # destination columns
-    src_cols, _ = _compaction(jnp.any(b, axis=1), c)
-    src, _ = _compaction(jnp.any(b, axis=2), r)
-    dst, row_slot = _compaction(jnp.any(query, axis=2), r)
+        return jnp.sqrt(_pass2(_column_term(b, sp), sp, None, None)), query
+    cols = _compaction(jnp.any(query, axis=1), c)  # destination columns
+    src_cols = _compaction(jnp.any(b, axis=1), c)
+    src = _compaction(jnp.any(b, axis=2), r)
+    dst = _compaction(jnp.any(query, axis=2), r)
     d = jnp.sqrt(_pass2(_compact_column_term(b, sp, src, src_cols, cols), sp, src, dst))  # (N, r, c)
-    # Back to (N, H, W) with gathers (a scatter here trips sharding propagation inside lax.switch).
-    d = jnp.take_along_axis(d, jnp.minimum(row_slot, r - 1)[:, :, None], axis=1)
-    d = jnp.take_along_axis(d, jnp.minimum(col_slot, c - 1)[:, None, :], axis=2)
-    inside = (row_slot < r)[:, :, None] & (col_slot < c)[:, None, :]
-    return jnp.where(inside, d, jnp.inf)
+    at_query = jnp.take_along_axis(jnp.take_along_axis(query, dst[:, :, None], axis=1), cols[:, None, :], axis=2)
+    return d, at_query
 
 
 def _compact_column_term(
@@ -166,6 +183,140 @@ def _compact_column_term(
     n, r, c_src = sub.shape
     init = jnp.full((n, r, dst_cols.shape[1]), jnp.inf, jnp.float32)
     return lax.fori_loop(0, c_src, step, init, unroll=min(4, c_src))
+
+
+def _pack_rows(mask: jax.Array) -> jax.Array:
+    """Binary masks (N, H, W) packed 32 pixels to a uint32 word, (N, H, ceil(W / 32)): bit i of word k
+    of a row is column 32k + i; columns past W are False."""
+    n, h, w = mask.shape
+    wp = -(-w // _WORD_BITS) * _WORD_BITS
+    m = jnp.pad(jnp.asarray(mask).astype(bool), ((0, 0), (0, 0), (0, wp - w)))
+    bits = jnp.left_shift(jnp.uint32(1), jnp.arange(_WORD_BITS, dtype=jnp.uint32))
+    return jnp.sum(jnp.where(m.reshape(n, h, -1, _WORD_BITS), bits, jnp.uint32(0)), axis=-1, dtype=jnp.uint32)
+
+
+def _unpack_rows(words: jax.Array, w: int) -> jax.Array:
+    """Inverse of ``_pack_rows``: (N, H, W) bool."""
+    n, h, _ = words.shape
+    bits = jnp.right_shift(words[..., None], jnp.arange(_WORD_BITS, dtype=jnp.uint32)) & jnp.uint32(1)
+    return bits.astype(bool).reshape(n, h, -1)[:, :, :w]
+
+
+def _packed_border(words: jax.Array) -> jax.Array:
+    """``border`` on packed rows: the same pixels, from 32x fewer elements (bit shifts carry the
+    left / right neighbours across words; outside the image is background)."""
+    zero_col = jnp.zeros_like(words[:, :, :1])
+    prev = jnp.concatenate([zero_col, words[:, :, :-1]], axis=2)  # the word to the left
+    nxt = jnp.concatenate([words[:, :, 1:], zero_col], axis=2)
+    left = jnp.left_shift(words, 1) | jnp.right_shift(prev, _WORD_BITS - 1)  # bit of column c - 1
+    right = jnp.right_shift(words, 1) | jnp.left_shift(nxt, _WORD_BITS - 1)  # bit of column c + 1
+    zero_row = jnp.zeros_like(words[:, :1])
+    up = jnp.concatenate([zero_row, words[:, :-1]], axis=1)
+    down = jnp.concatenate([words[:, 1:], zero_row], axis=1)
+    return words & ~(left & right & up & down)
+
+
+def _select_bit(word: jax.Array, j: jax.Array) -> jax.Array:
+    """Position of the (j+1)-th set bit of each uint32 ``word`` (j counts from 0): the largest p
+    with fewer than j+1 set bits below it, by binary search on population counts."""
+    p = jnp.zeros(word.shape, jnp.uint32)
+    for step in (16, 8, 4, 2, 1):
+        mid = p + jnp.uint32(step)
+        below = lax.population_count(word & (jnp.left_shift(jnp.uint32(1), mid) - jnp.uint32(1)))
+        p = jnp.where(below.astype(jnp.int32) <= j, mid, p)
+    return p.astype(jnp.int32)
+
+
+def _cumsum(x: jax.Array, block: int = 64) -> jax.Array:
+    """Inclusive running sum along axis 1 of an (N, M) integer array in two levels (within blocks,
+    then over block totals): fast to compile and to run on XLA:CPU, where a plain cumsum is a slow
+    reduce_window and ``associative_scan`` compiles slowly at this length."""
+    n, m = x.shape
+    blocks = -(-m // block)
+    xb = jnp.pad(x, ((0, 0), (0, blocks * block - m))).reshape(n, blocks, block)
+    totals = jnp.sum(xb, axis=2)
+    out = jnp.cumsum(xb, axis=2) + (jnp.cumsum(totals, axis=1) - totals)[:, :, None]
+    return out.reshape(n, -1)[:, :m]
+
+
+def _word_counts(words: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Packed rows (N, H, words per row) flattened to (N, M) in raster order, the set bits per word
+    and their running sum."""
+    flat = words.reshape(words.shape[0], -1)
+    pc = lax.population_count(flat).astype(jnp.int32)
+    return flat, pc, _cumsum(pc)
+
+
+def _list_points(words: jax.Array, pc: jax.Array, cum: jax.Array, wp: int, budget: int):
+    """The True pixels of packed masks as (N, budget) row and column indices in raster order, and
+    which slots hold a pixel (the first ``min(count, budget)``).
+
+    Slot k lies in the first word whose running count exceeds k (a binary search over words),
+    at that word's (k - count before it)-th set bit: gathers on (N, budget) arrays only.
+    """
+    n, m = cum.shape
+    k = jnp.broadcast_to(jnp.arange(budget, dtype=jnp.int32), (n, budget))
+
+    def search(_, lo_hi):  # lo -> the number of words with cum <= k
+        lo, hi = lo_hi
+        mid = (lo + hi) // 2
+        go = jnp.take_along_axis(cum, jnp.minimum(mid, m - 1), axis=1) <= k
+        return jnp.where(go, mid + 1, lo), jnp.where(go, hi, mid)
+
+    init = (jnp.zeros((n, budget), jnp.int32), jnp.full((n, budget), m, jnp.int32))
+    lo, _ = lax.fori_loop(0, m.bit_length(), search, init)
+    word_index = jnp.minimum(lo, m - 1)
+    before = jnp.take_along_axis(cum - pc, word_index, axis=1)
+    bit = _select_bit(jnp.take_along_axis(words, word_index, axis=1), k - before)
+    flat = word_index * _WORD_BITS + bit
+    return flat // wp, flat % wp, k < cum[:, -1:]
+
+
+def _point_distances(
+    q_rc: tuple[jax.Array, jax.Array],
+    s_rc: tuple[jax.Array, jax.Array],
+    s_valid: jax.Array,
+    num_sources: jax.Array,
+    sp: jax.Array,
+    impl: str | None = None,
+) -> jax.Array:
+    """Squared distance (mm²) from each query point to the nearest valid source point, per row of (N, K).
+
+    The loop stops after ``num_sources`` source slots, rounded up to its step (a dynamic trip count:
+    the batch's largest point count, not the budget); no slot past it may be valid. On CPU a running
+    minimum over source points (``impl`` "loop"); on accelerators a reduction over blocks of source
+    points ("blocks"). Same bits.
+    """
+    qy, qx = (a.astype(jnp.float32) for a in q_rc)
+    sy, sx = (a.astype(jnp.float32) for a in s_rc)
+    n, k = qy.shape
+    dy, dx = sp[:, 0, None], sp[:, 1, None]
+    if impl is None:
+        impl = "loop" if jax.default_backend() == "cpu" else "blocks"
+    step = _POINT_UNROLL if impl == "loop" else min(k, _POINT_BLOCK)
+
+    def body(i, best):
+        sl = lambda a: lax.dynamic_slice_in_dim(a, i * step, step, axis=1)  # noqa: E731
+        by, bx, bv = sl(sy), sl(sx), sl(s_valid)
+        if impl == "loop":  # unrolled running minimum over `step` sources: (N, K) vectors
+            for t in range(step):
+                d2 = jnp.square(dy * (qy - by[:, t, None])) + jnp.square(dx * (qx - bx[:, t, None]))
+                best = jnp.minimum(best, jnp.where(bv[:, t, None], d2, jnp.inf))
+            return best
+        d2 = jnp.square(dy[..., None] * (qy[:, :, None] - by[:, None, :])) + jnp.square(
+            dx[..., None] * (qx[:, :, None] - bx[:, None, :])
+        )
+        return jnp.minimum(best, jnp.min(jnp.where(bv[:, None, :], d2, jnp.inf), axis=2))
+
+    trips = (jnp.minimum(num_sources, k) + step - 1) // step
+    return lax.fori_loop(0, trips, body, jnp.full((n, k), jnp.inf, jnp.float32))
+
+
+def _packed_borders(pred: jax.Array, target: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Border maps of a batch, packed (``_pack_rows``): rows [0, N) the targets', [N, 2N) the
+    predictions'; with their words flattened, set bits per word and running counts (``_word_counts``)."""
+    packed = _packed_border(jnp.concatenate([_pack_rows(target), _pack_rows(pred)]))
+    return (packed, *_word_counts(packed))
 
 
 def _as_batch(pred: jax.Array, target: jax.Array, spacing_mm) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -257,27 +408,64 @@ def image_diagonal_mm(shape: tuple[int, int], spacing_mm) -> jax.Array:
     return jnp.sqrt(jnp.square(shape[0] * sp[..., 0]) + jnp.square(shape[1] * sp[..., 1]))
 
 
-def _reduce_maps(maps, percentile: float | None, symmetric: str) -> jax.Array:
-    """HD (percentile None) or a percentile HD from ``directed_surface_distances`` output."""
-    d_p, b_p, d_t, b_t = maps
-    b = d_p.shape[0]
+def _grid_cost(h: int, w: int, fraction: int | None) -> int:
+    """Element operations of the two-pass transform on an (H/f, W/f) grid: r c (r + c)."""
+    r, c = (h, w) if fraction is None else (h // fraction, w // fraction)
+    return r * c * (r + c)
+
+
+def _methods(h: int, w: int) -> list[tuple[str, int | None]]:
+    """The exact methods compiled for (H, W) images: border-point budgets, grid fractions, full grid.
+
+    Each branch costs compile time, so only those that can be the cheapest are kept: a point budget
+    only if, with the fewest points that need it, it beats the whole-image transform, and a grid
+    only if it holds more pixels than the largest point budget (which otherwise always fits too).
+    """
+    points, smaller = [], 0
+    for k in _POINT_BUDGETS:
+        if 2 * k * (smaller + 1) < _grid_cost(h, w, None):
+            points.append(k)
+        smaller = k
+    grids = [f for f in _GRID_FRACTIONS if h // f > 0 and w // f > 0 and (h // f) * (w // f) > max(points, default=0)]
+    return [("points", k) for k in points] + [("grid", f) for f in grids] + [("grid", None)]
+
+
+def _choose_method(words: jax.Array, counts: jax.Array, h: int, w: int) -> jax.Array:
+    """Index into ``_methods(h, w)`` of the cheapest exact method that fits every image of the batch.
+
+    ``words`` are the batch's border maps packed by ``_pack_rows`` and ``counts`` their pixel
+    counts. Costs are element operations of the distance step: border points ~ 2 x budget x
+    largest count (two squares per pair); grid r x c ~ r c (r + c) (pass 1 over columns, pass 2
+    over rows).
+    """
+    rows = words.reshape(words.shape[0], h, -1)
+    need_k = jnp.max(counts).astype(jnp.float32)
+    need_r = jnp.max(jnp.sum(jnp.any(rows != 0, axis=2), axis=1))
+    column_bits = lax.reduce(rows, jnp.uint32(0), lax.bitwise_or, (1,))  # (N, words per row)
+    need_c = jnp.max(jnp.sum(lax.population_count(column_bits).astype(jnp.int32), axis=1))
+    costs = []
+    for kind, size in _methods(h, w):
+        if kind == "points":
+            fits, cost = need_k <= size, 2.0 * size * jnp.maximum(need_k, 1.0)
+        else:
+            r, c = (h, w) if size is None else (h // size, w // size)
+            fits, cost = (need_r <= r) & (need_c <= c), jnp.float32(_grid_cost(h, w, size))
+        costs.append(jnp.where(fits, cost, jnp.inf))
+    return jnp.argmin(jnp.stack(costs)).astype(jnp.int32)
+
+
+def _reduce(d: jax.Array, at: jax.Array, n: int, percentile: float | None, symmetric: str) -> jax.Array:
+    """HD (percentile None) or a percentile HD per case from directed distances ``d`` (2N, ...) valid
+    where ``at``: rows [0, N) are pred -> target, rows [N, 2N) target -> pred."""
+    d, at = d.reshape(2 * n, -1), at.reshape(2 * n, -1)
     if percentile is None:
-        neg = jnp.float32(-1.0)
-        m_p = jnp.max(jnp.where(b_p, d_p, neg).reshape(b, -1), axis=-1)
-        m_t = jnp.max(jnp.where(b_t, d_t, neg).reshape(b, -1), axis=-1)
-        return jnp.maximum(m_p, m_t)
-    if not 0 <= percentile <= 100:
-        raise ValueError(f"percentile must be in [0, 100] or None; got {percentile}")
+        m = jnp.max(jnp.where(at, d, jnp.float32(-1.0)), axis=-1)
+        return jnp.maximum(m[:n], m[n:])
     if symmetric == "union":
-        vals = jnp.concatenate([d_p.reshape(b, -1), d_t.reshape(b, -1)], axis=-1)
-        ok = jnp.concatenate([b_p.reshape(b, -1), b_t.reshape(b, -1)], axis=-1)
-        return masked_percentile(vals, ok, percentile)
-    if symmetric == "max":
-        vals = jnp.concatenate([d_p.reshape(b, -1), d_t.reshape(b, -1)])
-        ok = jnp.concatenate([b_p.reshape(b, -1), b_t.reshape(b, -1)])
-        per = masked_percentile(vals, ok, percentile)
-        return jnp.maximum(per[:b], per[b:])
-    raise ValueError(f"symmetric must be 'union' or 'max'; got {symmetric!r}")
+        vals = jnp.concatenate([d[:n], d[n:]], axis=-1)
+        return masked_percentile(vals, jnp.concatenate([at[:n], at[n:]], axis=-1), percentile)
+    per = masked_percentile(d, at, percentile)
+    return jnp.maximum(per[:n], per[n:])
 
 
 @functools.partial(jax.jit, static_argnames=("percentiles", "symmetric"))
@@ -289,51 +477,62 @@ def hausdorff_distances(
     *,
     symmetric: Literal["union", "max"] = "union",
 ) -> tuple[jax.Array, ...]:
-    """Several Hausdorff variants (e.g. HD and HD95) from one distance transform; see ``hausdorff_distance``.
+    """Several Hausdorff variants (e.g. HD and HD95) from one set of distances; see ``hausdorff_distance``.
 
-    Only rows and columns holding border pixels matter, so the distance transform runs on them,
-    compacted to the smallest budget (H/8 x W/8, H/4 x W/4, H/2 x W/2) that holds every image
-    of the batch (all pixels otherwise): the same numbers as the full O(H^2 W) transform, much
-    faster for lesion-sized masks.
+    The distances come from the cheapest exact method that fits the batch (see the module
+    docstring): border points for lesion-sized masks, the two-pass transform on compacted rows and
+    columns or on the whole image for masks with many border pixels. All give the same numbers (to
+    float32 rounding).
     """
+    return _hausdorff(pred, target, spacing_mm, percentiles, symmetric)
+
+
+def _hausdorff(
+    pred: jax.Array,
+    target: jax.Array,
+    spacing_mm,
+    percentiles: tuple[float | None, ...],
+    symmetric: str,
+    method: int | None = None,
+) -> tuple[jax.Array, ...]:
+    """``hausdorff_distances``; ``method`` (an index into ``_methods(H, W)``) forces one method
+    instead of the cheapest that fits (tests compare them; a forced method must fit the batch)."""
     pred, target, sp = _as_batch(pred, target, spacing_mm)
+    for q in percentiles:
+        if q is not None and not 0 <= q <= 100:
+            raise ValueError(f"percentile must be in [0, 100] or None; got {q}")
+    if symmetric not in ("union", "max"):
+        raise ValueError(f"symmetric must be 'union' or 'max'; got {symmetric!r}")
     n, h, w = pred.shape
-    bp, bt = border(pred), border(target)
-    srcs, queries, sp2 = jnp.concatenate([bt, bp]), jnp.concatenate([bp, bt]), jnp.concatenate([sp, sp])
-    fractions = [f for f in (8, 4, 2) if h // f > 0 and w // f > 0]
-    # most rows / columns holding border pixels in one image (sources and queries are the same sets)
-    need_r = jnp.max(jnp.sum(jnp.any(srcs, axis=2), axis=1))
-    need_c = jnp.max(jnp.sum(jnp.any(srcs, axis=1), axis=1))
+    sp2 = jnp.concatenate([sp, sp])
+    # Row i of the border maps holds the sources for the query pixels of row i of `swap(...)`.
+    swap = lambda a: jnp.concatenate([a[n:], a[:n]])  # noqa: E731
+    packed, words, pc, cum = _packed_borders(pred, target)
+    wp = packed.shape[2] * _WORD_BITS
+    counts = cum[:, -1]  # border pixels per image: 0 exactly when the mask is empty
+    methods = _methods(h, w)
 
-    def branch(f: int | None):
-        r, c = (None, None) if f is None else (h // f, w // f)
-        return lambda: _query_distances(srcs, queries, sp2, r, c)
-
-    fits = [(need_r <= h // f) & (need_c <= w // f) for f in fractions]
-    index = len(fractions) - sum(fits) if fractions else 0  # fits are nested: budgets grow
-    d = lax.switch(jnp.int32(index), [branch(f) for f in fractions] + [branch(None)])
-
-    def reduce_on(f: int | None):
+    def branch(kind: str, size: int | None):
         def run():
-            dd, qq = d, queries
-            if f is not None:  # the order statistics only need the border pixels' grid
-                rows, _ = _compaction(jnp.any(queries, axis=2), h // f)
-                cols, _ = _compaction(jnp.any(queries, axis=1), w // f)
-                take = lambda x: jnp.take_along_axis(  # noqa: E731
-                    jnp.take_along_axis(x, rows[:, :, None], axis=1), cols[:, None, :], axis=2
-                )
-                dd, qq = take(d), take(queries)
-            maps = (dd[:n], qq[:n], dd[n:], qq[n:])
-            return tuple(_reduce_maps(maps, q, symmetric) for q in percentiles)
+            if kind == "points":
+                ys, xs, ok = _list_points(words, pc, cum, wp, size)
+                d = jnp.sqrt(_point_distances((swap(ys), swap(xs)), (ys, xs), ok, jnp.max(counts), sp2))
+                at = swap(ok)
+            else:
+                r, c = (None, None) if size is None else (h // size, w // size)
+                b = _unpack_rows(packed, w)
+                d, at = _grid_distances(b, swap(b), sp2, r, c)
+            return tuple(_reduce(d, at, n, q, symmetric) for q in percentiles)
 
         return run
 
-    if fractions:
-        dists = lax.switch(jnp.int32(~fits[-1]), [reduce_on(fractions[-1]), reduce_on(None)])
+    if method is None:
+        dists = lax.switch(_choose_method(words, counts, h, w), [branch(*m) for m in methods])
     else:
-        dists = reduce_on(None)()
-    flags = empty_case_flags(pred, target)
-    diag = image_diagonal_mm((h, pred.shape[2]), sp)
+        dists = branch(*methods[method])()
+    t_empty, p_empty = counts[:n] == 0, counts[n:] == 0
+    flags = {"both_empty": p_empty & t_empty, "miss": p_empty ^ t_empty}
+    diag = image_diagonal_mm((h, w), sp)
     return tuple(jnp.where(flags["both_empty"], 0.0, jnp.where(flags["miss"], diag, d)) for d in dists)
 
 
