@@ -5,7 +5,8 @@
 
 Runs ``bench_models.py`` for each row of the suite in a fresh process (ConvNeXt V2-T first: the
 comparison the project is judged on; on the H200, SegFormer timed after torch.compile in the same
-process ran 4x slower than in a process of its own, cause not established), writes ``OUT/<model>.json`` after each row and ``OUT/summary.md`` / ``summary.json`` at the
+process ran 4x slower than in a process of its own, cause not established), writes ``OUT/<model>.json``
+after each row and ``OUT/summary.md`` / ``summary.json`` at the
 end. ``torch.compile`` costs a minute or more per model; a row starts it only if the budget left covers
 ``--compile-cost-s`` (and the model is in ``--compile-models``), and the summary says which rows were
 compared against eager only. For context the
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             failed = "timed out"
         if failed or not path.exists():
-            summary.append({"model": model, "variant": variant, "skipped": f"bench_models.py {failed or 'wrote nothing'}"})
+            skipped = f"bench_models.py {failed or 'wrote nothing'}"
+            summary.append({"model": model, "variant": variant, "skipped": skipped})
             _write(out, summary, args)
             continue
         res = json.loads(path.read_text())["results"]
@@ -108,7 +110,8 @@ def _row(model, variant, batch, size, res, compile_tried, seconds) -> dict:
            "results": res, "compile_tried": compile_tried}
     if bj and bt:
         row.update(best_jax=bj[0], jax_images_per_s=bj[1], best_torch=bt[0], torch_images_per_s=bt[1],
-                   ratio=round(bj[1] / bt[1], 3), torch_compile_measured="images_per_s" in res.get("torch[compile]", {}))
+                   ratio=round(bj[1] / bt[1], 3),
+                   torch_compile_measured="images_per_s" in res.get("torch[compile]", {}))
     return row
 
 
