@@ -1,8 +1,11 @@
 """Input pipeline: TFDS builders (Figshare .mat, Kaggle folders, synthetic phantoms), de-duplication
 and honest splits, and resumable grain loaders.
 
-Public contract (used by brain_jax.train): ``CLASS_NAMES``, ``build_dataset``, ``default_data_config``,
-``make_loader``, ``num_examples``.
+Public contract (used by brain_jax): ``CLASS_NAMES``, ``build_dataset``, ``default_data_config``,
+``make_loader``, ``num_examples``, ``class_names`` (the head's classes), ``split_protocol`` (the split's
+name in outputs), ``fold_splits`` (a fold suite's split settings), ``describe_clusters`` (the bootstrap's
+resampling unit), ``split_composition`` / ``composition_markdown`` / ``write_composition`` (class x
+source x split table), ``copies_in_training`` (test examples with a copy in training).
 
 Building (array_record files; no code here downloads anything)::
 
@@ -17,10 +20,17 @@ then ``tfds.data_source("brain_phantoms/small", split="train", data_dir=DIR)`` o
 ``brain-jax data audit figshare_brain_tumor brain_tumor_mri:test --data-dir DIR --out OUT`` reports
 duplicates (``OUT/audit.json``, ``OUT/duplicates.png``). Module map: ``features`` (common record
 format), ``phantoms`` / ``figshare`` / ``kaggle`` (builders), ``builders`` (registry),
-``loader`` (config, split resolution, grain loader), ``transforms``, ``dedup``, ``audit``, ``commands``.
+``sources`` (opening built datasets, metadata, example ids), ``labels`` (class sets, label -> head map),
+``splits`` (split protocols, folds, clusters), ``loader`` (config, grain loader), ``transforms``,
+``dedup``, ``audit`` (duplicates, split composition).
 """
+from input_pipeline.audit import composition_markdown, copies_in_training, split_composition, write_composition
 from input_pipeline.builders import build_dataset
 from input_pipeline.features import CLASS_NAMES
+from input_pipeline.labels import class_names
 from input_pipeline.loader import default_data_config, make_loader, num_examples
+from input_pipeline.splits import describe_clusters, fold_splits, split_protocol
 
-__all__ = ["CLASS_NAMES", "build_dataset", "default_data_config", "make_loader", "num_examples"]
+__all__ = ["CLASS_NAMES", "build_dataset", "class_names", "composition_markdown", "copies_in_training",
+           "default_data_config", "describe_clusters", "fold_splits", "make_loader", "num_examples",
+           "split_composition", "split_protocol", "write_composition"]

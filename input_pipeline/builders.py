@@ -5,6 +5,8 @@ import importlib
 import os
 from pathlib import Path
 
+from input_pipeline.features import CLASS_NAMES
+
 # Dataset name -> module defining (and thereby registering with TFDS) its builder class.
 BUILDER_MODULES = {
     "brain_phantoms": ("input_pipeline.phantoms", "BrainPhantoms"),
@@ -12,13 +14,25 @@ BUILDER_MODULES = {
     "brain_tumor_mri": ("input_pipeline.kaggle", "BrainTumorMri"),
 }
 NEEDS_MANUAL_DIR = {"figshare_brain_tumor", "brain_tumor_mri"}
+# Known without importing the builder modules (they import TFDS, seconds of start-up), so that the
+# classes of a config resolve in `predict` too; tests check both tables against the builder classes.
+DATASET_CLASSES = {
+    "brain_phantoms": CLASS_NAMES,
+    "figshare_brain_tumor": ("glioma", "meningioma", "pituitary"),  # no tumour-free slices
+    "brain_tumor_mri": CLASS_NAMES,
+}
+HAS_BUILDER_CONFIGS = {"brain_phantoms"}
+
+
+def check_name(name: str) -> str:
+    if name not in BUILDER_MODULES:
+        raise KeyError(f"unknown dataset {name!r}; expected one of {sorted(BUILDER_MODULES)}")
+    return name
 
 
 def builder_class(name: str):
     """The registered builder class for ``name`` (importing its module registers it with TFDS)."""
-    if name not in BUILDER_MODULES:
-        raise KeyError(f"unknown dataset {name!r}; expected one of {sorted(BUILDER_MODULES)}")
-    module, cls = BUILDER_MODULES[name]
+    module, cls = BUILDER_MODULES[check_name(name)]
     return getattr(importlib.import_module(module), cls)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from input_pipeline.builders import DATASET_CLASSES
 from input_pipeline.features import BadInputs, make_example
 from input_pipeline.manual import ManualBuilder
 
@@ -151,6 +152,7 @@ class FigshareBrainTumor(ManualBuilder):
 
     HOMEPAGE = "https://doi.org/10.6084/m9.figshare.1512427"
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
+    CLASSES = DATASET_CLASSES["figshare_brain_tumor"]
 
     def _split_generators(self, dl_manager):
         manual = Path(dl_manager.manual_dir)

@@ -8,7 +8,6 @@ would have seen, and the union of all hosts' batches does not depend on the host
 """
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -17,8 +16,10 @@ import ml_collections
 import numpy as np
 
 from input_pipeline import transforms
-from input_pipeline.builders import build_command, builder_class, get_builder
 from input_pipeline.features import CLASS_NAMES
+from input_pipeline.labels import class_names, label_map
+from input_pipeline.sources import data_dir_of, open_split
+from input_pipeline.splits import Index, identities, resolve
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -34,12 +35,16 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.builder_config = "small"
     c.data_dir = os.environ.get("BRAIN_JAX_DATA", str(Path("~/tensorflow_datasets").expanduser()))
     # Split strings in TFDS syntax ("fold1+fold2+fold3+fold4", "train[:90%]") when split_by="builder";
-    # train / validation / test (keys of group_split_fractions) when split_by="group".
+    # train / validation / test (keys of group_split_fractions) when split_by="group" or "random".
     c.train_split = "train"
     c.eval_split = "validation"
     c.test_split = "test"
     c.task = "classification"  # or "segmentation": keeps only examples that carry a mask
-    c.num_classes = len(CLASS_NAMES)
+    # The head's classes, comma-separated in head order ("glioma,meningioma,pituitary"); "" = the
+    # classes of the configured sources (input_pipeline.class_names). num_classes: kept for configs
+    # written before label sets; 0 = automatic, else it must match (4 with classes="" = the old head).
+    c.classes = ""
+    c.num_classes = 0
     c.image_size = 128
     c.upper_percentile = 99.5  # per-image intensity normalisation: min -> 0, this percentile -> 1
     # Normalisation of the pretrained weights in use (ImageNet by default; ViT uses 0.5 / 0.5).
@@ -53,118 +58,21 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.near_dup_bits = 4
     # "builder": the builder's own splits; "group": pool every split of every source, then split by
     # group with these fractions (deterministic from `seed`), where a group joins records of the same
-    # patient and exact / near duplicates (within near_dup_bits), so no copy crosses a split.
+    # patient and exact / near duplicates (within near_dup_bits), so no copy crosses a split;
+    # "random": pool likewise and split each slice on its own (the paper's protocol: leaks copies and
+    # patients; dedup still applies first, to measure the two leaks apart). input_pipeline.split_protocol
+    # names the protocol in outputs.
     c.split_by = "builder"
     c.group_split_fractions = ml_collections.ConfigDict(dict(train=0.7, validation=0.15, test=0.15))
+    # K-fold for split_by="group" / "random": num_folds = K (0 = off), test = fold `fold` (0-based),
+    # validation / train = the other folds' groups by the train / validation shares above.
+    c.num_folds = 0
+    c.fold = 0
     c.seed = 0
     # 0 = in-process; >0 = grain worker processes (same batches; resume with the same value, as the
     # iterator state's format depends on it).
     c.num_workers = 0
     return c
-
-
-# ----------------------------------------------------------------------------- sources
-
-
-def _sources(cfg) -> list[tuple[str, str | None]]:
-    out = []
-    for part in str(cfg.name).split("+"):
-        name, _, config = part.strip().partition("/")
-        if not config and builder_class(name).BUILDER_CONFIGS:
-            config = cfg.builder_config or None
-        out.append((name, config or None))
-    return out
-
-
-@functools.lru_cache(maxsize=64)
-def _open(name: str, config: str | None, data_dir: str, split: str | None):
-    """TFDS data source (or dict of them for split=None); FileNotFoundError if not built."""
-    b = get_builder(name, data_dir, builder_config=config)
-    if not b.is_prepared():
-        shown = f"{name}/{config}" if config else name
-        raise FileNotFoundError(
-            f"dataset {shown} is not built in data_dir {data_dir}; build it with: "
-            f"{build_command(name, data_dir, config)}"
-        )
-    if split is not None:
-        try:
-            return b.as_data_source(split=split)
-        except (ValueError, KeyError) as e:
-            raise ValueError(f"dataset {name}: bad split {split!r} (available: "
-                             f"{sorted(b.info.splits.keys())}): {e}") from None
-    return {s: b.as_data_source(split=s) for s in sorted(b.info.splits.keys())}
-
-
-_META_KEYS = ("sha256", "phash", "patient_id", "source", "label", "has_mask", "file_name")
-
-
-@functools.lru_cache(maxsize=64)
-def _metadata(name: str, config: str | None, data_dir: str, split: str) -> dict[str, list]:
-    """Per-record metadata of a split (decodes every record once per process)."""
-    ds = _open(name, config, data_dir, split)
-    meta: dict[str, list] = {k: [] for k in _META_KEYS}
-    for i in range(len(ds)):
-        ex = ds[i]
-        for k in _META_KEYS:
-            v = ex[k]
-            meta[k].append(v.decode() if isinstance(v, bytes) else (bool(v) if k == "has_mask" else v))
-    return meta
-
-
-class Index:
-    """The records of one resolved split: parallel arrays of (source part, record index)."""
-
-    def __init__(self, parts: list[tuple[str, str | None, str]], part: np.ndarray, record: np.ndarray):
-        self.parts, self.part, self.record = parts, part, record
-
-    def __len__(self) -> int:
-        return len(self.record)
-
-
-def resolve(cfg, split: str) -> Index:
-    """Records of `split` after source merging, de-duplication and (optional) group re-splitting."""
-    data_dir = str(Path(cfg.data_dir).expanduser())
-    srcs = _sources(cfg)
-    if cfg.dedup not in ("none", "exact", "near"):
-        raise ValueError(f"data.dedup must be 'none', 'exact' or 'near', got {cfg.dedup!r}")
-    if cfg.task not in ("classification", "segmentation"):
-        raise ValueError(f"data.task must be 'classification' or 'segmentation', got {cfg.task!r}")
-    if cfg.split_by == "builder":
-        parts = [(n, c, split) for n, c in srcs]
-        sizes = [len(_open(n, c, data_dir, split)) for n, c in srcs]
-    elif cfg.split_by == "group":
-        if split not in cfg.group_split_fractions:
-            raise ValueError(f"with data.split_by='group' the split must be one of "
-                             f"{list(cfg.group_split_fractions)}, got {split!r}")
-        parts = [(n, c, s) for n, c in srcs for s in _open(n, c, data_dir, None)]
-        sizes = [len(_open(n, c, data_dir, s)) for n, c, s in parts]
-    else:
-        raise ValueError(f"data.split_by must be 'builder' or 'group', got {cfg.split_by!r}")
-    part = np.concatenate([np.full(k, i) for i, k in enumerate(sizes)]).astype(np.int64)
-    record = np.concatenate([np.arange(k) for k in sizes]).astype(np.int64)
-    need_meta = cfg.dedup != "none" or cfg.split_by == "group" or cfg.task == "segmentation"
-    if not need_meta:
-        return Index(parts, part, record)
-    from input_pipeline import dedup
-
-    metas = [_metadata(n, c, data_dir, s) for n, c, s in parts]
-    meta = {k: [v for m in metas for v in m[k]] for k in _META_KEYS}
-    keep = np.ones(len(record), bool)
-    if cfg.task == "segmentation":
-        keep &= np.array(meta["has_mask"], bool)
-    near_bits = int(cfg.near_dup_bits)
-    if cfg.dedup != "none":
-        bits = near_bits if cfg.dedup == "near" else None
-        groups = dedup.duplicate_groups(meta["sha256"], meta["phash"], bits)
-        keep &= groups == np.arange(len(record))  # one representative: the first member
-    if cfg.split_by == "group":
-        # Copies always stay together, whether or not they are dropped: near groups + same patient.
-        near = dedup.duplicate_groups(meta["sha256"], meta["phash"], near_bits)
-        patients = [f"{s}:{p}" if p else "" for s, p in zip(meta["source"], meta["patient_id"])]
-        sg = dedup.split_groups(near, patients)
-        names = dedup.assign_splits(sg, meta["sha256"], dict(cfg.group_split_fractions), int(cfg.seed))
-        keep &= names == split
-    return Index(parts, part[keep], record[keep])
 
 
 def num_examples(data_cfg, split: str) -> int:
@@ -179,9 +87,11 @@ class _Example:
     """Position in this host's stream -> transformed example (picklable for grain workers)."""
 
     def __init__(self, cfg, index: Index, *, global_batch: int, train: bool, seed: int,
-                 process_index: int, process_count: int):
-        self.data_dir = str(Path(cfg.data_dir).expanduser())
+                 process_index: int, process_count: int, ids: dict[str, np.ndarray] | None = None):
+        self.data_dir = data_dir_of(cfg)
         self.parts, self.part, self.record = index.parts, index.part, index.record
+        self.head = label_map(class_names(cfg))  # stored label -> head index
+        self.ids = ids  # host-side per-example strings (evaluation only)
         self.n = len(index)
         self.global_batch, self.train, self.seed = global_batch, train, seed
         self.per_host = global_batch // process_count
@@ -207,26 +117,36 @@ class _Example:
             return self._padding()
         k = int(self._permutation(epoch)[pos]) if self.train else pos
         name, config, split = self.parts[self.part[k]]
-        ex = _open(name, config, self.data_dir, split)[int(self.record[k])]
+        ex = open_split(name, config, self.data_dir, split)[int(self.record[k])]
+        label = int(self.head[ex["label"]])
+        if label < 0:
+            raise ValueError(f"{name}:{ex['file_name'].decode()} has label {CLASS_NAMES[ex['label']]!r}, which the "
+                             "head does not have (config field data.classes)")
         img = transforms.normalise_intensity(ex["image"], self.percentile)
         img, mask, spacing = transforms.resize(img, ex["mask"], ex["pixel_spacing_mm"], self.size)
         if self.aug is not None:
             rng = np.random.default_rng([self.seed, epoch, pos, 1])
             img, mask, spacing = transforms.augment(img, mask, spacing, rng, self.aug)
-        return {
+        out = {
             "image": transforms.to_model_input(img, self.mean, self.std),
-            "label": np.int32(ex["label"]),
+            "label": np.int32(label),
             "mask": (mask > 0).astype(np.int32),
             "has_mask": np.bool_(ex["has_mask"]),
             "spacing_mm": np.asarray(spacing, np.float32),
             "valid": np.bool_(True),
         }
+        if self.ids is not None:
+            out.update({key: v[k] for key, v in self.ids.items()})
+        return out
 
     def _padding(self) -> dict[str, Any]:
         s = self.size
-        return {"image": np.zeros((s, s, 3), np.float32), "label": np.int32(0),
-                "mask": np.zeros((s, s), np.int32), "has_mask": np.bool_(False),
-                "spacing_mm": np.zeros(2, np.float32), "valid": np.bool_(False)}
+        out = {"image": np.zeros((s, s, 3), np.float32), "label": np.int32(0),
+               "mask": np.zeros((s, s), np.int32), "has_mask": np.bool_(False),
+               "spacing_mm": np.zeros(2, np.float32), "valid": np.bool_(False)}
+        if self.ids is not None:
+            out.update({key: np.str_("") for key in self.ids})
+        return out
 
 
 class Loader:
@@ -259,9 +179,13 @@ def make_loader(data_cfg, split: str, *, global_batch_size: int, train: bool, se
                 process_count: int | None = None) -> Loader:
     """Per-host loader of `split`.
 
+    Batch keys: ``image`` (B, S, S, 3) float32, ``label`` (B,) int32 head index (``class_names``),
+    ``mask`` (B, S, S) int32, ``has_mask`` (B,) bool, ``spacing_mm`` (B, 2) float32, ``valid`` (B,) bool.
     train=True: reshuffled every epoch from `seed`, augmented, drop remainder, infinite when
     num_epochs is None. train=False: fixed order, no augmentation, one pass when num_epochs is None,
-    last batch padded with ``valid=False`` so every example is counted exactly once over all hosts.
+    last batch padded with ``valid=False`` so every example is counted exactly once over all hosts; its
+    batches also carry host-side string arrays ``example_id``, ``cluster_id``, ``cluster_kind``,
+    ``source`` and ``dataset`` (``splits.identities``; "" on padding) that are not sent to devices.
     process_index / process_count default to jax.process_index() / jax.process_count().
     """
     import grain
@@ -280,7 +204,8 @@ def make_loader(data_cfg, split: str, *, global_batch_size: int, train: bool, se
         raise ValueError(f"split {split!r} of {data_cfg.name} has {len(index)} examples, fewer than "
                          f"global_batch_size {global_batch_size} (training drops the remainder)")
     ex = _Example(data_cfg, index, global_batch=global_batch_size, train=train, seed=seed,
-                  process_index=process_index, process_count=process_count)
+                  process_index=process_index, process_count=process_count,
+                  ids=None if train else identities(data_cfg, index))
     epochs = num_epochs if (num_epochs is not None or train) else 1
     num_batches = None if epochs is None else epochs * ex.steps_per_epoch
     length = _INFINITE if num_batches is None else num_batches * ex.per_host
@@ -332,6 +257,7 @@ class StepIterator:
             if key in state and int(state[key]) != value:
                 field = "batch_size" if key == "global_batch_size" else key
                 raise ValueError(f"the checkpoint's run used config field {field}={state[key]}, this one {value}: "
-                                 "the batches would not be the ones the run would have seen; resume with the same value")
+                                 "the batches would not be the ones the run would have seen; "
+                                 "resume with the same value")
         self.step = int(state["step"])
         self._it = None

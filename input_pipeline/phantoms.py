@@ -15,6 +15,10 @@ Tumours (the mask is the tumour itself, not the oedema):
 - meningioma: round, homogeneous and bright, attached to the inner table of the skull (extra-axial);
 - pituitary: small, bright, on the midline near the skull base (low in the image);
 - notumor: none (all-zero mask, still ``has_mask=True``: we know there is no tumour).
+
+Configs: ``tiny`` (unit tests), ``small`` (demo), ``large``, and ``hard``, a pool where memorising pays
+(for leakage studies): faint, small tumours under a per-patient shading, and every slice repeated
+under other patient ids (``PhantomConfig.copies``), as merged public sets repeat Figshare slices.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from scipy import ndimage
 
-from input_pipeline.features import CLASS_NAMES, features, make_example
+from input_pipeline.features import CLASS_NAMES, features, make_example, to_uint8
 
 GLIOMA, MENINGIOMA, NOTUMOR, PITUITARY = range(4)
 SPLIT_FRACTIONS = {"train": 0.7, "validation": 0.15, "test": 0.15}
@@ -76,8 +80,12 @@ def patient_params(seed: int, patient: int) -> dict:
     return p
 
 
-def render_slice(seed: int, patient: int, index: int, size: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """One slice: (image uint16 (size, size), mask uint8 0/1, label index)."""
+def render_slice(seed: int, patient: int, index: int, size: int, *, contrast: float = 1.0,
+                 scale: float = 1.0, shading: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
+    """One slice: (image uint16 (size, size), mask uint8 0/1, label index). ``contrast`` weighs every
+    tumour-made change of the image (1 = the standard phantoms, 0 = invisible), ``scale`` the tumour's
+    size, and ``shading`` the amplitude of a coarse multiplicative intensity pattern drawn per patient
+    (0 = none): a nuisance that tells patients apart but says nothing about the class."""
     p = patient_params(seed, patient)
     rng = np.random.default_rng([seed, patient, 1, index])
     # Slices lie ~6 mm apart: cortex folding and texture differ from slice to slice.
@@ -116,28 +124,32 @@ def render_slice(seed: int, patient: int, index: int, size: int) -> tuple[np.nda
         img = img * (1 - v) + v * 0.12
     mask = np.zeros((size, size), np.uint8)
     if p["label"] != NOTUMOR:
-        img, mask = _tumour(img, p, x, y, xr, yr, re, px, hs, dz, tex, size)
-    # Bias field and Rician noise.
+        img, mask = _tumour(img, p, x, y, xr, yr, re, px, hs, dz, tex, size, contrast, scale)
+    # Bias field, per-patient shading (hard config) and Rician noise.
     b = p["bias"]
     img = img * (1.0 + b[0] * x + b[1] * y + b[2] * x * y)
+    if shading:
+        field = _smooth_field(np.random.default_rng([seed, patient, 2]), size, grid=4)
+        img = img * np.clip(1.0 + shading * field, 0.2, 3.0)
     n1, n2 = rng.standard_normal((2, size, size)).astype(np.float32) * p["noise"]
     img = np.sqrt((img + n1) ** 2 + n2**2)
     return np.clip(img * 1000.0, 0, 65535).astype(np.uint16), mask, p["label"]
 
 
-def _tumour(img, p, x, y, xr, yr, re, px, hs, dz, tex, size):
+def _tumour(img, p, x, y, xr, yr, re, px, hs, dz, tex, size, contrast, scale):
     """Paint the class-specific tumour; returns (image, mask)."""
     t, label = p["tumour"], p["label"]
-    shrink = np.sqrt(max(1.0 - dz**2, 0.0))  # ellipsoid cross-section at this slice
+    shrink = np.sqrt(max(1.0 - dz**2, 0.0)) * scale  # ellipsoid cross-section at this slice
+    c = contrast
     if label == GLIOMA:
         dx, dy = x - t["cx"] * hs, y - t["cy"] * hs
         th, r = np.arctan2(dy, dx), np.sqrt(dx**2 + dy**2)
         R = t["R"] * shrink * (1.0 + sum(a * np.cos((k + 2) * th + ph)
-                                         for k, (a, ph) in enumerate(zip(t["harm"], t["phase"]))))
+                                         for k, (a, ph) in enumerate(zip(t["harm"], t["phase"], strict=True))))
         d = R - r
         oedema = _soft(1.6 * R - r, px) * (1 - _soft(d, px))
-        img = img - 0.18 * oedema
-        inside = _soft(d, px)
+        img = img - c * 0.18 * oedema
+        inside = c * _soft(d, px)
         core = _soft(t["core"] * R - r, px)
         het = 0.06 * _smooth_field(tex, size, 32)
         val = (0.95 + het) * (1 - core) + (0.12 + 0.5 * het) * core
@@ -152,9 +164,9 @@ def _tumour(img, p, x, y, xr, yr, re, px, hs, dz, tex, size):
         dx, dy = xr - cx, yr - cy
         r = np.sqrt((dx / t["ecc"]) ** 2 + dy**2)
         d = np.minimum(R - r, (0.85 - re) * p["ax"] * hs)  # the inner table of the skull stops it
-        cleft = _soft(d + 3.0 * px, px) * (1 - _soft(d, px))  # thin CSF cleft: extra-axial
+        cleft = c * _soft(d + 3.0 * px, px) * (1 - _soft(d, px))  # thin CSF cleft: extra-axial
         img = img * (1 - cleft) + cleft * 0.1
-        inside = _soft(d, px)
+        inside = c * _soft(d, px)
         img = img * (1 - inside) + inside * (0.95 + 0.03 * _smooth_field(tex, size, 32))
         return img, (d > 0).astype(np.uint8)
     R = t["R"] * shrink
@@ -162,9 +174,9 @@ def _tumour(img, p, x, y, xr, yr, re, px, hs, dz, tex, size):
     r = np.sqrt(dx**2 + dy**2)
     d = R - r
     # The sella: a dark rim of bone and CSF around the adenoma.
-    sella = _soft(d + 0.35 * R + px, px) * (1 - _soft(d, px))
+    sella = c * _soft(d + 0.35 * R + px, px) * (1 - _soft(d, px))
     img = img * (1 - sella) + sella * 0.12
-    inside = _soft(d, px)
+    inside = c * _soft(d, px)
     img = img * (1 - inside) + inside * (0.92 + 0.03 * _smooth_field(tex, size, 32))
     return img, (d > 0).astype(np.uint8)
 
@@ -186,12 +198,20 @@ def patient_splits(num_patients: int) -> dict[int, str]:
 
 @dataclasses.dataclass(eq=False)
 class PhantomConfig(tfds.core.BuilderConfig):
-    """Size of the synthetic set."""
+    """Size and difficulty of the synthetic set. ``copies``: every slice appears this many more times,
+    as merged public sets repeat Figshare slices: odd copies are pixel-exact under another patient id
+    (patient p's copy k is patient ``k * num_patients + p``, a renumbered repackaging), even ones are
+    re-quantised to 8 bits without a patient id (a JPEG re-upload: a near duplicate). A copy stays in
+    its original's builder split."""
 
     image_size: int = 128
     num_patients: int = 96
     slices_per_patient: int = 4
     seed: int = 0
+    tumour_contrast: float = 1.0
+    tumour_scale: float = 1.0
+    shading: float = 0.0
+    copies: int = 0
 
 
 class BrainPhantoms(tfds.core.GeneratorBasedBuilder):
@@ -199,6 +219,7 @@ class BrainPhantoms(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
+    CLASSES = CLASS_NAMES
     BUILDER_CONFIGS = [
         PhantomConfig(name="tiny", description="32x32, 16 patients x 2 slices (unit tests)",
                       image_size=32, num_patients=16, slices_per_patient=2),
@@ -206,8 +227,15 @@ class BrainPhantoms(tfds.core.GeneratorBasedBuilder):
                       image_size=128, num_patients=480, slices_per_patient=2),
         PhantomConfig(name="large", description="256x256, 800 patients x 6 slices",
                       image_size=256, num_patients=800, slices_per_patient=6),
+        # Memorising pays here: faint small tumours under a per-patient shading that a tiny model tells
+        # apart easily, and every slice 4 times (3 copies under other patient ids), so a slice-level
+        # random split puts a copy of most test images in training.
+        PhantomConfig(name="hard", description="32x32, 128 patients x 1 slice, faint small tumours, patient "
+                      "shading, each slice under 4 patient ids (512 records; leakage studies)",
+                      image_size=32, num_patients=128, slices_per_patient=1, tumour_contrast=0.2,
+                      tumour_scale=0.6, shading=0.6, copies=3),
     ]
-    DEFAULT_CONFIG_NAME = "small"
+    DEFAULT_BUILDER_CONFIG_NAME = "small"
 
     def __init__(self, *, skip_bad: bool = False, **kwargs):
         del skip_bad  # generated data cannot be bad; accepted for a uniform builder interface
@@ -229,12 +257,22 @@ class BrainPhantoms(tfds.core.GeneratorBasedBuilder):
         spacing = SPACING_AT_256_MM * 256.0 / cfg.image_size
         for pt in patients:
             for i in range(cfg.slices_per_patient):
-                image, mask, label = render_slice(cfg.seed, pt, i, cfg.image_size)
-                key = f"P{pt:05d}_{i:02d}"
-                yield key, make_example(
-                    image, mask, label, patient_id=f"phantom{pt:05d}", source="brain_phantoms",
-                    spacing_mm=(spacing, spacing), file_name=key,
-                )
+                image, mask, label = render_slice(cfg.seed, pt, i, cfg.image_size, contrast=cfg.tumour_contrast,
+                                                  scale=cfg.tumour_scale, shading=cfg.shading)
+                for k in range(cfg.copies + 1):
+                    owner = k * cfg.num_patients + pt
+                    key = f"P{owner:05d}_{i:02d}"
+                    reupload = k > 0 and k % 2 == 0
+                    yield key, make_example(
+                        requantise_8bit(image) if reupload else image, mask, label,
+                        patient_id="" if reupload else f"phantom{owner:05d}", source="brain_phantoms",
+                        spacing_mm=(spacing, spacing), file_name=key,
+                    )
+
+
+def requantise_8bit(image: np.ndarray) -> np.ndarray:
+    """The image min/max-scaled to 0..255 (an 8-bit re-upload of the same slice)."""
+    return to_uint8(image).astype(np.uint16)
 
 
 assert CLASS_NAMES[GLIOMA] == "glioma" and CLASS_NAMES[PITUITARY] == "pituitary"

@@ -218,7 +218,8 @@ def test_merged_dedup_and_group_split(built):
     cfg.group_split_fractions.train, cfg.group_split_fractions.validation = 0.5, 0.25
     sizes = {s: ip.num_examples(cfg, s) for s in ("train", "validation", "test")}
     assert sum(sizes.values()) == 10 + 15  # every record in exactly one split
-    from input_pipeline.loader import _metadata, resolve
+    from input_pipeline.sources import split_metadata as _metadata
+    from input_pipeline.splits import resolve
 
     def split_of(file_suffix):
         for split in ("train", "validation", "test"):
@@ -253,7 +254,8 @@ def test_merged_dedup_and_group_split(built):
                          for p, r in zip(oidx.part, oidx.record)}
                 assert pids.isdisjoint(opids - {""})
     seg = ip.default_data_config()
-    seg.data_dir, seg.name, seg.task, seg.train_split = str(data_dir), "figshare_brain_tumor+brain_tumor_mri", "segmentation", "train"
+    seg.data_dir, seg.name = str(data_dir), "figshare_brain_tumor+brain_tumor_mri"
+    seg.task, seg.train_split = "segmentation", "train"
     with pytest.raises(ValueError, match="bad split"):
         ip.num_examples(seg, "train")  # figshare has folds, not train
     seg.name = "brain_tumor_mri"
@@ -277,12 +279,17 @@ def test_cli_build_and_audit(built, tmp_path, capsys):
     assert report["exact_duplicate_pairs"] == 1 and report["near_duplicate_pairs"] == 1
     assert report["pairs_by_kind"] == {"exact/across_splits": 1, "near/across_datasets": 1}
     assert report["records_after_dedup"] == 23 and report["patients_in_several_splits"] == {}
+    assert report["largest_group"] == report["largest_group_if_chained"] == 2
     near = [p for p in report["example_pairs"] if p["kind"] == "near"][0]
     assert {Path(near["a"]["file_name"]).name, Path(near["b"]["file_name"]).name} == {"7.mat", "copy7.jpg"}
     assert (out / "duplicates.png").stat().st_size > 1000
     # Only the test split of Kaggle: the Training/Testing copy is no longer a pair.
+    assert "no split common to every dataset" in capsys.readouterr().out  # fold1..5 vs train/test
     main(["data", "audit", "brain_tumor_mri:test", "--data-dir", str(data_dir), "--out", str(out)])
     assert json.loads((out / "audit.json").read_text())["exact_duplicate_pairs"] == 0
+    comp = json.loads((out / "composition.json").read_text())
+    assert comp["splits"] == ["test", "train"] and (out / "composition.csv").is_file()
+    assert "| brain_tumor_mri" in (out / "composition.md").read_text()
     # Missing dataset: one line naming the build command, exit 2.
     assert main(["data", "audit", "brain_phantoms/large", "--data-dir", str(tmp_path), "--out", str(out)]) == 2
     assert "brain-jax data build brain_phantoms" in capsys.readouterr().err
@@ -309,3 +316,52 @@ def test_plain_tfds_build_gives_the_same_dataset(built, figshare_manual, tmp_pat
             assert a["sha256"] == b["sha256"] and a["label"] == b["label"] and a["patient_id"] == b["patient_id"]
             np.testing.assert_array_equal(a["image"], b["image"])
             np.testing.assert_array_equal(a["mask"], b["mask"])
+
+
+def test_figshare_folds_three_classes_and_patient_clusters(built):
+    data_dir, _ = built
+    cfg = ip.default_data_config()
+    cfg.data_dir, cfg.name, cfg.image_size, cfg.num_classes = str(data_dir), "figshare_brain_tumor", 16, 0
+    specs = ip.fold_splits(cfg, 5)
+    assert specs[0] == {"num_folds": 0, "fold": 0, "train_split": "fold3+fold4+fold5", "eval_split": "fold2",
+                        "test_split": "fold1"}
+    assert specs[4] == {"num_folds": 0, "fold": 0, "train_split": "fold2+fold3+fold4", "eval_split": "fold1",
+                        "test_split": "fold5"}
+    with pytest.raises(ValueError, match="has folds fold1, fold2, fold3, fold4, fold5, not the 3 asked for"):
+        ip.fold_splits(cfg, 3)
+    merged = cfg.copy_and_resolve_references()
+    merged.name = "figshare_brain_tumor+brain_tumor_mri"
+    with pytest.raises(ValueError, match=r"brain_tumor_mri has no folds \(its splits: test, train\)"):
+        ip.fold_splits(merged, 5)
+    # Figshare alone is 3-class: labels arrive as indices into (glioma, meningioma, pituitary).
+    assert ip.class_names(cfg) == ("glioma", "meningioma", "pituitary")
+    cfg.update(specs[0])
+    batch = next(iter(ip.make_loader(cfg, "fold1+fold2+fold3+fold4+fold5", global_batch_size=10, train=False,
+                                     seed=0, process_index=0, process_count=1)))
+    head = {1.0: 1, 2.0: 0, 3.0: 2}  # Figshare 1 meningioma, 2 glioma, 3 pituitary
+    seen = set()
+    for eid, label, cluster, kind in zip(batch["example_id"], batch["label"], batch["cluster_id"],
+                                         batch["cluster_kind"], strict=True):
+        num = int(Path(eid.split("#")[0].split(":")[-1]).stem)
+        pid, _, fig_label = PATIENTS[num]
+        assert label == head[fig_label] and cluster == f"patient:figshare_brain_tumor:{pid}" and kind == "patient"
+        seen.add(num)
+    assert seen == set(range(1, 11))
+    assert ip.describe_clusters(cfg, "fold1+fold2")["cluster_kind"] == "patient"
+
+
+def test_default_builder_config_is_the_declared_one(tmp_path):
+    """`data build brain_phantoms` without --config builds the config every runlocal config reads."""
+    from input_pipeline.builders import get_builder
+
+    assert get_builder("brain_phantoms", tmp_path).builder_config.name == "small"
+
+
+def test_static_dataset_tables_match_the_builders():
+    """The tables that resolve a config's classes without importing TFDS agree with the builder classes."""
+    from input_pipeline import builders
+
+    for name in builders.BUILDER_MODULES:
+        cls = builders.builder_class(name)
+        assert tuple(cls.CLASSES) == tuple(builders.DATASET_CLASSES[name]), name
+        assert bool(cls.BUILDER_CONFIGS) == (name in builders.HAS_BUILDER_CONFIGS), name

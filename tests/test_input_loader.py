@@ -8,14 +8,9 @@ import input_pipeline as ip
 from input_pipeline import phantoms, transforms
 
 
-@pytest.fixture(scope="session")
-def phantom_dir(tmp_path_factory):
-    import tensorflow_datasets as tfds
-
-    tfds.disable_progress_bar()
-    d = tmp_path_factory.mktemp("tfds")
-    ip.build_dataset("brain_phantoms", d, builder_config="tiny")
-    return d
+@pytest.fixture
+def phantom_dir(tiny_phantoms):
+    return tiny_phantoms
 
 
 def _cfg(data_dir, **kw):
