@@ -1,87 +1,112 @@
-"""The ``brain-jax`` command: a thin entry that parses arguments and calls library functions.
-
-Verbs and the modules that implement them (each handler takes the parsed ``argparse.Namespace`` and
-returns an exit code):
-
-- ``train`` / ``eval`` / ``predict`` / ``demo`` / ``report`` -> ``brain_jax.train.commands``
-- ``convert``                                            -> ``brain_jax.convert.commands``
-- ``data build`` / ``data audit``                        -> ``input_pipeline.commands``
-"""
+"""The ``brain-jax`` command line: argument parsing only; every verb's work is in ``brain_jax.app.commands``."""
 from __future__ import annotations
 
 import argparse
-import importlib
+import os
 import sys
 
+from brain_jax import __version__
 
-def _handler(module: str, func: str):
+# verb -> (handler name in brain_jax.app.commands, one-line help)
+VERBS = {
+    "demo": ("demo", "synthetic phantoms -> train a ConvNeXt V2 and a SegFormer -> report (CPU, minutes)"),
+    "train": ("train", "train (or resume) a model from a config file into a workdir"),
+    "eval": ("evaluate", "evaluate a workdir's best (else latest) checkpoint on a dataset split"),
+    "predict": ("predict", "classify or segment image files or folders with a trained workdir"),
+    "report": ("report", "write report.md and figures from a workdir's evaluation results"),
+    "convert": ("convert", "Hugging Face <-> brain-jax weights"),
+    "data": (None, "build and audit datasets (data build / data audit)"),
+}
+CONFIG_VERBS = ("train", "eval")  # verbs that take --config.FIELD=VALUE overrides
+
+
+def _handler(name: str):
     def run(args: argparse.Namespace) -> int:
-        return int(getattr(importlib.import_module(module), func)(args) or 0)
+        # start-up: `brain-jax --help` must not pay for importing jax, orbax and TensorFlow
+        from brain_jax.app import commands
+
+        return int(getattr(commands, name)(args) or 0)
 
     return run
 
 
+def _verb(sub, verb: str, **kwargs) -> argparse.ArgumentParser:
+    handler, text = VERBS[verb]
+    p = sub.add_parser(verb, help=text, description=text, **kwargs)
+    if handler:
+        p.set_defaults(func=_handler(handler))
+    return p
+
+
+def _config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True,
+                   help="experiment config: configs/FILE.py[:ARG], e.g. configs/convnextv2_cls.py:variant=tiny")
+    p.add_argument("--workdir", required=True, help="run folder (created by train; read by eval)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="brain-jax", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="verb", required=True)
+    p = argparse.ArgumentParser(
+        prog="brain-jax", description="JAX/Flax brain-tumour MRI classification and segmentation.",
+        epilog="Config-driven verbs (train, eval) also take --config.FIELD=VALUE overrides. "
+               "BRAIN_JAX_DEBUG=1 shows stack traces of errors.")
+    p.add_argument("--version", action="version", version=f"brain-jax {__version__}")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    tr = sub.add_parser("train", help="train from a config file")
-    tr.add_argument("--config", required=True, help="configs/FILE.py[:ARG]")
-    tr.add_argument("--workdir", required=True)
-    tr.set_defaults(func=_handler("brain_jax.train.commands", "train"))
+    de = _verb(sub, "demo")
+    de.add_argument("--workdir", default="workdirs/demo", help="output folder (default: workdirs/demo)")
 
-    ev = sub.add_parser("eval", help="evaluate the best/latest checkpoint of a workdir")
-    ev.add_argument("--config", required=True)
-    ev.add_argument("--workdir", required=True)
-    ev.add_argument("--split", default=None, help="dataset split (default: the config's eval split)")
-    ev.set_defaults(func=_handler("brain_jax.train.commands", "evaluate"))
+    tr = _verb(sub, "train")
+    _config_options(tr)
 
-    pr = sub.add_parser("predict", help="classify or segment image files with a trained workdir")
-    pr.add_argument("--workdir", required=True)
-    pr.add_argument("--out", default=None, help="folder for masks/overlays (default WORKDIR/predictions)")
+    ev = _verb(sub, "eval")
+    _config_options(ev)
+    ev.add_argument("--split", default=None, help="dataset split (default: the config's data.eval_split)")
+
+    pr = _verb(sub, "predict")
+    pr.add_argument("--workdir", required=True, help="a training workdir")
+    pr.add_argument("--out", default=None, help="folder for predictions.json, masks and overlays "
+                                                "(default: WORKDIR/predictions)")
     pr.add_argument("--slice", type=int, default=None,
                     help="axial slice of a NIfTI volume (default: middle) or frame of a multi-frame DICOM")
-    pr.add_argument("images", nargs="+", help="PNG/JPG/.mat/DICOM/NIfTI slices")
-    pr.set_defaults(func=_handler("brain_jax.train.commands", "predict"))
+    pr.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
+    pr.add_argument("images", nargs="+", help="PNG/JPG/TIFF, Figshare .mat, DICOM or NIfTI files, or folders of them")
 
-    de = sub.add_parser("demo", help="synthetic phantoms -> train ConvNeXt V2 + SegFormer -> report")
-    de.add_argument("--workdir", default="workdirs/demo")
-    de.set_defaults(func=_handler("brain_jax.train.commands", "demo"))
+    re_ = _verb(sub, "report")
+    re_.add_argument("--workdir", required=True, help="a workdir with metrics.json (run eval first)")
 
-    re_ = sub.add_parser("report", help="write report.md and figures from a workdir's metrics")
-    re_.add_argument("--workdir", required=True)
-    re_.set_defaults(func=_handler("brain_jax.train.commands", "report"))
-
-    co = sub.add_parser("convert", help="Hugging Face <-> brain-jax weights")
+    co = _verb(sub, "convert")
     co.add_argument("--hf", help="HF Hub id or save_pretrained folder to import")
     co.add_argument("--to-hf", action="store_true", help="export a brain-jax checkpoint to HF format")
-    co.add_argument("--from", dest="src", help="brain-jax checkpoint folder to export (with --to-hf)")
+    co.add_argument("--from", dest="src", help="converted folder or training workdir to export (with --to-hf)")
     co.add_argument("--out", required=True, help="output folder")
-    co.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    co.set_defaults(func=_handler("brain_jax.convert.commands", "convert"))
+    co.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                    help="compute dtype of the loaded model (weights are stored as float32)")
 
-    da = sub.add_parser("data", help="build and audit datasets")
-    dsub = da.add_subparsers(dest="data_verb", required=True)
+    da = _verb(sub, "data")
+    dsub = da.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
     db = dsub.add_parser("build", help="build a TFDS dataset (figshare_brain_tumor, brain_tumor_mri, brain_phantoms)")
-    db.add_argument("name")
-    db.add_argument("--manual-dir", default=None)
-    db.add_argument("--data-dir", required=True)
-    db.add_argument("--config", dest="builder_config", default=None, help="builder config name")
+    db.add_argument("name", help="dataset name")
+    db.add_argument("--manual-dir", default=None, help="folder with the files you downloaded (Figshare, Kaggle)")
+    db.add_argument("--data-dir", required=True, help="TFDS data folder to build into")
+    db.add_argument("--config", dest="builder_config", default=None,
+                    help="builder config (brain_phantoms: tiny, small, large; default: the builder's own)")
     db.add_argument("--skip-bad", action="store_true", help="skip unreadable files and report the count")
-    db.set_defaults(func=_handler("input_pipeline.commands", "build"))
+    db.set_defaults(func=_handler("data_build"))
     dau = dsub.add_parser("audit", help="report exact / near duplicates within and across sources and splits")
-    dau.add_argument("names", nargs="+", help="dataset names, optionally NAME:SPLIT")
-    dau.add_argument("--data-dir", required=True)
-    dau.add_argument("--out", required=True, help="folder for audit.json and the contact-sheet PNG")
-    dau.set_defaults(func=_handler("input_pipeline.commands", "audit"))
+    dau.add_argument("names", nargs="*", help="dataset names, optionally NAME:SPLIT (default: the --config's pool)")
+    dau.add_argument("--data-dir", required=True, help="TFDS data folder the datasets were built into")
+    dau.add_argument("--out", required=True, help="folder for audit.json, the contact-sheet PNG and composition.*")
+    dau.add_argument("--config", default=None,
+                     help="experiment config whose splits to tabulate (class x source x split, duplicates "
+                          "dropped, largest duplicate groups), e.g. configs/convnextv2_cls.py:dataset=merged")
+    dau.set_defaults(func=_handler("data_audit"))
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    # ``--config.key=value`` overrides are for config-driven verbs only.
-    if extra and (args.verb not in ("train", "eval") or any(not e.startswith("--config.") for e in extra)):
+    if extra and (args.verb not in CONFIG_VERBS or any(not e.startswith("--config.") for e in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
     try:
@@ -89,12 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (ValueError, FileNotFoundError, KeyError) as e:
-        # Expected user errors: one clear line, no stack trace (set BRAIN_JAX_DEBUG=1 for it).
-        import os
-
+        # Expected user errors: one clear line, no stack trace.
         if os.environ.get("BRAIN_JAX_DEBUG"):
             raise
-        print(f"brain-jax {args.verb}: error: {e}", file=sys.stderr)
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"brain-jax {args.verb}: error: {msg}", file=sys.stderr)
         return 2
 
 

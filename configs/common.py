@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from input_pipeline import default_data_config
+
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     """``"variant=tiny,runlocal"`` -> {variant: "tiny", runlocal: True, ...defaults}; unknown keys rejected.
@@ -38,13 +40,6 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(out)
 
 
-def data_config() -> ml_collections.ConfigDict:
-    """The input pipeline's defaults (``input_pipeline.default_data_config``)."""
-    from input_pipeline import default_data_config
-
-    return default_data_config()
-
-
 def base_config() -> ml_collections.ConfigDict:
     """Every field the trainer reads, with defaults for fine-tuning a classifier."""
     c = ml_collections.ConfigDict()
@@ -58,7 +53,7 @@ def base_config() -> ml_collections.ConfigDict:
     ))
     # HF Hub id / save_pretrained folder, brain-jax converted folder, or a training workdir; "" = random init.
     c.init_from = ""
-    c.data = data_config()
+    c.data = default_data_config()
     c.batch_size = 32  # global, over all hosts and devices
     c.eval_batch_size = 64
     c.num_epochs = 30.0

@@ -23,3 +23,16 @@ def _torch_threads():
     except ImportError:
         pass
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_phantoms(tmp_path_factory):
+    """A data dir holding brain_phantoms/tiny (16 patients x 2 slices), built once per test process.
+    Shared: tests read it and never write into it."""
+    import input_pipeline
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()
+    d = tmp_path_factory.mktemp("tiny_phantoms")
+    input_pipeline.build_dataset("brain_phantoms", d, builder_config="tiny")
+    return d

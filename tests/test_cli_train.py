@@ -9,13 +9,9 @@ import pytest
 from brain_jax import cli
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    import input_pipeline
-
-    d = tmp_path_factory.mktemp("phantoms")
-    input_pipeline.build_dataset("brain_phantoms", d, builder_config="tiny")
-    return d
+@pytest.fixture
+def data_dir(tiny_phantoms) -> Path:
+    return tiny_phantoms
 
 
 def _common(data_dir: Path) -> list[str]:
@@ -45,15 +41,17 @@ def test_train_eval_predict_report_classification_then_bad_input(tmp_path, data_
     out = capsys.readouterr().out
     assert "precision" in out and "glioma" in out and "pituitary" in out
     metrics = json.loads((wd / "metrics.json").read_text())
-    cls = metrics["classification"]
+    assert metrics["schema_version"] == 2 and list(metrics["classification"]) == ["test"]
+    cls = metrics["classification"]["test"]
     assert 0.0 <= cls["accuracy"] <= 1.0 and "macro_f1" in cls
+    assert cls["class_names"] == ["glioma", "meningioma", "notumor", "pituitary"]
     import input_pipeline
 
     cfg = input_pipeline.default_data_config()
     cfg.data_dir, cfg.builder_config, cfg.image_size = str(data_dir), "tiny", 32
     assert cls["num_examples"] == input_pipeline.num_examples(cfg, "test")
     assert (wd / "figures" / "confusion_matrix.png").stat().st_size > 1000
-    # predict delegates to brain_jax.train.predict with the trained workdir
+    # predict delegates to brain_jax.app.predict with the trained workdir
     import numpy as np
     from PIL import Image
 
@@ -101,6 +99,6 @@ def test_train_eval_segmentation_writes_overlays(tmp_path, data_dir):
     args = ["--config", "configs/segformer_seg.py:runlocal", "--workdir", str(wd), *_common(data_dir)]
     assert cli.main(["train", *args]) == 0
     assert cli.main(["eval", *args, "--split", "test"]) == 0
-    seg = json.loads((wd / "metrics.json").read_text())["segmentation"]
+    seg = json.loads((wd / "metrics.json").read_text())["segmentation"]["test"]
     assert 0.0 <= seg["dice"] <= 1.0 and seg["num_cases"] > 0 and "hd95_mm" in seg and "miou" in seg
     assert (wd / "figures" / "overlays.png").stat().st_size > 1000

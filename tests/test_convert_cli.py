@@ -1,8 +1,6 @@
 """``brain-jax convert`` end to end through ``brain_jax.cli.main`` on the tiny golden checkpoints."""
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -73,28 +71,30 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_workdir_goes_through_train_checkpoints(native_dir, tmp_path, monkeypatch):
-    workdir = tmp_path / "workdir"
-    workdir.mkdir()
-    calls = []
+@pytest.mark.torch
+def test_training_workdir_exports_to_transformers(tmp_path):
+    """A workdir (the one kept from the old layout) -> HF folder whose logits are the workdir model's."""
+    import torch
+    from transformers import AutoModelForImageClassification
 
-    def load_model_from_workdir(path, dtype):
-        calls.append((path, dtype))
-        return load_native(native_dir)
+    from brain_jax import workdir
+    from brain_jax.app.predict import preprocess
+    from brain_jax.io import read_slice
 
-    fake = types.ModuleType("brain_jax.train.checkpoints")
-    fake.load_model_from_workdir = load_model_from_workdir
-    monkeypatch.setitem(sys.modules, "brain_jax.train.checkpoints", fake)
+    old = Path(__file__).parent / "fixtures" / "workdir_v0"
     out = tmp_path / "hf"
-    assert main(["convert", "--to-hf", "--from", str(workdir), "--out", str(out)]) == 0
-    assert calls == [(str(workdir), jnp.float32)]
-    assert set(load_file(str(out / "model.safetensors"))) == set(load_file(str(V2 / "model.safetensors")))
+    assert main(["convert", "--to-hf", "--from", str(old / "cls"), "--out", str(out)]) == 0
+    hf = AutoModelForImageClassification.from_pretrained(out).eval()
+    x = preprocess(read_slice(old / "scan.png"), workdir.read_config(old / "cls"))[None]
+    with torch.no_grad():
+        logits = hf(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).logits.numpy()
+    np.testing.assert_allclose(logits, np.load(old / "logits_cls.npy"), atol=1e-5)
 
 
-def test_workdir_without_train_package_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    workdir = tmp_path / "workdir"
-    workdir.mkdir()
-    monkeypatch.setitem(sys.modules, "brain_jax.train.checkpoints", None)  # import raises ImportError
-    assert main(["convert", "--to-hf", "--from", str(workdir), "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
-    assert "no brain_jax_model.json" in err and "load_model_from_workdir is unavailable" in err
+def test_folder_that_is_neither_kind_is_a_clear_error(tmp_path, capsys):
+    src = tmp_path / "something"
+    src.mkdir()
+    assert main(["convert", "--to-hf", "--from", str(src), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "something" in err and "brain_jax_model.json" in err and "config.json" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "o").exists()

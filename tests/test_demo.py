@@ -14,7 +14,7 @@ def test_demo_meets_its_targets(tmp_path, capsys):
     assert cli.main(["demo", "--workdir", str(wd)]) == 0
     assert "demo done" in capsys.readouterr().out
     metrics = json.loads((wd / "metrics.json").read_text())
-    cls, seg = metrics["classification"], metrics["segmentation"]
+    cls, seg = metrics["classification"]["test"], metrics["segmentation"]["test"]
     # every slice of the held-out synthetic patients (the builder's test split) is counted once
     import input_pipeline
 

@@ -304,7 +304,8 @@ def test_errors_name_the_file(tmp_path):
 def _cfg(task, size=32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)):
     return {"model": {"name": "stub"},
             "data": {"task": task, "image_size": size, "mean": list(mean), "std": list(std),
-                     "upper_percentile": 99.5}}
+                     "upper_percentile": 99.5, "name": "brain_phantoms", "builder_config": "small",
+                     "classes": "", "num_classes": 0}}
 
 
 def _loader_input(image, size, mean, std):
@@ -323,7 +324,7 @@ def _slice(img, spacing=None, mask=None, path="x.png"):
 
 
 def test_predict_classification_stub_matches_loader_and_softmax():
-    from brain_jax.train.predict import predict_arrays
+    from brain_jax.app.predict import predict_arrays
 
     rng = np.random.default_rng(0)
     imgs = [rng.uniform(0, 900, size=(40, 56)), rng.uniform(0, 255, size=(64, 64)), rng.normal(size=(30, 20))]
@@ -354,7 +355,7 @@ def test_predict_classification_stub_matches_loader_and_softmax():
 def test_write_predictions_classification(tmp_path):
     import json
 
-    from brain_jax.train.predict import format_table, predict_arrays, write_predictions
+    from brain_jax.app.predict import format_table, predict_arrays, write_predictions
 
     def model(x):  # bright images -> "notumor", dark -> "glioma"
         m = np.asarray(x).mean(axis=(1, 2, 3)) - 0.5
@@ -395,7 +396,7 @@ def _stub_segmenter(x):
 
 
 def test_predict_segmentation_stub_original_resolution_and_area():
-    from brain_jax.train.predict import predict_arrays
+    from brain_jax.app.predict import predict_arrays
 
     img, m = _rect_case()
     res = predict_arrays(_stub_segmenter, _cfg("segmentation", 32),
@@ -413,7 +414,7 @@ def test_predict_segmentation_stub_original_resolution_and_area():
 
 
 def test_predict_wrong_model_output_shape():
-    from brain_jax.train.predict import predict_arrays
+    from brain_jax.app.predict import predict_arrays
 
     with pytest.raises(ValueError, match="segmentation.*expected \\(batch, height"):
         predict_arrays(lambda x: np.zeros((len(x), 4)), _cfg("segmentation"), [_slice(np.ones((8, 8)))])
@@ -424,7 +425,7 @@ def test_predict_wrong_model_output_shape():
 def test_write_predictions_segmentation_files(tmp_path):
     from PIL import Image
 
-    from brain_jax.train.predict import format_table, predict_arrays, write_predictions
+    from brain_jax.app.predict import format_table, predict_arrays, write_predictions
 
     img, m = _rect_case()
     slices = [_slice(img, (0.5, 0.8), m, "a/scan.mat"), _slice(img, None, None, "b/scan.png")]
@@ -480,7 +481,7 @@ def tiny_models():
 def test_predict_real_tiny_models(tiny_models):
     from flax import nnx
 
-    from brain_jax.train.predict import predict_arrays
+    from brain_jax.app.predict import predict_arrays
 
     cls_model, seg_model = tiny_models
     rng = np.random.default_rng(1)
@@ -503,7 +504,10 @@ def _make_workdir(wd, model, task, size=32):
     """A workdir as the trainer leaves it: config.json, model.json and an orbax checkpoint."""
     import json
 
-    from brain_jax.train import builders, engine
+    import dataclasses
+
+    from brain_jax import workdir
+    from brain_jax.train import engine
     from brain_jax.train.checkpoints import Checkpointer
 
     wd.mkdir()
@@ -511,7 +515,7 @@ def _make_workdir(wd, model, task, size=32):
            "data": {"task": task, "image_size": size, "mean": [0.5] * 3, "std": [0.25] * 3,
                     "upper_percentile": 99.5, "num_classes": model.config.num_labels}}
     (wd / "config.json").write_text(json.dumps(cfg))
-    builders.save_model_json(model, wd / builders.MODEL_FILE)
+    workdir.write_model_json(wd, model.config.model_type, dataclasses.asdict(model.config))
     parts = engine.split_model(model)
     ck = Checkpointer(wd, async_save=False)
     ck.save(3, {"params": parts.params, "batch_stats": parts.batch_stats}, None, force=True)
@@ -527,7 +531,7 @@ def test_predict_command_end_to_end(tiny_models, tmp_path, capsys, monkeypatch):
     from PIL import Image
 
     from brain_jax.cli import build_parser
-    from brain_jax.train.predict import predict, predict_arrays
+    from brain_jax.app.predict import predict, predict_arrays
 
     seg_model = tiny_models[1]
     cfg = _make_workdir(tmp_path / "wd", seg_model, "segmentation")
@@ -572,7 +576,8 @@ def test_predict_command_end_to_end(tiny_models, tmp_path, capsys, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"empty_wd: no checkpoint"):
         predict(a)
     (tmp_path / "a_file").write_text("x")
-    a = build_parser().parse_args(["predict", "--workdir", str(tmp_path / "wd"), "--out", str(tmp_path / "a_file"), *inputs])
+    a = build_parser().parse_args(["predict", "--workdir", str(tmp_path / "wd"), "--out", str(tmp_path / "a_file"),
+                                   *inputs])
     with pytest.raises(ValueError, match="a_file: exists and is not a folder"):
         predict(a)
     a = build_parser().parse_args(["predict", "--workdir", str(tmp_path / "nowd"), "--out", str(bad_out), *inputs])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from brain_jax.train import report
+from brain_jax.app import figures, report
 
 NAMES = ["glioma", "meningioma", "notumor", "pituitary"]
 CM = [[50, 3, 1, 0], [4, 41, 2, 1], [0, 1, 60, 0], [0, 2, 0, 47]]
@@ -27,11 +27,11 @@ def _disk(n, cy, cx, r):
 
 
 def test_confusion_matrix_png(tmp_path):
-    a = _png_ok(report.confusion_matrix_png(CM, NAMES, tmp_path / "cm.png"))
-    b = _png_ok(report.confusion_matrix_png(np.array(CM), NAMES, tmp_path / "cmn.png", normalize=True))
+    a = _png_ok(figures.confusion_matrix_png(CM, NAMES, tmp_path / "cm.png"))
+    b = _png_ok(figures.confusion_matrix_png(np.array(CM), NAMES, tmp_path / "cmn.png", normalize=True))
     assert a.std() > 10 and b.std() > 10  # not a blank canvas
     with pytest.raises(ValueError, match="does not match 3 class names"):
-        report.confusion_matrix_png(CM, NAMES[:3], tmp_path / "bad.png")
+        figures.confusion_matrix_png(CM, NAMES[:3], tmp_path / "bad.png")
 
 
 def test_overlays_png(tmp_path):
@@ -40,7 +40,7 @@ def test_overlays_png(tmp_path):
     imgs = [rng.normal(size=(n, n)).astype(np.float32) + 3 * _disk(n, 20, 25, 8) for _ in range(2)]
     true = [_disk(n, 20, 25, 8), None]
     pred = [_disk(n, 21, 25, 7), np.zeros((n, n), np.uint8)]
-    p = report.overlays_png(imgs, true, pred, tmp_path / "ov.png", spacing_mm=(0.49, 0.49), titles=["a", "b"])
+    p = figures.overlays_png(imgs, true, pred, tmp_path / "ov.png", spacing_mm=(0.49, 0.49), titles=["a", "b"])
     arr = _png_ok(p, 600, 400)
     # red-ish prediction fill/contour and green ground truth appear somewhere
     r, g, b = arr[..., 0].astype(int), arr[..., 1].astype(int), arr[..., 2].astype(int)
@@ -48,9 +48,9 @@ def test_overlays_png(tmp_path):
     assert ((g - r > 80) & (g - b > 60)).any()
     # per-case spacing as the evaluator passes it (arrays, None when unknown), RGB model inputs
     rgb = [np.repeat(i[..., None], 3, -1) for i in imgs]
-    _png_ok(report.overlays_png(rgb, true, pred, tmp_path / "ov2.png", spacing_mm=[np.array([0.5, 1.0]), None]))
+    _png_ok(figures.overlays_png(rgb, true, pred, tmp_path / "ov2.png", spacing_mm=[np.array([0.5, 1.0]), None]))
     with pytest.raises(ValueError, match="2 images but 1 predicted"):
-        report.overlays_png(imgs, true, pred[:1], tmp_path / "x.png")
+        figures.overlays_png(imgs, true, pred[:1], tmp_path / "x.png")
 
 
 def test_training_curves_and_comparison(tmp_path):
@@ -58,24 +58,24 @@ def test_training_curves_and_comparison(tmp_path):
     lines = [{"step": s, "train/loss": 2.0 / (s + 1), "lr": 1e-3} for s in range(0, 50, 5)]
     lines += [{"step": s, "eval/accuracy": 0.5 + s / 200, "eval/loss": 1.0 / (s + 1)} for s in (10, 30, 50)]
     log.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    _png_ok(report.training_curves_png(log, tmp_path / "curves.png"), 600, 250)
+    _png_ok(figures.training_curves_png(log, tmp_path / "curves.png"), 600, 250)
     # the demo's merged log: task-prefixed keys, distances get their own panel (a wider figure)
     rows = [{"step": s, "segmentation_train/loss": 1 / (s + 1), "segmentation_train/lr": 0.1,
              "segmentation_eval/dice": s / 10, "segmentation_eval/hd95_mm": 20 - s,
              "segmentation_eval/num_cases": 12} for s in range(1, 6)]
     log.write_text("\n".join(json.dumps(x) for x in rows) + "\n")
-    w3 = _png_ok(report.training_curves_png(log, tmp_path / "c3.png"), 900, 250).shape[1]
+    w3 = _png_ok(figures.training_curves_png(log, tmp_path / "c3.png"), 900, 250).shape[1]
     assert w3 > _png_ok(tmp_path / "curves.png").shape[1]
     # the trainer's own log: a "split" field instead of prefixes
     rows = [{"step": s, "split": "train", "loss": 1 / s, "accuracy": 0.5} for s in range(1, 4)]
     rows += [{"step": 3, "split": "eval", "loss": 0.9, "accuracy": 0.61}]
     log.write_text("\n".join(json.dumps(x) for x in rows) + "\n")
-    _png_ok(report.training_curves_png(log, tmp_path / "c4.png"), 600, 250)
+    _png_ok(figures.training_curves_png(log, tmp_path / "c4.png"), 600, 250)
     log.write_text('{"step": 1}\nnot json\n')
     with pytest.raises(ValueError, match=r"metrics\.jsonl:2"):
-        report.training_curves_png(log, tmp_path / "c2.png")
+        figures.training_curves_png(log, tmp_path / "c2.png")
     res = {"convnextv2": {"accuracy": 0.93, "macro_f1": 0.92}, "vit": {"accuracy": 0.88, "macro_f1": 0.86}}
-    _png_ok(report.model_comparison_png(res, tmp_path / "cmp.png"), 250, 250)
+    _png_ok(figures.model_comparison_png(res, tmp_path / "cmp.png"), 250, 250)
 
 
 def test_write_report_numbers_and_figures(tmp_path):
@@ -162,5 +162,5 @@ def test_write_report_errors(tmp_path):
     with pytest.raises(ValueError, match="not valid JSON"):
         report.write_report(tmp_path)
     (tmp_path / "metrics.json").write_text(json.dumps({"meta": {}}))
-    with pytest.raises(ValueError, match="neither"):
+    with pytest.raises(ValueError, match="no classification or segmentation results"):
         report.write_report(tmp_path)

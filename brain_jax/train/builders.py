@@ -1,35 +1,41 @@
-"""Build what a config names: the model (fresh or grafted onto pretrained weights) and the data."""
+"""Build the model a config names: fresh, grafted onto pretrained weights, or restored from a workdir."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any
 
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from flax import nnx
 
-MODEL_FILE = "model.json"  # the built model's architecture config, beside config.json in a workdir
+import input_pipeline
+from brain_jax import models, workdir
+from brain_jax.convert import from_hf
+from brain_jax.convert.native import is_native_dir, load_native
+from brain_jax.models.weights import abstract, assign
+from brain_jax.train import checkpoints
+
 SEG_CLASS_NAMES = ("background", "tumour")
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# The one table of dtype names a config or a command line may use.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def dtype_of(name: str, field: str = "model.dtype") -> Any:
+    if name not in DTYPES:
+        raise ValueError(f"{field}: {name!r}; expected one of {', '.join(DTYPES)}")
+    return DTYPES[name]
 
 
 def compute_dtype(config: ml_collections.ConfigDict) -> Any:
-    name = str(config.model.dtype)
-    if name not in _DTYPES:
-        raise ValueError(f"config field model.dtype: {name!r}; expected one of {', '.join(_DTYPES)}")
-    return _DTYPES[name]
+    return dtype_of(str(config.model.dtype), "config field model.dtype")
 
 
 # --------------------------------------------------------------------------- validation
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Fail early, naming the field, on an unknown model / variant / task / metric."""
-    from brain_jax import models
-
+    """Fail early, naming the field, on an unknown model / variant / task / dtype / batch size."""
     name = config.model.name
     if name not in models.NAMES:
         raise ValueError(f"config field model.name: unknown model {name!r}; expected one of {', '.join(models.NAMES)}")
@@ -52,19 +58,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config field batch_size must be positive, got {config.batch_size}")
 
 
-def num_classes(config: ml_collections.ConfigDict) -> int:
-    return 2 if config.data.task == "segmentation" else int(config.data.num_classes)
-
-
 def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The names of the model's outputs, in head order: the one place they are decided."""
     if config.data.task == "segmentation":
         return SEG_CLASS_NAMES
-    n = num_classes(config)
-    try:
-        from input_pipeline import CLASS_NAMES
-    except ImportError:
-        CLASS_NAMES = ()
-    return tuple(CLASS_NAMES) if len(CLASS_NAMES) == n else tuple(f"class_{i}" for i in range(n))
+    return input_pipeline.class_names(config.data)
+
+
+def num_classes(config: ml_collections.ConfigDict) -> int:
+    return len(class_names(config))
 
 
 # --------------------------------------------------------------------------- models
@@ -72,26 +74,15 @@ def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 def load_pretrained(src: str, dtype: Any) -> nnx.Module:
     """``config.init_from``: a training workdir, a native converted folder, or an HF folder / Hub id."""
-    from brain_jax.convert import from_hf
-    from brain_jax.convert.native import is_native_dir, load_native
-
     path = Path(src).expanduser()
-    if path.is_dir() and (path / "config.json").is_file() and (path / MODEL_FILE).is_file():
-        from brain_jax.train.checkpoints import load_model_from_workdir
-
+    if path.is_dir() and workdir.has_run(path) and (path / workdir.MODEL).is_file():
         return load_model_from_workdir(path, dtype)
     if path.is_dir() and is_native_dir(path):
         return load_native(path, dtype=dtype)
     return from_hf(str(src), dtype=dtype)
 
 
-def _arch_module(model_type: str):
-    from brain_jax.models import module_for
-
-    return module_for(model_type)
-
-
-def _with_overrides(cfg: Any, kwargs: dict, where: str) -> dict:
+def _checked_overrides(cfg: Any, kwargs: dict, where: str) -> dict:
     fields = {f.name for f in dataclasses.fields(cfg)}
     bad = sorted(set(kwargs) - fields)
     if bad:
@@ -99,40 +90,30 @@ def _with_overrides(cfg: Any, kwargs: dict, where: str) -> dict:
     return dict(kwargs)
 
 
-def graft(model: nnx.Module, pretrained: nnx.Module, *, fresh_head: bool) -> list[str]:
-    """Copy every variable of ``pretrained`` into ``model`` except the head when ``fresh_head``.
-
-    All-or-nothing: a ValueError lists every missing, extra or mis-shaped variable. Returns the paths
-    left at their fresh initialisation.
-    """
-    from brain_jax.convert.core import model_variables
-
-    ours, theirs = model_variables(model), model_variables(pretrained)
+def head_variables(model: nnx.Module) -> list[str]:
+    """Dotted paths of every weight under the model's ``head_paths`` (re-initialised when grafting)."""
     head = tuple(getattr(model, "head_paths", ()))
+    return [p for p in models.weights.model_variables(model)
+            if any(p == h or p.startswith(h + ".") for h in head)]
 
-    def in_head(p: str) -> bool:
-        return any(p == h or p.startswith(h + ".") for h in head)
 
-    problems, staged, fresh = [], [], []
-    for path, var in ours.items():
-        if fresh_head and in_head(path):
-            fresh.append(path)
-            continue
-        if path not in theirs:
-            problems.append(f"{path}: not in the pretrained model")
-            continue
-        src = theirs[path].get_value()
-        if tuple(src.shape) != tuple(var.get_value().shape):
-            problems.append(f"{path}: pretrained {tuple(src.shape)} vs model {tuple(var.get_value().shape)}")
-            continue
-        staged.append((var, src))
-    extra = sorted(p for p in theirs if p not in ours and not (fresh_head and in_head(p)))
-    problems += [f"{p}: in the pretrained model only" for p in extra]
-    if problems:
-        raise ValueError(f"pretrained weights do not fit the model ({len(problems)} problem(s)):\n  " + "\n  ".join(problems))
-    for var, src in staged:
-        var.set_value(jnp.asarray(src, var.get_value().dtype))
+def graft(model: nnx.Module, pretrained: nnx.Module, *, fresh_head: bool) -> list[str]:
+    """Copy every weight of ``pretrained`` into ``model``; with ``fresh_head`` the head keeps its init.
+
+    All-or-nothing (``models.weights.assign``): one error lists every missing, unused or mis-shaped
+    weight. Returns the paths left at their fresh initialisation.
+    """
+    fresh = head_variables(model) if fresh_head else []
+    theirs = {p: v.get_value() for p, v in models.weights.model_variables(pretrained).items()}
+    if fresh_head:  # the old head's weights have no place in the new model
+        theirs = {p: a for p, a in theirs.items() if p not in set(head_variables(pretrained))}
+    assign(model, theirs, source="pretrained model", fresh=fresh)
     return fresh
+
+
+def _kwargs(config: ml_collections.ConfigDict) -> dict:
+    kw = config.model.kwargs
+    return dict(kw.to_dict()) if hasattr(kw, "to_dict") else dict(kw)
 
 
 def create_model(config: ml_collections.ConfigDict, *, dtype: Any | None = None, with_init: bool = True,
@@ -143,96 +124,55 @@ def create_model(config: ml_collections.ConfigDict, *, dtype: Any | None = None,
     drop-path, applied) and the classification/segmentation head is re-initialised when the label
     count differs.
     """
-    from brain_jax import models
-
     dtype = compute_dtype(config) if dtype is None else dtype
     seed = int(config.seed) if seed is None else seed
     rngs = nnx.Rngs(params=seed, dropout=seed + 1)
-    n = num_classes(config)
-    kwargs = dict(config.model.kwargs.to_dict()) if hasattr(config.model.kwargs, "to_dict") else dict(config.model.kwargs)
+    names = class_names(config)
+    kwargs = _kwargs(config)
     init_from = str(config.get("init_from", "") or "")
     if not (with_init and init_from):
-        return models.create(config.model.name, config.model.variant, n, dtype=dtype, rngs=rngs, **kwargs)
+        return models.create(config.model.name, config.model.variant, len(names), dtype=dtype, rngs=rngs, **kwargs)
     pretrained = load_pretrained(init_from, dtype)
     ptype = pretrained.config.model_type
     if ptype != config.model.name:
         raise ValueError(
             f"config field init_from={init_from!r} holds a {ptype} model, but model.name is {config.model.name!r}"
         )
-    mod = _arch_module(ptype)
-    changes = _with_overrides(pretrained.config, kwargs, "config field model.kwargs")
-    fresh_head = pretrained.config.num_labels != n
+    changes = _checked_overrides(pretrained.config, kwargs, "config field model.kwargs")
+    fresh_head = pretrained.config.num_labels != len(names)
     if fresh_head:
-        changes["num_labels"] = n
+        changes["num_labels"] = len(names)
         if "label_names" in {f.name for f in dataclasses.fields(pretrained.config)}:
-            names = class_names(config)
-            changes["label_names"] = tuple(names) if len(names) == n else ()
+            changes["label_names"] = names
     cfg = dataclasses.replace(pretrained.config, **changes)
-    model = mod.from_config(cfg, dtype=dtype, rngs=rngs)
+    model = models.module_for(ptype).from_config(cfg, dtype=dtype, rngs=rngs)
     graft(model, pretrained, fresh_head=fresh_head)
     return model
 
 
-def save_model_json(model: nnx.Module, path: str | Path) -> None:
-    cfg = model.config
-    meta = {"model_type": cfg.model_type, "config": dataclasses.asdict(cfg)}
-    Path(path).write_text(json.dumps(meta, indent=2) + "\n")
+def model_from_json(meta: dict, dtype: Any) -> nnx.Module:
+    """A freshly initialised model of the architecture ``model.json`` describes."""
+    mod = models.module_for(meta["model_type"])
+    return mod.from_config(mod.config_from_dict(dict(meta["config"])), dtype=dtype,
+                           rngs=nnx.Rngs(params=0, dropout=1))
 
 
-def model_from_json(path: str | Path, dtype: Any) -> nnx.Module:
-    meta = json.loads(Path(path).read_text())
-    mod = _arch_module(meta["model_type"])
-    return mod.from_config(mod.config_from_dict(dict(meta["config"])), dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1))
+def load_model_from_workdir(wd: str | Path, dtype: Any = jnp.float32, *, which: str = "best") -> nnx.Module:
+    """The trained model of a workdir (best checkpoint, else latest), in eval mode.
 
-
-# --------------------------------------------------------------------------- data
-
-
-class ResumableIterator(Protocol):
-    def __next__(self) -> dict[str, np.ndarray]: ...
-    def get_state(self) -> Any: ...
-    def set_state(self, state: Any) -> None: ...
-
-
-class DataSource(Protocol):
-    """What the trainer needs from the input pipeline (tests pass a fake)."""
-
-    task: str
-    def steps_per_epoch(self) -> int: ...
-    def train_iterator(self) -> ResumableIterator: ...
-    def eval_batches(self, split: str) -> Iterable[dict[str, np.ndarray]]: ...
-
-
-class PipelineData:
-    """``input_pipeline`` loaders for a config (datasets must be built; FileNotFoundError says how)."""
-
-    def __init__(self, config: ml_collections.ConfigDict):
-        import input_pipeline
-
-        self._ip = input_pipeline
-        self.config = config
-        self.data = config.data
-        self.task = config.data.task
-        self._train_loader = None
-
-    def _train(self):
-        if self._train_loader is None:
-            self._train_loader = self._ip.make_loader(
-                self.data, self.data.train_split, global_batch_size=int(self.config.batch_size), train=True,
-                seed=int(self.config.seed),
-            )
-        return self._train_loader
-
-    def steps_per_epoch(self) -> int:
-        return int(self._train().steps_per_epoch)
-
-    def train_iterator(self) -> Iterator:
-        # state = the step: resumes exactly with another process or loader-worker count
-        return self._train().resumable()
-
-    def eval_batches(self, split: str) -> Iterable[dict[str, np.ndarray]]:
-        bs = int(self.config.eval_batch_size)
-        import jax
-
-        bs = max(bs - bs % jax.process_count(), jax.process_count())
-        return self._ip.make_loader(self.data, split, global_batch_size=bs, train=False, seed=int(self.config.seed))
+    The architecture comes from ``model.json`` (runs written before it existed: from ``config.json``);
+    the weights are the EMA ones when the run kept them. Built without random init.
+    """
+    wd = Path(wd)
+    config = workdir.read_config(wd)
+    meta = workdir.read_model_json(wd)
+    if meta is not None:
+        model = abstract(lambda: model_from_json(meta, dtype))
+    else:
+        model = abstract(lambda: create_model(config, dtype=dtype, with_init=False))
+    flat, step, src = checkpoints.load_weights(wd, which=which, best_mode=str(config.get("best_mode", "max")))
+    weights = "ema." if any(k.startswith("ema.") for k in flat) else "params."
+    arrays = {k.split(".", 1)[1]: a for k, a in flat.items() if k.startswith((weights, "batch_stats."))}
+    assign(model, arrays, source=f"{src} (step {step})")
+    model.eval()
+    return model

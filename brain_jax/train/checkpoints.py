@@ -1,23 +1,21 @@
 """Orbax checkpoints of a workdir: periodic (``checkpoints/``) and best-by-validation (``best/``).
 
 Each checkpoint holds the train state (params, batch stats, optimizer state, EMA, step — arrays only)
-and the data iterator position (JSON). ``load_model_from_workdir`` rebuilds the model from the saved
-resolved config (``config.json``) and fills it with the best (else latest) weights.
+and the data iterator position (JSON). ``load_weights`` reads a workdir's best (else latest) arrays for
+``brain_jax.train.builders.load_model_from_workdir``.
 """
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-LATEST_DIR = "checkpoints"
-BEST_DIR = "best"
-CONFIG_FILE = "config.json"
+from brain_jax.workdir import BEST, CHECKPOINTS
 
 
 def _encode_iter_state(state: Any) -> Any:
@@ -44,12 +42,12 @@ class Checkpointer:
         self.best_metric = best_metric
         opts = dict(enable_async_checkpointing=async_save, create=True)
         self.latest = ocp.CheckpointManager(
-            self.workdir / LATEST_DIR, options=ocp.CheckpointManagerOptions(max_to_keep=keep, **opts)
+            self.workdir / CHECKPOINTS, options=ocp.CheckpointManagerOptions(max_to_keep=keep, **opts)
         )
         self.best = None
         if best_metric:
             self.best = ocp.CheckpointManager(
-                self.workdir / BEST_DIR,
+                self.workdir / BEST,
                 options=ocp.CheckpointManagerOptions(
                     max_to_keep=1, best_fn=lambda m: float(m[best_metric]), best_mode=best_mode, **opts
                 ),
@@ -105,45 +103,71 @@ def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:
 def has_checkpoint(workdir: str | Path) -> bool:
     wd = Path(workdir)
     return any(
-        p.is_dir() and p.name.isdigit() for d in (wd / LATEST_DIR, wd / BEST_DIR) if d.is_dir() for p in d.iterdir()
+        p.is_dir() and p.name.isdigit() for d in (wd / CHECKPOINTS, wd / BEST) if d.is_dir() for p in d.iterdir()
     )
 
 
-def _restore_raw(directory: Path) -> tuple[dict, int] | None:
+def committed_steps(directory: Path) -> list[int]:
+    """Steps orbax finished writing under ``directory`` (it renames a step's folder into place last)."""
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _reader() -> ocp.Checkpointer:
+    handler = ocp.CompositeCheckpointHandler(
+        state=ocp.StandardCheckpointHandler(), data=ocp.JsonCheckpointHandler(), metrics=ocp.JsonCheckpointHandler()
+    )
+    return ocp.Checkpointer(handler)
+
+
+def _best_step(directory: Path, steps: list[int], mode: str) -> int:
+    """The step whose saved metric is best (``best/`` keeps one, but a crash can leave two)."""
+    if len(steps) == 1:
+        return steps[0]
+    values = {}
+    for step in steps:
+        metrics_file = directory / str(step) / "metrics" / "metrics"
+        try:
+            values[step] = float(next(iter(json.loads(metrics_file.read_text()).values())))
+        except (OSError, ValueError, StopIteration):
+            continue
+    if not values:
+        return steps[-1]
+    pick = max if mode == "max" else min
+    return pick(values, key=lambda s: (values[s], s))
+
+
+def _restore_raw(directory: Path, best_mode: str = "max") -> tuple[dict, int] | None:
     """The saved train state onto this process's first device, whatever topology wrote it.
 
     Restoring without a target would ask for the writer's devices (a run of 2 processes cannot be read
     by 1 otherwise); the target is built from the checkpoint's own metadata (shapes, dtypes).
     """
-    if not directory.is_dir():
+    steps = committed_steps(directory)
+    if not steps:
         return None
-    handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
-    mgr = ocp.CheckpointManager(directory, item_handlers=handlers, options=ocp.CheckpointManagerOptions(read_only=True))
-    try:
-        step = mgr.best_step() if directory.name == BEST_DIR else mgr.latest_step()
-        step = step if step is not None else mgr.latest_step()
-        if step is None:
-            return None
-        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        target = jax.tree.map(
-            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local) if hasattr(m, "shape") else m,
-            mgr.item_metadata(step)["state"],
-        )
-        r = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-        return r.state, step
-    finally:
-        mgr.close()
+    step = _best_step(directory, steps, best_mode) if directory.name == BEST else steps[-1]
+    reader = _reader()
+    local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local) if hasattr(m, "shape") else m,
+        reader.metadata(directory / str(step)).item_metadata["state"],
+    )
+    r = reader.restore(directory / str(step), args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+    return r.state, step
 
 
-def load_weights(workdir: str | Path, *, which: str = "best") -> tuple[dict[str, np.ndarray], int, str]:
+def load_weights(workdir: str | Path, *, which: str = "best",
+                 best_mode: str = "max") -> tuple[dict[str, np.ndarray], int, str]:
     """Flat ``{"params.<path>" | "batch_stats.<path>" | "ema.<path>": array}`` of a workdir checkpoint.
 
     ``which``: "best" (falls back to latest) or "latest". Returns (arrays, step, source dir).
     """
     wd = Path(workdir).absolute()  # orbax refuses relative checkpoint paths
-    order = [BEST_DIR, LATEST_DIR] if which == "best" else [LATEST_DIR]
+    order = [BEST, CHECKPOINTS] if which == "best" else [CHECKPOINTS]
     for name in order:
-        got = _restore_raw(wd / name)
+        got = _restore_raw(wd / name, best_mode)
         if got is not None:
             raw, step = got
             flat = {}
@@ -152,49 +176,4 @@ def load_weights(workdir: str | Path, *, which: str = "best") -> tuple[dict[str,
                     for path, leaf in jax.tree_util.tree_flatten_with_path(raw[key])[0]:
                         flat[key + "." + ".".join(str(getattr(k, "key", k)) for k in path)] = np.asarray(leaf)
             return flat, int(step), str(wd / name)
-    raise FileNotFoundError(f"{wd}: no checkpoint (expected {wd / BEST_DIR} or {wd / LATEST_DIR}); train first")
-
-
-def load_model_from_workdir(workdir: str | Path, dtype: Any = jnp.float32, *, which: str = "best"):
-    """The trained model of a workdir (best checkpoint, else latest), in eval mode.
-
-    Rebuilt from the workdir's resolved ``config.json``; uses the EMA weights when the run kept them.
-    """
-    from brain_jax.convert.native import skeleton
-    from brain_jax.train import builders
-    from brain_jax.train.config import config_from_json
-
-    wd = Path(workdir)
-    cfg_path = wd / CONFIG_FILE
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{wd}: no {CONFIG_FILE}; not a brain-jax training workdir")
-    config = config_from_json(cfg_path)
-    model_json = wd / builders.MODEL_FILE
-    # Abstract build (no random init: every weight is overwritten below, and a missing one is an error).
-    if model_json.is_file():
-        model = skeleton(lambda: builders.model_from_json(model_json, dtype))
-    else:
-        model = skeleton(lambda: builders.create_model(config, dtype=dtype, with_init=False))
-    flat, step, src = load_weights(wd, which=which)
-    use_ema = any(k.startswith("ema.") for k in flat)
-    from flax import nnx
-
-    from brain_jax.convert.core import model_variables
-
-    variables = model_variables(model)
-    problems = []
-    for path, var in variables.items():
-        kind = "batch_stats" if isinstance(var, nnx.BatchStat) else ("ema" if use_ema else "params")
-        key = f"{kind}.{path}"
-        if key not in flat:
-            problems.append(f"missing {key}")
-            continue
-        arr = flat[key]
-        if tuple(arr.shape) != tuple(var.get_value().shape):
-            problems.append(f"{key}: checkpoint {tuple(arr.shape)} vs model {tuple(var.get_value().shape)}")
-            continue
-        var.set_value(jnp.asarray(arr, var.get_value().dtype))
-    if problems:
-        raise ValueError(f"{src} (step {step}) does not match the model of {cfg_path}:\n  " + "\n  ".join(problems))
-    model.eval()
-    return model
+    raise FileNotFoundError(f"{wd}: no checkpoint (expected {wd / BEST} or {wd / CHECKPOINTS}); train first")

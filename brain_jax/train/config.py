@@ -6,8 +6,8 @@ field and lists the valid keys at that level, never a silently ignored setting.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -130,29 +130,7 @@ def set_field(config: ml_collections.ConfigDict, dotted: str, value: Any, *, par
     if parse:
         value = _parse_value(str(value), current, dotted)
     try:
-        with node.ignore_type() if current is None else _nullcontext():
+        with node.ignore_type() if current is None else contextlib.nullcontext():
             node[parts[-1]] = value
     except TypeError as e:
         raise ValueError(f"config field {dotted!r}: {e}") from None
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def to_dict(config: ml_collections.ConfigDict) -> dict:
-    """A JSON-able plain dict of the resolved config."""
-    return json.loads(config.to_json_best_effort())
-
-
-def save_config(config: ml_collections.ConfigDict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
-
-
-def config_from_json(path: str | Path) -> ml_collections.ConfigDict:
-    """The config saved by ``save_config`` (tuples come back as lists)."""
-    return ml_collections.ConfigDict(json.loads(Path(path).read_text()))

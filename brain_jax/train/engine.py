@@ -19,6 +19,8 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from brain_jax import metrics
+from brain_jax.models.common import resize_bilinear
 from brain_jax.train import losses
 from brain_jax.train.optim import ema_update
 
@@ -74,13 +76,6 @@ def to_global(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[
     """Per-host numpy batch -> global arrays sharded on the data axis (one host or many)."""
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
-
-
-def to_host(x: jax.Array) -> np.ndarray:
-    """All of a global array on every host."""
-    from brain_jax.metrics import to_host as _to_host
-
-    return _to_host(x)
 
 
 # --------------------------------------------------------------------------- model split
@@ -188,7 +183,7 @@ def compute_loss(logits: jax.Array, batch: Mapping[str, jax.Array], lc: LossConf
     if lc.task == "segmentation":
         masks = batch["mask"]
         weight = valid & batch["has_mask"] if "has_mask" in batch else valid
-        logits = losses.upsample_logits(logits, masks.shape[1:3]).astype(jnp.float32)
+        logits = resize_bilinear(logits, masks.shape[1:3]).astype(jnp.float32)
         ce = losses.cross_entropy(
             logits, masks, weight[:, None, None], label_smoothing=lc.label_smoothing, class_weights=lc.class_weights
         )
@@ -241,7 +236,7 @@ def make_train_step(
         )
         updates, new_opt = tx.update(grads, state["opt_state"], state["params"])
         new_params = optax.apply_updates(state["params"], updates)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (state["bad_step"] < 0)
         new = {"params": new_params, "batch_stats": new_bs, "opt_state": new_opt}
         if "ema" in state:
@@ -257,20 +252,29 @@ def make_train_step(
     return step
 
 
+def make_forward(parts: ModelParts) -> Callable:
+    """``forward(params, batch_stats, rest, images) -> float32 logits`` in eval mode (pure; jit it)."""
+
+    def forward(params, batch_stats, rest, images):
+        model = nnx.merge(parts.graphdef_eval, params, batch_stats, rest)
+        return model(images).astype(jnp.float32)
+
+    return forward
+
+
 def make_eval_step(parts: ModelParts, task: str) -> Callable:
     """``eval_step(params, batch_stats, rest, batch) -> {"stats": ..., "pred": ...}``.
 
     ``stats`` are brain_jax.metrics sufficient statistics of the batch (padded examples excluded),
     ``pred`` the predicted labels (segmentation: label maps at the mask's resolution).
     """
-    from brain_jax import metrics
+    forward = make_forward(parts)
 
     def eval_step(params, batch_stats, rest, batch):
-        model = nnx.merge(parts.graphdef_eval, params, batch_stats, rest)
-        logits = model(batch["image"]).astype(jnp.float32)
+        logits = forward(params, batch_stats, rest, batch["image"])
         valid = batch["valid"]
         if task == "segmentation":
-            logits = losses.upsample_logits(logits, batch["mask"].shape[1:3])
+            logits = resize_bilinear(logits, batch["mask"].shape[1:3])
             pred = jnp.argmax(logits, -1).astype(jnp.int32)
             ok = valid & batch["has_mask"] if "has_mask" in batch else valid
             stats = metrics.segmentation_batch_stats(

@@ -5,14 +5,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-
-
-def upsample_logits(logits: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """Bilinear (half-pixel, like torch align_corners=False) resize of NHWC logits to ``size``."""
-    if tuple(logits.shape[1:3]) == tuple(size):
-        return logits
-    b, _, _, c = logits.shape
-    return jax.image.resize(logits, (b, size[0], size[1], c), method="bilinear", antialias=False)
+import optax
 
 
 def _class_weight_vector(class_weights: Sequence[float], num_classes: int) -> jax.Array | None:
@@ -42,18 +35,13 @@ def cross_entropy(
     logits = logits.astype(jnp.float32)
     onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
     if label_smoothing > 0:
-        onehot = optax_smooth(onehot, label_smoothing)
+        onehot = optax.smooth_labels(onehot, label_smoothing)
     per = -jnp.sum(onehot * jax.nn.log_softmax(logits, axis=-1), axis=-1)
     w = jnp.broadcast_to(weight.astype(jnp.float32), per.shape)
     cw = _class_weight_vector(class_weights, num_classes)
     if cw is not None:
         w = w * cw[labels]
     return jnp.sum(per * w) / jnp.maximum(jnp.sum(w), 1e-12)
-
-
-def optax_smooth(onehot: jax.Array, alpha: float) -> jax.Array:
-    """Label smoothing: (1 - alpha) * onehot + alpha / C."""
-    return onehot * (1.0 - alpha) + alpha / onehot.shape[-1]
 
 
 def soft_dice_loss(logits: jax.Array, masks: jax.Array, weight: jax.Array, eps: float = 1.0) -> jax.Array:

@@ -1,7 +1,7 @@
 """``train_and_evaluate(config, workdir)``: the training loop shared by classification and segmentation."""
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
 import signal
@@ -13,11 +13,14 @@ import jax
 import ml_collections
 import numpy as np
 from flax import nnx
+from tqdm.auto import tqdm
 
 from brain_jax.train import builders, engine, optim
-from brain_jax.train.checkpoints import CONFIG_FILE, Checkpointer, abstract_like, has_checkpoint
-from brain_jax.train.config import save_config, to_dict
+from brain_jax.train.checkpoints import Checkpointer, abstract_like, has_checkpoint
+from brain_jax.train.data import DataSource, PipelineData
+from brain_jax.train.evaluate import evaluate_split, scalars
 from brain_jax.train.logging import MetricWriter
+from brain_jax.workdir import CONFIG, config_to_dict, read_config_dict, write_config, write_model_json
 
 # A hook is called after every step as hook(step, state, metrics) (tests use it to inject signals).
 Hook = Callable[[int, Any, Any], None]
@@ -39,11 +42,8 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
     auto = dist is not None and bool(dist.get("auto", False))
     if num <= 1 and not auto:
         return
-    try:
-        if jax.distributed.is_initialized():
-            return
-    except AttributeError:  # older jax
-        pass
+    if jax.distributed.is_initialized():
+        return
     kwargs: dict[str, Any] = {}
     addr = (dist.coordinator_address if dist is not None else "") or os.environ.get("BRAIN_JAX_COORDINATOR", "")
     pid = int(dist.process_id) if dist is not None else -1
@@ -64,7 +64,7 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
 # --------------------------------------------------------------------------- workdir checks
 
 
-_IDENTITY_FIELDS = ("model.name", "model.variant", "data.task", "data.num_classes")
+_IDENTITY_FIELDS = ("model.name", "model.variant", "data.task")
 
 
 def _get(d: dict, dotted: str) -> Any:
@@ -77,18 +77,18 @@ def _get(d: dict, dotted: str) -> Any:
 
 def check_workdir(config: ml_collections.ConfigDict, workdir: Path) -> bool:
     """True when ``workdir`` holds a run of the same model to resume; ValueError when it is another one."""
-    saved_path = workdir / CONFIG_FILE
-    if not saved_path.is_file():
+    if not (workdir / CONFIG).is_file():
         if has_checkpoint(workdir):
-            raise ValueError(f"{workdir}: holds checkpoints but no {CONFIG_FILE}; use a fresh --workdir")
+            raise ValueError(f"{workdir}: holds checkpoints but no {CONFIG}; use a fresh --workdir")
         return False
-    try:
-        saved = json.loads(saved_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{saved_path}: unreadable ({e}); use a fresh --workdir") from e
-    now = to_dict(config)
+    saved = read_config_dict(workdir)
+    now = config_to_dict(config)
     diffs = [f"{f}: workdir has {_get(saved, f)!r}, config has {_get(now, f)!r}"
              for f in _IDENTITY_FIELDS if _get(saved, f) != _get(now, f)]
+    if not diffs:
+        theirs, ours = builders.class_names(ml_collections.ConfigDict(saved)), builders.class_names(config)
+        if theirs != ours:
+            diffs.append(f"classes: workdir has {list(theirs)}, config has {list(ours)}")
     if diffs:
         raise ValueError(
             f"{workdir} holds a checkpoint of another model ({'; '.join(diffs)}); nothing was changed. "
@@ -145,8 +145,6 @@ class _SignalFlag:
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, leave=True)
 
 
@@ -165,7 +163,7 @@ def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str | os.PathLike,
     *,
-    data: builders.DataSource | None = None,
+    data: DataSource | None = None,
     model: nnx.Module | None = None,
     hooks: Sequence[Hook] = (),
     handle_sigterm: bool = True,
@@ -182,7 +180,7 @@ def train_and_evaluate(
     if model is None:
         builders.validate_config(config)
     resume = check_workdir(config, workdir)
-    data = data if data is not None else builders.PipelineData(config)
+    data = data if data is not None else PipelineData(config)
     steps_per_epoch = data.steps_per_epoch()  # a missing dataset fails here
     total_steps = total_train_steps(config, steps_per_epoch)
     if model is None:
@@ -211,9 +209,9 @@ def train_and_evaluate(
             train_it.set_state(it_state)
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
-        save_config(config, workdir / CONFIG_FILE)
+        write_config(workdir, config)
         if hasattr(model, "config"):
-            builders.save_model_json(model, workdir / builders.MODEL_FILE)
+            write_model_json(workdir, model.config.model_type, dataclasses.asdict(model.config))
     writer = MetricWriter(workdir, enabled=is_main)
 
     train_step = engine.jit_train_step(
@@ -228,16 +226,12 @@ def train_and_evaluate(
     eval_split = str(config.data.eval_split or "")
 
     def run_eval(step: int) -> dict[str, Any]:
-        from brain_jax.train.evaluate import evaluate_split
-
         params = state["ema"] if "ema" in state else state["params"]
         summary, _ = evaluate_split(
             eval_step, params, state["batch_stats"], rest, data.eval_batches(eval_split), mesh=mesh,
             task=config.data.task, num_classes=builders.num_classes(config),
             class_names=builders.class_names(config),
         )
-        from brain_jax.train.evaluate import scalars
-
         writer.write(step, "eval", scalars(summary))
         return summary
 
@@ -257,10 +251,13 @@ def train_and_evaluate(
     flag = _SignalFlag(handle_sigterm)
     bar = _progress(total_steps, start, bool(config.progress_bar) and is_main)
     status, last_eval, pending, step = "done", {}, [], start
-    t_log, n_log = time.perf_counter(), 0
+    t_log, n_log, waited = time.perf_counter(), 0, 0.0
     try:
         for step in range(start + 1, total_steps + 1):
-            batch = engine.to_global(engine.pad_local_batch(next(train_it), multiple), mesh)
+            t_data = time.perf_counter()
+            host_batch = next(train_it)
+            waited += time.perf_counter() - t_data
+            batch = engine.to_global(engine.pad_local_batch(host_batch, multiple), mesh)
             state, metrics = train_step(state, batch, rest)
             pending.append(metrics)
             n_log += int(config.batch_size)
@@ -273,7 +270,9 @@ def train_and_evaluate(
                 pending = []
                 dt = time.perf_counter() - t_log
                 row["images_per_s"] = n_log / dt if dt > 0 else float("nan")
-                t_log, n_log = time.perf_counter(), 0
+                # share of the wall time spent waiting for the input pipeline (host-bound when high)
+                row["data_wait_frac"] = waited / dt if dt > 0 else float("nan")
+                t_log, n_log, waited = time.perf_counter(), 0, 0.0
                 writer.write(step, "train", row)
                 if bar is not None:
                     bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.1f}")

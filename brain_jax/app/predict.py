@@ -1,9 +1,10 @@
-"""``brain-jax predict``: classify or segment image files with a trained workdir.
+"""``brain-jax predict``: classify or segment image files (or folders of them) with a trained workdir.
 
-The core, :func:`predict_arrays`, takes any callable model (an NNX module is jitted; a plain function
-is called as is) plus the workdir's resolved config as a dict, so it is testable without a training
-run. Preprocessing reuses the loader's own transforms (``input_pipeline.transforms``): per-image
-intensity normalisation (minimum -> 0, ``data.upper_percentile`` -> 1), bilinear resize to
+The core, :func:`predict_arrays`, takes any callable model (an NNX module runs through the engine's
+split-once jitted forward pass; a plain function is called as is) plus the workdir's resolved config
+(``brain_jax.workdir.read_config``, as ``eval`` reads it), so it is testable without a training run.
+Preprocessing reuses the loader's own transforms (``input_pipeline.transforms``): per-image intensity
+normalisation (minimum -> 0, ``data.upper_percentile`` -> 1), bilinear resize to
 ``data.image_size``, gray -> 3 channels, the pretrained weights' mean/std.
 
 Segmentation logits are resized bilinearly straight to the file's original resolution before the
@@ -20,13 +21,18 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import jax
+import ml_collections
 import numpy as np
+from flax import nnx
 
-from brain_jax.io import Slice, read_slice
+from brain_jax import workdir
+from brain_jax.io import SUPPORTED, Slice, detect_format, read_slice
+from brain_jax.train import builders, engine
+from brain_jax.train.checkpoints import has_checkpoint
+from input_pipeline import transforms
 
-SEGMENTATION_CLASSES = ("background", "tumour")
-DEFAULT_UPPER_PERCENTILE = 99.5
-
+PREVIEW_PERCENTILE = 99.5  # intensity window of the overlay PNGs
 
 @dataclasses.dataclass
 class Prediction:
@@ -48,103 +54,58 @@ class Prediction:
 # ------------------------------------------------------------------------------------------ config
 
 
-def _get(cfg: Mapping[str, Any], dotted: str, default: Any = ..., where: str = "config.json") -> Any:
+def _as_config(cfg: Mapping[str, Any] | ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    return cfg if isinstance(cfg, ml_collections.ConfigDict) else ml_collections.ConfigDict(dict(cfg))
+
+
+def _field(cfg: ml_collections.ConfigDict, dotted: str) -> Any:
     node: Any = cfg
     for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            if default is not ...:
-                return default
-            raise ValueError(f"{where}: missing field {dotted!r}")
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            raise ValueError(f"{workdir.CONFIG}: missing field {dotted!r}")
         node = node[part]
     return node
 
 
-def _image_size(cfg: Mapping[str, Any]) -> tuple[int, int]:
-    s = _get(cfg, "data.image_size")
-    if isinstance(s, (list, tuple)) and len(s) == 2:
-        return int(s[0]), int(s[1])
+def _image_size(cfg: ml_collections.ConfigDict) -> int:
+    s = _field(cfg, "data.image_size")
+    if isinstance(s, (list, tuple)) and len(s) == 2 and s[0] == s[1]:
+        s = s[0]
     if isinstance(s, (int, float)) and int(s) > 0:
-        return int(s), int(s)
-    raise ValueError(f"config.json: data.image_size = {s!r}; expected a positive int or [height, width]")
+        return int(s)
+    raise ValueError(f"{workdir.CONFIG}: data.image_size = {s!r}; expected a positive int (square images)")
 
 
-def task_of(cfg: Mapping[str, Any]) -> str:
-    task = _get(cfg, "data.task")
+def task_of(cfg: ml_collections.ConfigDict) -> str:
+    task = _field(cfg, "data.task")
     if task not in ("classification", "segmentation"):
-        raise ValueError(f"config.json: data.task = {task!r}; expected 'classification' or 'segmentation'")
+        raise ValueError(f"{workdir.CONFIG}: data.task = {task!r}; expected 'classification' or 'segmentation'")
     return task
-
-
-def class_names(cfg: Mapping[str, Any], num_labels: int) -> tuple[str, ...]:
-    """Label names for the model's outputs: config, else the pipeline's CLASS_NAMES, else class_i."""
-    if task_of(cfg) == "segmentation":
-        if num_labels == 2:
-            return SEGMENTATION_CLASSES
-        return tuple(f"class_{i}" for i in range(num_labels))
-    names = _get(cfg, "data.class_names", None)
-    if names is not None:
-        names = tuple(str(n) for n in names)
-        if len(names) != num_labels:
-            raise ValueError(
-                f"config.json: data.class_names {list(names)} has {len(names)} entries but the model "
-                f"has {num_labels} outputs"
-            )
-        return names
-    # Same rule as the trainer: the pipeline's names when the count matches, else class_i.
-    from input_pipeline import CLASS_NAMES
-
-    if len(CLASS_NAMES) == num_labels:
-        return tuple(CLASS_NAMES)
-    return tuple(f"class_{i}" for i in range(num_labels))
 
 
 # ----------------------------------------------------------------------------------- preprocessing
 
 
-def preprocess(sl: Slice, cfg: Mapping[str, Any]) -> np.ndarray:
+def preprocess(sl: Slice, cfg: ml_collections.ConfigDict) -> np.ndarray:
     """One slice -> (H, W, 3) float32 model input, exactly as the loader prepares evaluation images."""
-    from input_pipeline import transforms
-
-    h, w = _image_size(cfg)
-    if h != w:
-        raise ValueError(f"config.json: data.image_size {h}x{w}; the loader's resize expects a square size")
-    pct = float(_get(cfg, "data.upper_percentile", DEFAULT_UPPER_PERCENTILE))
+    size = _image_size(cfg)
+    pct = float(_field(cfg, "data.upper_percentile"))
     img01 = transforms.normalise_intensity(sl.image, pct)
-    dummy_mask = np.zeros(img01.shape, np.uint8)
-    img01, _, _ = transforms.resize(img01, dummy_mask, np.ones(2, np.float32), h)
-    return transforms.to_model_input(img01, _get(cfg, "data.mean"), _get(cfg, "data.std"))
+    img01, _, _ = transforms.resize(img01, np.zeros(img01.shape, np.uint8), np.ones(2, np.float32), size)
+    return transforms.to_model_input(img01, _field(cfg, "data.mean"), _field(cfg, "data.std"))
 
 
 # ------------------------------------------------------------------------------------------- model
 
 
-def _logits_of(out: Any) -> Any:
-    """Models return logits, (logits, hidden_states) or a dict with 'logits'."""
-    if isinstance(out, Mapping):
-        return out["logits"]
-    if isinstance(out, (tuple, list)):
-        return out[0]
-    return out
-
-
 def _forward_fn(model: Callable) -> Callable[[np.ndarray], np.ndarray]:
-    """A batch forward pass: NNX modules are put in eval mode and jitted (split once, merge inside)."""
-    import jax
-
-    try:
-        from flax import nnx
-    except ImportError:  # pragma: no cover - flax is a dependency
-        nnx = None
-    if nnx is not None and isinstance(model, nnx.Module):
-        model.eval()
-        graphdef, state = nnx.split(model)
-
-        @jax.jit
-        def fwd(state, x):
-            return _logits_of(nnx.merge(graphdef, state)(x))
-
-        return lambda x: np.asarray(fwd(state, x), np.float32)
-    return lambda x: np.asarray(_logits_of(model(x)), np.float32)
+    """A batch forward pass: an NNX model through the engine's split-once jitted eval forward; any
+    other callable (tests' stubs) as it is."""
+    if isinstance(model, nnx.Module):
+        parts = engine.split_model(model)
+        fwd = jax.jit(engine.make_forward(parts))
+        return lambda x: np.asarray(fwd(parts.params, parts.batch_stats, parts.rest, x), np.float32)
+    return lambda x: np.asarray(model(x), np.float32)
 
 
 def _run_batches(fwd: Callable, inputs: np.ndarray, batch_size: int) -> np.ndarray:
@@ -196,14 +157,15 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def predict_arrays(
     model: Callable,
-    cfg: Mapping[str, Any],
+    cfg: Mapping[str, Any] | ml_collections.ConfigDict,
     slices: Sequence[Slice],
     *,
     batch_size: int = 8,
 ) -> list[Prediction]:
-    """Run ``model`` on ``slices`` as configured in ``cfg`` (the workdir's resolved config dict)."""
+    """Run ``model`` on ``slices`` as configured in ``cfg`` (the workdir's resolved config)."""
     if not slices:
         raise ValueError("no images to predict")
+    cfg = _as_config(cfg)
     task = task_of(cfg)
     inputs = np.stack([preprocess(s, cfg) for s in slices])
     logits = _run_batches(_forward_fn(model), inputs, batch_size)
@@ -214,7 +176,10 @@ def predict_arrays(
                 f"config.json says data.task='classification' but the model returned logits of shape "
                 f"{logits.shape}; expected (batch, num_classes)"
             )
-        names = class_names(cfg, logits.shape[1])
+        names = builders.class_names(cfg)
+        if len(names) != logits.shape[1]:
+            raise ValueError(f"{workdir.CONFIG} names {len(names)} classes {list(names)} but the model has "
+                             f"{logits.shape[1]} outputs")
         probs = _softmax(logits.astype(np.float64))
         for s, p in zip(slices, probs):
             results.append(Prediction(
@@ -265,7 +230,7 @@ def overlay_rgb(image: np.ndarray, pred: np.ndarray, true: np.ndarray | None = N
     """8-bit RGB of the scan with the prediction's outline in red (ground truth's in green)."""
     from scipy import ndimage
 
-    lo, hi = float(image.min()), float(np.percentile(image, DEFAULT_UPPER_PERCENTILE))
+    lo, hi = float(image.min()), float(np.percentile(image, PREVIEW_PERCENTILE))
     hi = hi if hi > lo else lo + 1.0
     gray = np.clip((image - lo) / (hi - lo), 0, 1) * 255
     rgb = np.repeat(gray.astype(np.uint8)[..., None], 3, axis=-1)
@@ -353,48 +318,56 @@ def format_table(results: Sequence[Prediction], task: str) -> str:
 # ---------------------------------------------------------------------------------------- workdir
 
 
-def load_workdir(workdir: str | Path) -> tuple[Any, dict[str, Any]]:
-    """(model, resolved config dict) from a training workdir; clear errors when either is missing."""
-    wd = Path(workdir)
+def load_workdir(wd: str | Path) -> tuple[nnx.Module, ml_collections.ConfigDict]:
+    """(model, resolved config) of a training workdir; clear errors when either is missing."""
+    wd = Path(wd)
     if not wd.is_dir():
         raise FileNotFoundError(f"--workdir {wd}: no such folder")
-    cfg_path = wd / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path}: missing; expected a workdir written by `brain-jax train`")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_path}: not valid JSON ({e})") from None
-    for field in ("data.task", "data.image_size", "data.mean", "data.std"):
-        _get(cfg, field, where=str(cfg_path))
+    cfg = workdir.read_config(wd)
+    for field in ("data.image_size", "data.mean", "data.std", "data.upper_percentile"):
+        _field(cfg, field)
     task_of(cfg)
-    try:
-        from brain_jax.train import checkpoints
-    except ImportError as e:
-        raise ValueError(f"cannot load a model: brain_jax.train.checkpoints is not available ({e})") from e
-    if hasattr(checkpoints, "has_checkpoint") and not checkpoints.has_checkpoint(wd):
+    if not has_checkpoint(wd):
         raise FileNotFoundError(f"--workdir {wd}: no checkpoint found (nothing saved yet?); train first")
+    return builders.load_model_from_workdir(wd), cfg
+
+
+def expand_inputs(paths: Sequence[str]) -> list[str]:
+    """Files as given, folders replaced by the readable files they hold (sorted, not recursive)."""
+    out = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_dir():
+            out.append(p)
+            continue
+        found = sorted(str(f) for f in path.iterdir() if f.is_file() and _readable(f))
+        if not found:
+            raise FileNotFoundError(f"{path}: a folder with no image files ({', '.join(SUPPORTED)} or DICOM)")
+        out += found
+    return out
+
+
+def _readable(path: Path) -> bool:
     try:
-        model = checkpoints.load_model_from_workdir(wd.absolute())  # orbax wants absolute paths
-    except (ValueError, FileNotFoundError, KeyError):
-        raise
-    except Exception as e:  # orbax / IO errors -> one line naming the workdir
-        raise ValueError(f"--workdir {wd}: cannot load a trained model ({type(e).__name__}: {e})") from e
-    return model, cfg
+        detect_format(path)
+        return True
+    except ValueError:
+        return False
 
 
 def predict(args) -> int:
-    """``brain-jax predict --workdir DIR [--out DIR] [--slice K] IMAGE...`` handler."""
+    """``brain-jax predict --workdir DIR [--out DIR] [--slice K] [--batch-size N] IMAGE_OR_FOLDER...``."""
     slice_index = getattr(args, "slice", None)
+    paths = expand_inputs(args.images)
     # Read every input first: one bad file stops the run before anything is computed or written.
-    slices = [read_slice(p, slice_index if _is_volume(p) else None) for p in args.images]
-    out_dir = Path(args.out) if args.out else Path(args.workdir) / "predictions"
+    slices = [read_slice(p, slice_index if _is_volume(p) else None) for p in paths]
+    out_dir = Path(args.out) if args.out else Path(args.workdir) / workdir.PREDICT_DIR
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir}: exists and is not a folder")
     model, cfg = load_workdir(args.workdir)
     task = task_of(cfg)
-    results = predict_arrays(model, cfg, slices)
-    meta = {"workdir": str(args.workdir), "model": _get(cfg, "model.name", None)}
+    results = predict_arrays(model, cfg, slices, batch_size=int(getattr(args, "batch_size", 8) or 8))
+    meta = {"workdir": str(args.workdir), "model": str(cfg.model.get("name", ""))}
     path = write_predictions(results, slices, out_dir, task, meta)
     print(format_table(results, task))
     print(f"wrote {path}" + (f" and {len(results)} mask/overlay pairs in {out_dir}" if task == "segmentation" else ""))
@@ -403,8 +376,6 @@ def predict(args) -> int:
 
 def _is_volume(path: str) -> bool:
     """Formats that can hold several slices (the --slice index applies to them only)."""
-    from brain_jax.io import detect_format
-
     try:
         return detect_format(path) in ("nifti", "dicom")
     except ValueError:

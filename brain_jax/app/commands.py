@@ -1,0 +1,154 @@
+"""Every ``brain-jax`` verb's handler: ``argparse.Namespace`` in, exit code out.
+
+User errors (bad config key, unknown model, missing dataset, foreign workdir, unreadable file) raise
+ValueError / FileNotFoundError / KeyError, which ``brain_jax.cli`` prints as one line with exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from brain_jax import workdir
+from brain_jax.app import demo as demo_app
+from brain_jax.app import predict as predict_app
+from brain_jax.app import report as report_app
+from brain_jax.app.evaluate import evaluate_workdir, print_table
+from brain_jax.convert import from_hf, to_hf
+from brain_jax.convert.native import is_native_dir, load_native, save_native
+from brain_jax.train.builders import dtype_of, load_model_from_workdir
+from brain_jax.train.config import load_config
+from brain_jax.train.trainer import train_and_evaluate
+from input_pipeline import composition_markdown, split_composition, write_composition
+from input_pipeline.audit import parse_entry, run_audit
+from input_pipeline.builders import build_dataset
+from input_pipeline.loader import default_data_config
+from input_pipeline.sources import dataset_name, sources, split_names
+
+PREEMPTED_EXIT = 143  # 128 + SIGTERM: schedulers requeue the job; the workdir resumes
+
+
+def train(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    result = train_and_evaluate(config, args.workdir)
+    if result["status"] == "preempted":
+        return PREEMPTED_EXIT
+    ev = result.get("eval") or {}
+    shown = {k: ev[k] for k in ("accuracy", "macro_f1", "dice", "miou", "hd95_mm") if k in ev}
+    print(f"trained {result['step']} steps; workdir {args.workdir}" + (f"; eval {shown}" if shown else ""))
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """Evaluate the best (else latest) checkpoint of a workdir on a split; metrics.json + figures."""
+    config = load_config(args.config, args.overrides)
+    out = evaluate_workdir(config, args.workdir, split=args.split)
+    print(print_table(out["summary"], config.data.task, out["class_names"]))
+    for p in out["figures"]:
+        print(f"wrote {p}")
+    print(f"wrote {out['metrics_json']}")
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    return predict_app.predict(args)
+
+
+def report(args: argparse.Namespace) -> int:
+    print(f"wrote {report_app.write_report(args.workdir)}")
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    result = demo_app.run_demo(args.workdir)
+    cls = workdir.headline(result["metrics"], "classification")[1]
+    seg = workdir.headline(result["metrics"], "segmentation")[1]
+    print(
+        f"demo done in {result['seconds']:.0f} s: accuracy {cls['accuracy']:.3f}, macro F1 {cls['macro_f1']:.3f}, "
+        f"Dice {seg['dice']:.3f}, HD95 {seg['hd95_mm']:.2f} mm; report: {result['report']}"
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ convert
+
+
+def _check_convert_args(args: argparse.Namespace) -> None:
+    if args.hf and args.to_hf:
+        raise ValueError("--hf (import from HF) and --to-hf (export to HF) are exclusive; pick one")
+    if args.to_hf and not args.src:
+        raise ValueError("--to-hf needs --from DIR (a converted folder or a training workdir)")
+    if args.src and not args.to_hf:
+        raise ValueError("--from is only used with --to-hf; to import from HF use --hf SRC")
+    if not args.hf and not args.to_hf:
+        raise ValueError("nothing to do: use --hf SRC --out DIR, or --to-hf --from DIR --out HF_DIR")
+
+
+def convert(args: argparse.Namespace) -> int:
+    """HF folder / Hub id -> brain-jax converted folder, or a converted folder / workdir -> HF folder."""
+    _check_convert_args(args)
+    dtype = dtype_of(args.dtype, "--dtype")
+    out = Path(args.out)
+    if args.hf:
+        model = from_hf(args.hf, dtype=dtype)
+        save_native(model, out)
+        print(f"converted {args.hf} ({model.config.model_type}) -> {out}")
+        return 0
+    src = Path(args.src)
+    if not src.exists():
+        raise FileNotFoundError(f"--from {src}: no such folder")
+    if not (is_native_dir(src) or workdir.has_run(src)):
+        raise FileNotFoundError(f"--from {src}: neither a converted folder (no brain_jax_model.json) nor a "
+                                f"training workdir (no {workdir.CONFIG})")
+    model = load_native(src, dtype=dtype) if is_native_dir(src) else load_model_from_workdir(src, dtype)
+    to_hf(model, out)
+    print(f"exported {args.src} ({model.config.model_type}) -> {out} (config.json, model.safetensors)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+def data_build(args: argparse.Namespace) -> int:
+    """Build one dataset as array_record files and print its splits."""
+    b = build_dataset(args.name, args.data_dir, manual_dir=args.manual_dir,
+                      builder_config=args.builder_config, skip_bad=args.skip_bad)
+    splits = {name: info.num_examples for name, info in b.info.splits.items()}
+    print(f"{b.info.full_name} in {b.data_dir}: " + ", ".join(f"{k}={v}" for k, v in sorted(splits.items())))
+    shown = f"{args.name}/{b.builder_config.name}" if b.builder_config else args.name
+    print(f"load with tfds.data_source({shown!r}, split=..., data_dir={args.data_dir!r})")
+    return 0
+
+
+def data_audit(args: argparse.Namespace) -> int:
+    """Duplicates over NAME[:SPLIT] entries (audit.json, duplicates.png) and the split composition of a
+    config's pool, or of the named datasets' common splits (composition.json / .csv / .md)."""
+    data = load_config(args.config).data if args.config else default_data_config()
+    data.data_dir = args.data_dir
+    names = args.names or [n.strip() for n in str(data.name).split("+")]
+    if not args.config:
+        data.name = "+".join(dataset_name(*parse_entry(n)[:2]) for n in names)
+    r = run_audit(names, args.data_dir, args.out, near_bits=int(data.near_dup_bits))
+    print(f"{r['num_records']} records: {r['exact_duplicate_pairs']} exact and {r['near_duplicate_pairs']} "
+          f"near-duplicate pairs in {r['duplicate_groups']} groups; {r['records_after_dedup']} after dedup")
+    for k, n in r["pairs_by_kind"].items():
+        print(f"  {k}: {n}")
+    if r["patients_in_several_splits"]:
+        print(f"  patients in several splits: {len(r['patients_in_several_splits'])}")
+    print(f"wrote {args.out}/audit.json" + (f" and {args.out}/duplicates.png" if r["contact_sheet"] else ""))
+    splits = None if args.config else _common_splits(data)
+    if splits == []:
+        print("no split common to every dataset: pass --config to tabulate an experiment's splits")
+        return 0
+    comp = split_composition(data, splits)
+    print(composition_markdown(comp))
+    print("wrote " + ", ".join(str(p) for p in write_composition(comp, args.out).values()))
+    return 0
+
+
+def _common_splits(data) -> list[str]:
+    """The builder splits every source of ``data.name`` has (for a composition without a config)."""
+    common = None
+    for name, config in sources(data):
+        have = split_names(name, config, str(data.data_dir))
+        common = have if common is None else [s for s in common if s in have]
+    return common or []

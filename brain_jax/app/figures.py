@@ -1,0 +1,241 @@
+"""Figures of evaluation results, mirroring the paper's: confusion matrix (its Fig. 8), model comparison
+bars (Fig. 9) and scan / ground truth / prediction rows (Fig. 10), plus training curves.
+
+Matplotlib is used through its object API with the Agg canvas (no pyplot, no global backend state), so
+this runs headless and in threads.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from brain_jax.workdir import read_log
+
+
+def _figure(width_in: float, height_in: float, dpi: int = 100):
+    from matplotlib.figure import Figure  # here, not at the top: matplotlib costs ~1 s of start-up
+
+    return Figure(figsize=(width_in, height_in), dpi=dpi, layout="constrained")
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+
+def confusion_matrix_png(
+    cm: Sequence[Sequence[float]] | np.ndarray,
+    class_names: Sequence[str],
+    path: str | Path,
+    normalize: bool = False,
+) -> Path:
+    """Annotated confusion matrix, rows = true class, columns = predicted class.
+
+    With ``normalize`` each row is divided by its total (per-class recall on the diagonal) and the
+    cells show the fraction with the raw count beneath it.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    k = len(class_names)
+    if cm.shape != (k, k):
+        raise ValueError(f"confusion matrix of shape {cm.shape} does not match {k} class names {list(class_names)}")
+    rows = cm.sum(axis=1, keepdims=True)
+    shown = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0) if normalize else cm
+    side = 1.4 + 0.9 * k
+    fig = _figure(side + 1.0, side)
+    ax = fig.add_subplot()
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1.0 if normalize else max(float(cm.max()), 1.0))
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    ax.set_xticks(range(k), labels=list(class_names), rotation=30, ha="right")
+    ax.set_yticks(range(k), labels=list(class_names))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title("confusion matrix" + (" (row-normalised)" if normalize else ""))
+    thresh = (1.0 if normalize else max(float(cm.max()), 1.0)) / 2
+    for i in range(k):
+        for j in range(k):
+            count = int(round(cm[i, j]))
+            text = f"{shown[i, j]:.2f}\n({count})" if normalize else f"{count}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=9,
+                    color="white" if shown[i, j] > thresh else "black")
+    return _save(fig, path)
+
+
+def _spacing_for(spacing_mm, i: int) -> tuple[float, float] | None:
+    """Case ``i``'s (row, col) spacing from one pair for all cases or a per-case list (None allowed)."""
+    if spacing_mm is None or len(spacing_mm) == 0:
+        return None
+    if np.ndim(spacing_mm[0]) == 0:  # a single (row, col) pair
+        entry = spacing_mm
+    else:
+        entry = spacing_mm[i]
+    if entry is None:
+        return None
+    pair = np.asarray(entry, np.float64).reshape(-1)
+    if pair.shape != (2,) or not np.all(np.isfinite(pair)) or np.any(pair <= 0):
+        return None
+    return float(pair[0]), float(pair[1])
+
+
+def _area_text(mask: np.ndarray, spacing) -> str:
+    n = int(np.count_nonzero(mask))
+    if spacing is None:
+        return f"{n} px"
+    return f"{n * spacing[0] * spacing[1]:.1f} mm²"
+
+
+def _show_mask(ax, image, mask, color, spacing, title):
+    aspect = spacing[0] / spacing[1] if spacing else 1.0
+    ax.imshow(image, cmap="gray", aspect=aspect, interpolation="nearest")
+    m = np.asarray(mask) > 0
+    if m.any():
+        rgba = np.zeros(m.shape + (4,), np.float32)
+        rgba[m] = (*color, 0.35)
+        ax.imshow(rgba, aspect=aspect, interpolation="nearest")
+        ax.contour(m.astype(np.float32), levels=[0.5], colors=[color], linewidths=1.2)
+    ax.set_title(title, fontsize=9)
+
+
+def overlays_png(
+    images: Sequence[np.ndarray],
+    masks_true: Sequence[np.ndarray | None] | None,
+    masks_pred: Sequence[np.ndarray],
+    path: str | Path,
+    spacing_mm=None,
+    titles: Sequence[str] | None = None,
+) -> Path:
+    """One row per case: scan / ground truth / prediction (translucent fill + contour).
+
+    ``spacing_mm`` is one (row, col) pair for all cases or one per case; with it the pixels are drawn
+    with their physical aspect ratio and the panel titles give the tumour area in mm², else in pixels.
+    A case without ground truth (``None``) shows an empty panel marked so.
+    """
+    n = len(images)
+    if n == 0:
+        raise ValueError("overlays_png: no images given")
+    if len(masks_pred) != n or (masks_true is not None and len(masks_true) != n):
+        raise ValueError(
+            f"overlays_png: {n} images but {len(masks_pred)} predicted and "
+            f"{'no' if masks_true is None else len(masks_true)} true masks"
+        )
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"overlays_png: {n} images but {len(titles)} titles")
+    fig = _figure(9.0, 3.0 * n)
+    axes = fig.subplots(n, 3, squeeze=False)
+    for i in range(n):
+        img = np.asarray(images[i], np.float32)
+        if img.ndim == 3:
+            img = img.mean(axis=-1)
+        sp = _spacing_for(spacing_mm, i)
+        pred = np.asarray(masks_pred[i])
+        true = None if masks_true is None else masks_true[i]
+        if pred.shape != img.shape or (true is not None and np.asarray(true).shape != img.shape):
+            raise ValueError(f"overlays_png: case {i}: image {img.shape}, masks must have the same shape")
+        name = titles[i] if titles else f"case {i}"
+        _show_mask(axes[i, 0], img, np.zeros_like(pred), (0, 0, 0), sp, f"{name}: scan")
+        if true is None:
+            _show_mask(axes[i, 1], img, np.zeros_like(pred), (0, 0, 0), sp, "ground truth: not available")
+        else:
+            _show_mask(axes[i, 1], img, true, (0.1, 0.85, 0.2), sp, f"ground truth ({_area_text(true, sp)})")
+        extra = ""
+        if true is not None:
+            t, p = np.asarray(true) > 0, pred > 0
+            denom = t.sum() + p.sum()
+            extra = f", Dice {2 * np.logical_and(t, p).sum() / denom:.3f}" if denom else ", both empty"
+        _show_mask(axes[i, 2], img, pred, (0.95, 0.15, 0.1), sp, f"prediction ({_area_text(pred, sp)}{extra})")
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return _save(fig, path)
+
+
+_SKIP_CURVE_KEYS = {"step", "global_step", "epoch", "time", "timestamp", "wall_time", "elapsed_s"}
+# Evaluation scores worth a curve (matched on the last "/"-separated part of a key).
+_CURVE_SCORES = ("accuracy", "macro_f1", "dice", "iou", "miou")
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def training_curves_png(metrics_jsonl_path: str | Path, path: str | Path) -> Path:
+    """Loss, evaluation scores and (if logged) surface distances against step from a JSON-lines log.
+
+    Keys are grouped on their last "/"-separated part: "...loss" -> loss panel; accuracy, macro_f1,
+    dice, iou, miou -> scores panel (any other key with values in [0, 1] when none of these is
+    logged); "..._mm" -> distance panel. Counts, learning rate and throughput are left out. Lines
+    without a ``step`` use their line order.
+    """
+    rows = read_log(metrics_jsonl_path)
+    if not rows:
+        raise ValueError(f"{metrics_jsonl_path}: empty training log")
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for i, row in enumerate(rows):
+        step = row.get("step", row.get("global_step", i))
+        # The trainer's rows carry "split": "train" | "eval"; keep those series apart.
+        prefix = f"{row['split']}/" if isinstance(row.get("split"), str) else ""
+        for k, v in row.items():
+            if k in _SKIP_CURVE_KEYS or not is_number(v):
+                continue
+            k = prefix + k
+            xs, ys = series.setdefault(k, ([], []))
+            xs.append(float(step))
+            ys.append(float(v))
+    last = {k: k.split("/")[-1].lower() for k in series}
+    losses = {k: v for k, v in series.items() if "loss" in last[k]}
+    scores = {k: v for k, v in series.items() if last[k] in _CURVE_SCORES}
+    if not scores:
+        scores = {k: v for k, v in series.items()
+                  if k not in losses and not last[k].startswith("num_") and last[k] not in ("lr", "learning_rate")
+                  and "per_s" not in last[k] and all(0.0 <= y <= 1.0 for y in v[1])}
+    dists = {k: v for k, v in series.items() if last[k].endswith("_mm")}
+    if not (losses or scores or dists):
+        raise ValueError(f"{metrics_jsonl_path}: no loss, score or distance series to plot")
+    panels = [(losses, "loss"), (scores, "scores")] + ([(dists, "surface distance (mm)")] if dists else [])
+    fig = _figure(5.5 * len(panels), 4.0)
+    for ax, (group, title) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        for k, (xs, ys) in sorted(group.items()):
+            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=k)
+        ax.set_xlabel("step")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if group:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "none logged", ha="center", va="center", transform=ax.transAxes)
+    return _save(fig, path)
+
+
+def model_comparison_png(results: Mapping[str, Mapping[str, float]], path: str | Path) -> Path:
+    """Grouped bars of accuracy and macro-F1 per model (the paper's Fig. 9), values printed on top."""
+    if not results:
+        raise ValueError("model_comparison_png: no results given")
+    names = list(results)
+    keys = [k for k in ("accuracy", "macro_f1") if any(is_number(results[n].get(k)) for n in names)]
+    if not keys:
+        raise ValueError("model_comparison_png: results carry neither 'accuracy' nor 'macro_f1'")
+    x = np.arange(len(names))
+    width = 0.8 / len(keys)
+    fig = _figure(1.8 + 1.5 * len(names), 4.0)
+    ax = fig.add_subplot()
+    lo = 1.0
+    for j, key in enumerate(keys):
+        vals = [float(results[n].get(key, np.nan)) for n in names]
+        bars = ax.bar(x + (j - (len(keys) - 1) / 2) * width, vals, width, label=key)
+        ax.bar_label(bars, labels=[f"{v:.3f}" if math.isfinite(v) else "n/a" for v in vals], fontsize=8)
+        lo = min([lo] + [v for v in vals if math.isfinite(v)])
+    ax.set_xticks(x, labels=names)
+    bottom = max(0.0, lo - 0.1)
+    ax.set_ylim(bottom, 1.0 + 0.12 * (1.0 - bottom))
+    ax.set_ylabel("score" + (f" (axis starts at {bottom:.2f})" if bottom > 0 else ""))
+    ax.set_title("model comparison (test split)")
+    ax.legend(loc="upper right", ncol=len(keys), fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)

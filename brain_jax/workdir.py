@@ -1,0 +1,247 @@
+"""The workdir layout: every file a run keeps, and how each one is read and written.
+
+A workdir is what ``brain-jax train`` creates and every later verb reads::
+
+    WORKDIR/
+      config.json        the resolved experiment config (``read_config`` turns it back into a ConfigDict)
+      model.json         the built model's architecture: {"model_type", "config"} (dataclass fields)
+      checkpoints/       orbax: the latest train states (brain_jax.train.checkpoints)
+      best/              orbax: the best state by the config's ``best_metric``
+      metrics.jsonl      one JSON object per logged step: {"step", "split": "train" | "eval", scalars...}
+      metrics.json       evaluation results, one section per task and split (``METRICS_SCHEMA``)
+      predictions_<split>.csv   per-example results of ``eval`` on a split
+      figures/           PNG figures of ``eval`` / ``report``
+      report.md          ``brain-jax report``
+      predictions/       default output folder of ``brain-jax predict``
+      tensorboard/       TensorBoard events of training
+
+This module is the only one that knows these names. It imports nothing of brain_jax above it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import ml_collections
+import numpy as np
+
+CONFIG = "config.json"
+MODEL = "model.json"
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+METRICS_LOG = "metrics.jsonl"
+METRICS = "metrics.json"
+FIGURES = "figures"
+REPORT = "report.md"
+PREDICT_DIR = "predictions"
+TENSORBOARD = "tensorboard"
+
+# metrics.json schema. 1 (before 2026-11-30): {"<task>": summary, "meta": {...}} with the split in
+# meta["<task>_split"]. 2: {"schema_version": 2, "meta": {...}, "<task>": {"<split>": summary}}.
+METRICS_SCHEMA = 2
+TASKS = ("classification", "segmentation")
+
+
+def predictions_csv(workdir: str | os.PathLike, split: str) -> Path:
+    """Per-example results of evaluating ``split`` (split strings may hold '+', ':' or '%')."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in split)
+    return Path(workdir) / f"predictions_{safe}.csv"
+
+
+def has_run(workdir: str | os.PathLike) -> bool:
+    """Whether ``workdir`` holds a training run (its resolved config)."""
+    return (Path(workdir) / CONFIG).is_file()
+
+
+# ------------------------------------------------------------------------------------------ JSON
+
+
+def to_jsonable(o: Any) -> Any:
+    """numpy scalars/arrays -> Python numbers/lists (``json.dumps(default=...)``)."""
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, sort_keys: bool = False) -> Path:
+    """Write ``obj`` as indented JSON through a temporary file, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys, default=to_jsonable) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """Parsed JSON of ``path``; FileNotFoundError / ValueError naming the file and ``what`` it should be."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing ({what})")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); expected {what}") from None
+
+
+# ---------------------------------------------------------------------------------------- config
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+    """A JSON-able plain dict of a resolved config."""
+    return json.loads(config.to_json_best_effort())
+
+
+def write_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> Path:
+    return write_json(Path(workdir) / CONFIG, config_to_dict(config), sort_keys=True)
+
+
+def read_config_dict(workdir: str | os.PathLike) -> dict:
+    """The saved config as a plain dict (tuples come back as lists)."""
+    path = Path(workdir) / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; expected a workdir written by `brain-jax train`")
+    d = read_json(path, "the run's resolved config")
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(d).__name__}")
+    return d
+
+
+def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+    """The run's resolved config (``config.json``) as a ConfigDict: what eval and predict both use."""
+    return ml_collections.ConfigDict(read_config_dict(workdir))
+
+
+# ----------------------------------------------------------------------------------------- model
+
+
+def write_model_json(workdir: str | os.PathLike, model_type: str, config: Mapping[str, Any]) -> Path:
+    return write_json(Path(workdir) / MODEL, {"model_type": model_type, "config": dict(config)})
+
+
+def read_model_json(workdir: str | os.PathLike) -> dict | None:
+    """``{"model_type", "config"}`` of the built model, or None for runs that did not write one."""
+    path = Path(workdir) / MODEL
+    if not path.is_file():
+        return None
+    meta = read_json(path, "the model's architecture")
+    if not isinstance(meta, dict) or not {"model_type", "config"} <= set(meta):
+        raise ValueError(f"{path}: expected an object with 'model_type' and 'config'")
+    return meta
+
+
+# --------------------------------------------------------------------------------------- metrics
+
+
+def _upgrade_metrics(data: dict, path: Path) -> dict:
+    """Any schema -> the current one (schema 1 kept one summary per task, its split in meta)."""
+    version = data.get("schema_version", 1)
+    if version == METRICS_SCHEMA:
+        return data
+    if version != 1:
+        raise ValueError(f"{path}: schema_version {version!r} is newer than this brain-jax reads ({METRICS_SCHEMA})")
+    meta = dict(data.get("meta") or {})
+    out: dict[str, Any] = {"schema_version": METRICS_SCHEMA, "meta": meta}
+    for task in TASKS:
+        if isinstance(data.get(task), dict) and data[task]:
+            split = str(meta.get(f"{task}_split") or "test")
+            out[task] = {split: data[task]}
+    extra = {k: v for k, v in data.items() if k not in (*TASKS, "meta", "schema_version")}
+    out.update(extra)
+    return out
+
+
+def read_metrics(workdir: str | os.PathLike) -> dict:
+    """metrics.json in the current schema (older files are upgraded on read, not rewritten)."""
+    path = Path(workdir) / METRICS
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no metrics.json; run `brain-jax eval --workdir {workdir}` first")
+    data = read_json(path, "evaluation results")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    data = _upgrade_metrics(data, path)
+    for task in TASKS:
+        sec = data.get(task, {})
+        if not isinstance(sec, dict) or not all(isinstance(v, dict) for v in sec.values()):
+            raise ValueError(f"{path}: '{task}' should map split names to result objects")
+    if not isinstance(data.get("meta", {}), dict):
+        raise ValueError(f"{path}: 'meta' should be an object")
+    return data
+
+
+def update_metrics(workdir: str | os.PathLike, task: str, split: str, summary: Mapping[str, Any],
+                   meta: Mapping[str, Any] | None = None) -> Path:
+    """Store ``summary`` as the result of ``task`` on ``split``, keeping every other task and split."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    path = Path(workdir) / METRICS
+    data = read_metrics(workdir) if path.is_file() else {"schema_version": METRICS_SCHEMA, "meta": {}}
+    data.setdefault(task, {})[split] = dict(summary)
+    data["meta"] = {**data.get("meta", {}), **dict(meta or {})}
+    return write_json(path, data)
+
+
+def update_meta(workdir: str | os.PathLike, meta: Mapping[str, Any]) -> Path:
+    """Merge ``meta`` into metrics.json's run-level ``meta`` (timings, provenance)."""
+    data = read_metrics(workdir)
+    data["meta"] = {**data.get("meta", {}), **dict(meta)}
+    return write_json(Path(workdir) / METRICS, data)
+
+
+def headline(metrics: Mapping[str, Any], task: str) -> tuple[str, dict] | None:
+    """(split, summary) a report leads with: the test split if evaluated, else the last one written."""
+    sec = metrics.get(task) or {}
+    if not sec:
+        return None
+    split = "test" if "test" in sec else list(sec)[-1]
+    return split, sec[split]
+
+
+# ----------------------------------------------------------------------------------- metrics log
+
+
+def log_row(step: int, split: str, scalars: Mapping[str, Any]) -> dict[str, Any]:
+    """One metrics.jsonl row: finite numbers as numbers, NaN/Inf as strings, other values dropped."""
+    row: dict[str, Any] = {"step": int(step), "split": split}
+    for k, v in scalars.items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if not math.isfinite(f):
+            row[k] = str(f)
+        else:
+            row[k] = int(f) if isinstance(v, int) and not isinstance(v, bool) else f
+    return row
+
+
+def append_log(workdir: str | os.PathLike, row: Mapping[str, Any]) -> None:
+    with open(Path(workdir) / METRICS_LOG, "a") as f:
+        f.write(json.dumps(dict(row)) + "\n")
+
+
+def read_log(workdir_or_file: str | os.PathLike) -> list[dict]:
+    """Rows of metrics.jsonl (a workdir or the file itself); errors name the file and line."""
+    path = Path(workdir_or_file)
+    path = path / METRICS_LOG if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no training log (expected one JSON object per line)")
+    return list(_rows(path))
+
+
+def _rows(path: Path) -> Iterator[dict]:
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n}: not a JSON object ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+        yield row

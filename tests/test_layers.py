@@ -1,0 +1,169 @@
+"""The import layers, read from the source with ``ast`` (function-level imports included).
+
+From the top, each layer may import any layer below it and nothing above:
+cli -> app -> train -> convert -> {models, metrics, io, workdir, input_pipeline}; the bottom packages
+import nothing of ours but themselves (and the package root, which defines only ``__version__``);
+configs import only ml_collections and input_pipeline's defaults. Any import cycle between files fails,
+and an import of our own code inside a function must say why (start-up cost) on its line or the one
+above: a function-level import that hides a cycle is a cycle.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("brain_jax", "input_pipeline", "configs")
+
+# layer -> the layers it may import (besides itself)
+ALLOWED = {
+    "cli": {"root", "app"},
+    "app": {"root", "train", "convert", "models", "metrics", "io", "workdir", "input_pipeline"},
+    "train": {"root", "convert", "models", "metrics", "io", "workdir", "input_pipeline"},
+    "convert": {"root", "models"},
+    "models": {"root"},
+    "metrics": {"root"},
+    "io": {"root"},
+    "workdir": {"root"},
+    "input_pipeline": set(),
+    "configs": {"input_pipeline"},
+    "root": set(),
+}
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    if parts[0] in ("input_pipeline", "configs"):
+        return parts[0]
+    if len(parts) == 1:
+        return "root"
+    return parts[1]
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            rel = path.relative_to(ROOT).with_suffix("")
+            name = ".".join(rel.parts)
+            out[name.removesuffix(".__init__")] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _resolve(base: str, name: str | None) -> str | None:
+    for cand in ((f"{base}.{name}" if name else None), base):
+        if cand and cand in MODULES:
+            return cand
+    return None
+
+
+def _imports(module: str, path: Path) -> list[tuple[str, int, bool]]:
+    """(imported module of ours, line, inside a function) for every import statement."""
+    tree = ast.parse(path.read_text())
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    in_function = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            in_function |= {id(n) for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    found = []
+    for node in ast.walk(tree):
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [_resolve(a.name, None) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            targets = [_resolve(base, a.name) for a in node.names]
+        for t in targets:
+            if t and t != module:
+                found.append((t, node.lineno, id(node) in in_function))
+    return found
+
+
+GRAPH = {m: _imports(m, p) for m, p in MODULES.items()}
+
+
+def test_every_module_has_a_layer():
+    assert "brain_jax.workdir" in MODULES and "brain_jax.app.commands" in MODULES
+    unknown = sorted(m for m in MODULES if layer_of(m) not in ALLOWED)
+    assert not unknown, f"modules outside the layer table: {unknown}"
+
+
+def test_imports_follow_the_layer_table():
+    bad = []
+    for module, imports in GRAPH.items():
+        src = layer_of(module)
+        for target, line, _ in imports:
+            dst = layer_of(target)
+            if dst != src and dst not in ALLOWED[src]:
+                bad.append(f"{MODULES[module].relative_to(ROOT)}:{line}: {src} imports {dst} ({target})")
+    assert not bad, "imports against the layers:\n" + "\n".join(bad)
+
+
+def test_no_import_cycles():
+    edges = {m: {t for t, _, _ in imps if not _package_link(m, t)} for m, imps in GRAPH.items()}
+    cycles = _cycles(edges)
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_function_level_imports_of_our_code_say_why():
+    bad = []
+    for module, imports in GRAPH.items():
+        lines = MODULES[module].read_text().splitlines()
+        for target, line, inside in imports:
+            if inside and "start-up" not in lines[line - 1] + lines[line - 2]:
+                bad.append(f"{MODULES[module].relative_to(ROOT)}:{line}: imports {target} inside a function")
+    assert not bad, "function-level imports without a start-up reason:\n" + "\n".join(bad)
+
+
+def test_the_checks_catch_what_they_should():
+    # a cycle and an upward edge, on a made-up graph: the helpers must see both
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert "app" not in ALLOWED["train"] and "train" not in ALLOWED["convert"]
+    assert layer_of("brain_jax.train.trainer") == "train" and layer_of("input_pipeline.loader") == "input_pipeline"
+
+
+def _package_link(a: str, b: str) -> bool:
+    """Edges between a package's __init__ and its own submodules (re-exports) are not cycles."""
+    return b.startswith(a + ".") and MODULES[a].name == "__init__.py" or \
+        a.startswith(b + ".") and MODULES[b].name == "__init__.py"
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one node (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return out

@@ -1,0 +1,78 @@
+"""Workdirs written before the app/train split (tests/fixtures/workdir_v0) still load, evaluate, predict
+and report, giving the numbers that version gave."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brain_jax import cli, workdir
+from brain_jax.app.predict import preprocess
+from brain_jax.io import read_slice
+from brain_jax.train.builders import load_model_from_workdir
+
+OLD = Path(__file__).parent / "fixtures" / "workdir_v0"
+CONFIGS = {"cls": "configs/convnextv2_cls.py:runlocal", "seg": "configs/segformer_seg.py:runlocal"}
+
+
+@pytest.fixture
+def data_dir(tiny_phantoms) -> Path:
+    return tiny_phantoms
+
+
+def _copy(name: str, tmp_path: Path) -> Path:
+    dst = tmp_path / name
+    shutil.copytree(OLD / name, dst)
+    return dst
+
+
+@pytest.mark.parametrize("name", ["cls", "seg"])
+def test_old_workdir_gives_the_old_logits(name):
+    model = load_model_from_workdir(OLD / name)
+    cfg = workdir.read_config(OLD / name)
+    x = preprocess(read_slice(OLD / "scan.png"), cfg)[None]
+    np.testing.assert_allclose(np.asarray(model(x)), np.load(OLD / f"logits_{name}.npy"), atol=1e-5)
+
+
+def test_old_workdir_predicts_as_before(tmp_path):
+    out = tmp_path / "pred"
+    assert cli.main(["predict", "--workdir", str(OLD / "cls"), "--out", str(out), str(OLD / "scan.png")]) == 0
+    new = json.loads((out / "predictions.json").read_text())["predictions"][0]
+    old = json.loads((OLD / "predictions_cls.json").read_text())["predictions"][0]
+    assert new["predicted_class"] == old["predicted_class"]
+    np.testing.assert_allclose(list(new["probabilities"].values()), list(old["probabilities"].values()), atol=1e-5)
+    assert list(new["probabilities"]) == list(old["probabilities"])
+
+
+def test_old_metrics_json_reads_and_reports(tmp_path):
+    wd = _copy("cls", tmp_path)
+    metrics = workdir.read_metrics(wd)
+    old = json.loads((OLD / "cls" / "metrics.json").read_text())
+    assert "schema_version" not in old  # the fixture really is the old layout
+    assert metrics["schema_version"] == workdir.METRICS_SCHEMA
+    assert metrics["classification"]["test"] == old["classification"]
+    assert cli.main(["report", "--workdir", str(wd)]) == 0
+    text = (wd / "report.md").read_text()
+    assert f"| accuracy | {old['classification']['accuracy']:.4f} |" in text
+
+
+@pytest.mark.parametrize("name", ["cls", "seg"])
+def test_old_workdir_evaluates_to_the_old_numbers(name, tmp_path, data_dir):
+    wd = _copy(name, tmp_path)
+    old = json.loads((OLD / name / "metrics.json").read_text())
+    task = "classification" if name == "cls" else "segmentation"
+    args = ["eval", "--config", CONFIGS[name], "--workdir", str(wd), "--split", "test",
+            f"--config.data.data_dir={data_dir}", "--config.data.builder_config=tiny",
+            "--config.data.image_size=32", "--config.eval_batch_size=8"]
+    assert cli.main(args) == 0
+    new = workdir.read_metrics(wd)[task]["test"]
+    if task == "classification":
+        assert new["confusion_matrix"] == old[task]["confusion_matrix"]
+        assert new["accuracy"] == pytest.approx(old[task]["accuracy"])
+    else:
+        for k in ("dice", "iou", "hd95_mm", "hd_mm", "num_cases"):
+            assert new[k] == pytest.approx(old[task][k], abs=1e-5), k
+        assert new["num_missed"] == old[task]["num_missed"] and new["num_empty_both"] == old[task]["num_empty_both"]
