@@ -7,7 +7,8 @@ A workdir is what ``brain-jax train`` creates and every later verb reads::
       model.json         the built model's architecture: {"model_type", "config"} (dataclass fields)
       checkpoints/       orbax: the latest train states (brain_jax.train.checkpoints)
       best/              orbax: the best state by the config's ``best_metric``
-      metrics.jsonl      one JSON object per logged step: {"step", "split": "train" | "eval", scalars...}
+      damaged/           checkpoint steps a resume could not restore (cut short, files lost), kept aside
+      metrics.jsonl      one JSON object per logged step and split, each once: {"step", "split", scalars...}
       metrics.json       evaluation results, one section per task and split (``METRICS_SCHEMA``)
       predictions_<split>.csv   per-example results of ``eval`` on a split
       figures/           PNG figures of ``eval`` / ``report``
@@ -32,12 +33,18 @@ CONFIG = "config.json"
 MODEL = "model.json"
 CHECKPOINTS = "checkpoints"
 BEST = "best"
+DAMAGED = "damaged"
 METRICS_LOG = "metrics.jsonl"
 METRICS = "metrics.json"
 FIGURES = "figures"
 REPORT = "report.md"
 PREDICT_DIR = "predictions"
 TENSORBOARD = "tensorboard"
+# outputs of the experiment verbs (in a workdir or their --out folder)
+COMPOSITION = "composition"  # composition.json / .csv / .md: class x source x split table
+COMPARE_JSON, COMPARE_MD = "compare.json", "compare.md"
+SUITE_SPEC, SUITE_JSON, SUITE_MD = "suite_spec.json", "suite.json", "suite.md"
+LEAKAGE_JSON, LEAKAGE_MD = "leakage.json", "leakage.md"
 
 # metrics.json schema. 1 (before 2026-11-30): {"<task>": summary, "meta": {...}} with the split in
 # meta["<task>_split"]. 2: {"schema_version": 2, "meta": {...}, "<task>": {"<split>": summary}}.
@@ -85,8 +92,8 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
         raise FileNotFoundError(f"{path}: missing ({what})")
     try:
         return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); expected {what}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ValueError(f"{path}: not valid JSON ({' '.join(str(e).split())}); expected {what}") from None
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -114,7 +121,11 @@ def read_config_dict(workdir: str | os.PathLike) -> dict:
 
 def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     """The run's resolved config (``config.json``) as a ConfigDict: what eval and predict both use."""
-    return ml_collections.ConfigDict(read_config_dict(workdir))
+    d = read_config_dict(workdir)
+    try:
+        return ml_collections.ConfigDict(d)
+    except (ValueError, TypeError, AttributeError, RecursionError) as e:  # e.g. a key with a dot, or __class__
+        raise ValueError(f"{Path(workdir) / CONFIG}: not a config ({' '.join(str(e).split())})") from None
 
 
 # ----------------------------------------------------------------------------------------- model
@@ -130,8 +141,9 @@ def read_model_json(workdir: str | os.PathLike) -> dict | None:
     if not path.is_file():
         return None
     meta = read_json(path, "the model's architecture")
-    if not isinstance(meta, dict) or not {"model_type", "config"} <= set(meta):
-        raise ValueError(f"{path}: expected an object with 'model_type' and 'config'")
+    if not (isinstance(meta, dict) and isinstance(meta.get("model_type"), str)
+            and isinstance(meta.get("config"), dict)):
+        raise ValueError(f"{path}: expected an object with 'model_type' (a string) and 'config' (an object)")
     return meta
 
 
@@ -141,6 +153,8 @@ def read_model_json(workdir: str | os.PathLike) -> dict | None:
 def _upgrade_metrics(data: dict, path: Path) -> dict:
     """Any schema -> the current one (schema 1 kept one summary per task, its split in meta)."""
     version = data.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{path}: schema_version {version!r}; expected a whole number from 1 to {METRICS_SCHEMA}")
     if version == METRICS_SCHEMA:
         return data
     if version != 1:
@@ -164,6 +178,8 @@ def read_metrics(workdir: str | os.PathLike) -> dict:
     data = read_json(path, "evaluation results")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    if not isinstance(data.get("meta", {}), dict):
+        raise ValueError(f"{path}: 'meta' should be an object")
     data = _upgrade_metrics(data, path)
     for task in TASKS:
         sec = data.get(task, {})
@@ -220,28 +236,75 @@ def log_row(step: int, split: str, scalars: Mapping[str, Any]) -> dict[str, Any]
     return row
 
 
+def log_line(row: Mapping[str, Any]) -> str:
+    """One metrics.jsonl line: the row as JSON, newline-terminated (a line without its newline is torn)."""
+    return json.dumps(dict(row)) + "\n"
+
+
 def append_log(workdir: str | os.PathLike, row: Mapping[str, Any]) -> None:
+    """Append one row in a single write: a crash leaves at most the last line cut short."""
     with open(Path(workdir) / METRICS_LOG, "a") as f:
-        f.write(json.dumps(dict(row)) + "\n")
+        f.write(log_line(row))
 
 
 def read_log(workdir_or_file: str | os.PathLike) -> list[dict]:
-    """Rows of metrics.jsonl (a workdir or the file itself); errors name the file and line."""
+    """Rows of metrics.jsonl (a workdir or the file itself); errors name the file and line.
+
+    A last line cut short by a crash (no newline, not JSON) is not a row and is left out.
+    """
     path = Path(workdir_or_file)
     path = path / METRICS_LOG if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no training log (expected one JSON object per line)")
-    return list(_rows(path))
+    return [row for _, row in _rows(path)]
 
 
-def _rows(path: Path) -> Iterator[dict]:
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+def truncate_log(workdir: str | os.PathLike, last_step: int) -> int:
+    """Keep the rows of steps up to ``last_step`` (a run resumed from that checkpoint logs the later steps
+    again, so each step stays logged once) and drop a torn last line; returns how many rows were dropped.
+
+    The file is replaced atomically; a missing log is left missing.
+    """
+    path = Path(workdir) / METRICS_LOG
+    if not path.is_file():
+        return 0
+    rows = [row for _, row in _rows(path)]
+    kept = [row for row in rows if row.get("step", 0) <= last_step]
+    torn = sum(1 for line in path.read_text().splitlines() if line.strip()) - len(rows)
+    if len(kept) == len(rows) and not torn:
+        return 0
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(log_line(row) for row in kept))
+    os.replace(tmp, path)
+    return len(rows) - len(kept) + torn
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each non-blank line, a torn last one (no newline, not JSON) left out."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text at byte {e.start} (expected one JSON object per line)") from None
+    lines = text.splitlines()
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        if n == len(lines) and not text.endswith("\n"):
+            try:
+                json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
+                return  # cut short by a crash mid-write
+        yield n, line
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict]]:
+    for n, line in _lines(path):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{n}: not a JSON object ({e.msg})") from None
+        except RecursionError:
+            raise ValueError(f"{path}:{n}: not a JSON object (nested too deeply)") from None
         if not isinstance(row, dict):
             raise ValueError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-        yield row
+        yield n, row

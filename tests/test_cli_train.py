@@ -40,6 +40,7 @@ def test_train_eval_predict_report_classification_then_bad_input(tmp_path, data_
     assert rc == 0
     out = capsys.readouterr().out
     assert "precision" in out and "glioma" in out and "pituitary" in out
+    assert "95% intervals: percentile cluster bootstrap" in out and "predictions_test.csv" in out
     metrics = json.loads((wd / "metrics.json").read_text())
     assert metrics["schema_version"] == 2 and list(metrics["classification"]) == ["test"]
     cls = metrics["classification"]["test"]
@@ -98,7 +99,25 @@ def test_train_eval_segmentation_writes_overlays(tmp_path, data_dir):
     wd = tmp_path / "seg"
     args = ["--config", "configs/segformer_seg.py:runlocal", "--workdir", str(wd), *_common(data_dir)]
     assert cli.main(["train", *args]) == 0
-    assert cli.main(["eval", *args, "--split", "test"]) == 0
+    assert cli.main(["eval", *args, "--split", "test", "--resamples", "200"]) == 0
     seg = json.loads((wd / "metrics.json").read_text())["segmentation"]["test"]
     assert 0.0 <= seg["dice"] <= 1.0 and seg["num_cases"] > 0 and "hd95_mm" in seg and "miou" in seg
     assert (wd / "figures" / "overlays.png").stat().st_size > 1000
+    # per-case results: the CSV's cases are the summary's, Fig. 10 shows the best / median / worst of them
+    from brain_jax.app import results
+
+    p = results.read_predictions(wd / "predictions_test.csv")
+    assert p.task == "segmentation" and len(p) == seg["num_cases"]
+    for k in ("dice", "iou", "hd_mm", "hd95_mm"):
+        assert seg[k] == pytest.approx(p.values[k].mean(), rel=1e-6), k
+        assert seg["intervals"][k]["estimate"] == pytest.approx(seg[k], rel=1e-9), k
+    assert int(p.values["missed_tumour"].sum() + p.values["false_alarm"].sum()) == seg["num_missed"]
+    chosen = results.chosen_cases(p.values["dice"], p.values["true_area_mm2"], p.ids["example_id"])
+    assert [c["example_id"] for c in seg["fig10_cases"]] == [p.ids["example_id"][i] for _, i in chosen]
+    assert seg["intervals"]["interval"]["resampled_unit"] == "patient"
+    # eval without --config reads the workdir's own config
+    assert cli.main(["eval", "--workdir", str(wd), "--split", "validation", "--resamples", "50"]) == 0
+    assert (wd / "predictions_validation.csv").is_file()
+    assert cli.main(["report", "--workdir", str(wd)]) == 0
+    text = (wd / "report.md").read_text()
+    assert "### Chosen cases (Fig. 10)" in text and f"`{seg['fig10_cases'][0]['example_id']}`" in text

@@ -149,3 +149,12 @@ def test_init_from_hf_save_pretrained_folder(tmp_path):
     assert model.config.num_labels == 4 and ours["classifier.kernel"].get_value().shape == (64, 4)
     w = sd["convnextv2.embeddings.patch_embeddings.weight"].numpy().transpose(2, 3, 1, 0)
     np.testing.assert_array_equal(np.asarray(ours["embeddings.patch_embeddings.kernel"].get_value()), w)
+
+
+def test_packaged_configs_resolve_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config("configs/paper/classifier.py").model.name
+    assert load_config("paper/segformer").model.name == "segformer"
+    assert load_config("convnextv2_cls:runlocal").runlocal
+    with pytest.raises(FileNotFoundError, match="known configs: .*paper/classifier"):
+        load_config("configs/nope.py")

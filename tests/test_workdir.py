@@ -63,6 +63,12 @@ def test_log_rows(tmp_path):
     (tmp_path / workdir.METRICS_LOG).write_text('{"step": 1}\n[1]\n')
     with pytest.raises(ValueError, match=r"metrics\.jsonl:2: expected a JSON object"):
         workdir.read_log(tmp_path)
+    (tmp_path / workdir.METRICS_LOG).write_text('{"step": 1}\n' + "[" * 100_000 + "\n")
+    with pytest.raises(ValueError, match=r"metrics\.jsonl:2: not a JSON object \(nested too deeply\)"):
+        workdir.read_log(tmp_path)
+    (tmp_path / workdir.METRICS_LOG).write_bytes(b'{"step": 1}\n{"a": "\xff"}\n')
+    with pytest.raises(ValueError, match=r"metrics\.jsonl: not UTF-8 text at byte 19"):
+        workdir.read_log(tmp_path)
 
 
 def test_predictions_csv_name_is_safe():

@@ -9,14 +9,18 @@ import argparse
 from pathlib import Path
 
 from brain_jax import workdir
+from brain_jax.app import compare as compare_app
 from brain_jax.app import demo as demo_app
+from brain_jax.app import explain as explain_app
 from brain_jax.app import predict as predict_app
 from brain_jax.app import report as report_app
+from brain_jax.app import study as study_app
+from brain_jax.app import suite as suite_app
 from brain_jax.app.evaluate import evaluate_workdir, print_table
 from brain_jax.convert import from_hf, to_hf
 from brain_jax.convert.native import is_native_dir, load_native, save_native
 from brain_jax.train.builders import dtype_of, load_model_from_workdir
-from brain_jax.train.config import load_config
+from brain_jax.train.config import apply_overrides, load_config
 from brain_jax.train.trainer import train_and_evaluate
 from input_pipeline import composition_markdown, split_composition, write_composition
 from input_pipeline.audit import parse_entry, run_audit
@@ -38,19 +42,82 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_config(args: argparse.Namespace):
+    """--config with its overrides, else the workdir's own config.json (overrides applied, e.g. data_dir)."""
+    if args.config:
+        return load_config(args.config, args.overrides)
+    if not workdir.has_run(args.workdir):
+        raise FileNotFoundError(f"{args.workdir}: no {workdir.CONFIG} to evaluate with; pass --config "
+                                "configs/FILE.py[:ARG] or a workdir written by `brain-jax train`")
+    config = workdir.read_config(args.workdir)
+    config.lock()
+    apply_overrides(config, args.overrides)
+    return config
+
+
 def evaluate(args: argparse.Namespace) -> int:
-    """Evaluate the best (else latest) checkpoint of a workdir on a split; metrics.json + figures."""
-    config = load_config(args.config, args.overrides)
-    out = evaluate_workdir(config, args.workdir, split=args.split)
+    """Evaluate the best (else latest) checkpoint of a workdir on a split: metrics.json with intervals, the
+    predictions CSV, figures, the split composition."""
+    config = _eval_config(args)
+    out = evaluate_workdir(config, args.workdir, split=args.split, n_resamples=args.resamples,
+                           seed=args.bootstrap_seed)
     print(print_table(out["summary"], config.data.task, out["class_names"]))
-    for p in out["figures"]:
+    for note in out["notes"]:
+        print(note)
+    for p in [*out["figures"], *out["composition"], out["predictions_csv"], out["metrics_json"]]:
         print(f"wrote {p}")
-    print(f"wrote {out['metrics_json']}")
+    if args.explain:
+        sal = explain_app.explain_split(config, args.workdir, split=out["split"], n_per_class=args.explain,
+                                        layer=args.explain_layer)
+        print(explain_app.localisation_table(sal["section"]["localisation"]))
+        print(f"wrote {sal['figure']} and the saliency section of {out['metrics_json']}")
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Compare workdirs evaluated on the same split: compare.md, compare.json, figures."""
+    names = [n.strip() for n in args.names.split(",")] if args.names else None
+    res = compare_app.compare(args.workdirs, args.out, split=args.split, names=names, n_resamples=args.resamples,
+                              seed=args.bootstrap_seed)
+    print(Path(res["paths"][1]).read_text())
+    print("wrote " + ", ".join(str(p) for p in res["paths"]))
+    return 0
+
+
+def suite(args: argparse.Namespace) -> int:
+    """K folds or N seeds of one or more configs; tables when every run is finished."""
+    res = suite_app.run_suite([args.config, *args.models], args.out, folds=args.folds, seeds=args.seeds,
+                              overrides=args.overrides, index=args.index, n_resamples=args.resamples,
+                              seed=args.bootstrap_seed)
+    for run, status in res["runs"].items():
+        print(f"{run}: {'already finished, kept' if status == 'kept' else status}")
+    if res["status"] == "preempted":
+        return PREEMPTED_EXIT
+    if res["status"] == "partial":
+        print(f"fold / seed {args.index} done; run the same command without --index to tabulate")
+        return 0
+    print(Path(args.out, workdir.SUITE_MD).read_text())
+    print("wrote " + ", ".join(str(p) for p in res["paths"]))
+    return 0
+
+
+def study_leakage(args: argparse.Namespace) -> int:
+    """Random slice-level vs patient/group split of the same pool: the accuracy difference and the copies."""
+    res = study_app.run_leakage(args.config, args.out, overrides=args.overrides, n_resamples=args.resamples,
+                                seed=args.bootstrap_seed)
+    if res["status"] == "preempted":
+        return PREEMPTED_EXIT
+    print(Path(args.out, workdir.LEAKAGE_MD).read_text())
+    print("wrote " + ", ".join(str(p) for p in res["paths"]))
     return 0
 
 
 def predict(args: argparse.Namespace) -> int:
     return predict_app.predict(args)
+
+
+def explain(args: argparse.Namespace) -> int:
+    return explain_app.explain(args)
 
 
 def report(args: argparse.Namespace) -> int:

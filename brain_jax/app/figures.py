@@ -1,5 +1,6 @@
 """Figures of evaluation results, mirroring the paper's: confusion matrix (its Fig. 8), model comparison
-bars (Fig. 9) and scan / ground truth / prediction rows (Fig. 10), plus training curves.
+bars overall and per class (Fig. 9) and scan / ground truth / prediction rows (Fig. 10), plus training
+curves and forest plots of estimates with their intervals (pairwise differences, leakage study, folds).
 
 Matplotlib is used through its object API with the Agg canvas (no pyplot, no global backend state), so
 this runs headless and in threads.
@@ -213,14 +214,17 @@ def training_curves_png(metrics_jsonl_path: str | Path, path: str | Path) -> Pat
     return _save(fig, path)
 
 
-def model_comparison_png(results: Mapping[str, Mapping[str, float]], path: str | Path) -> Path:
-    """Grouped bars of accuracy and macro-F1 per model (the paper's Fig. 9), values printed on top."""
+def model_comparison_png(results: Mapping[str, Mapping[str, float]], path: str | Path,
+                         intervals: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+                         keys: Sequence[str] = ("accuracy", "macro_f1")) -> Path:
+    """Grouped bars of ``keys`` (default accuracy and macro-F1) per model (the paper's Fig. 9), values printed
+    on top; ``intervals[model][key]`` = (low, high) adds error bars."""
     if not results:
         raise ValueError("model_comparison_png: no results given")
     names = list(results)
-    keys = [k for k in ("accuracy", "macro_f1") if any(is_number(results[n].get(k)) for n in names)]
+    keys = [k for k in keys if any(is_number(results[n].get(k)) for n in names)]
     if not keys:
-        raise ValueError("model_comparison_png: results carry neither 'accuracy' nor 'macro_f1'")
+        raise ValueError(f"model_comparison_png: results carry none of {list(keys)}")
     x = np.arange(len(names))
     width = 0.8 / len(keys)
     fig = _figure(1.8 + 1.5 * len(names), 4.0)
@@ -228,14 +232,81 @@ def model_comparison_png(results: Mapping[str, Mapping[str, float]], path: str |
     lo = 1.0
     for j, key in enumerate(keys):
         vals = [float(results[n].get(key, np.nan)) for n in names]
-        bars = ax.bar(x + (j - (len(keys) - 1) / 2) * width, vals, width, label=key)
+        err = _yerr(vals, [(intervals or {}).get(n, {}).get(key) for n in names])
+        bars = ax.bar(x + (j - (len(keys) - 1) / 2) * width, vals, width, label=key, yerr=err, capsize=3)
         ax.bar_label(bars, labels=[f"{v:.3f}" if math.isfinite(v) else "n/a" for v in vals], fontsize=8)
-        lo = min([lo] + [v for v in vals if math.isfinite(v)])
+        shown = [v for v in vals if math.isfinite(v)] + ([] if err is None else list(np.subtract(vals, err[0])))
+        lo = min([lo] + [v for v in shown if math.isfinite(v)])
     ax.set_xticks(x, labels=names)
     bottom = max(0.0, lo - 0.1)
     ax.set_ylim(bottom, 1.0 + 0.12 * (1.0 - bottom))
     ax.set_ylabel("score" + (f" (axis starts at {bottom:.2f})" if bottom > 0 else ""))
-    ax.set_title("model comparison (test split)")
+    ax.set_title("model comparison (test split)" + (", 95% intervals" if intervals else ""))
     ax.legend(loc="upper right", ncol=len(keys), fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def _yerr(values: Sequence[float], bounds: Sequence[Sequence[float] | None]) -> np.ndarray | None:
+    """matplotlib's (2, n) error-bar lengths from (low, high) pairs; None when no pair is known."""
+    if all(b is None for b in bounds):
+        return None
+    err = np.zeros((2, len(values)))
+    for i, (v, b) in enumerate(zip(values, bounds)):
+        if b is not None and all(is_number(x) for x in b) and math.isfinite(v):
+            err[:, i] = (max(0.0, v - b[0]), max(0.0, b[1] - v))
+    return err
+
+
+def per_class_bars_png(per_class: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]],
+                       class_names: Sequence[str], path: str | Path,
+                       metrics: Sequence[str] = ("precision", "recall", "f1")) -> Path:
+    """The paper's Fig. 9 per class: one panel per metric, classes on the x axis, one bar per model with
+    its 95 % interval. ``per_class[model][metric]`` = {"estimate", "low", "high"} lists over classes."""
+    if not per_class:
+        raise ValueError("per_class_bars_png: no models given")
+    models, k = list(per_class), len(class_names)
+    fig = _figure(1.5 + len(metrics) * max(3.0, 0.35 * k * len(models)), 4.0)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    width = 0.8 / len(models)
+    x = np.arange(k)
+    for ax, metric in zip(axes, metrics):
+        lo = 1.0
+        for j, m in enumerate(models):
+            e = per_class[m][metric]
+            est = np.asarray(e["estimate"], np.float64)
+            err = _yerr(est.tolist(), list(zip(e["low"], e["high"])))
+            ax.bar(x + (j - (len(models) - 1) / 2) * width, est, width, yerr=err, capsize=2, label=m)
+            lo = min(lo, float(np.nanmin(est - (0 if err is None else err[0]))))
+        bottom = max(0.0, lo - 0.05)
+        ax.set_ylim(bottom, 1.0 + 0.05 * (1.0 - bottom))
+        ax.set_xticks(x, labels=list(class_names), rotation=20, ha="right")
+        ax.set_title(metric)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def forest_png(rows: Sequence[tuple[str, float, float, float]], path: str | Path, *, title: str, xlabel: str,
+               reference: float | None = 0.0) -> Path:
+    """Estimates with their intervals, one row each: (label, estimate, low, high), a vertical line at
+    ``reference`` (e.g. 0 for differences). Used for pairwise differences, the leakage study and folds."""
+    if not rows:
+        raise ValueError("forest_png: no rows given")
+    fig = _figure(6.5, 1.2 + 0.45 * len(rows))
+    ax = fig.add_subplot()
+    y = np.arange(len(rows))[::-1]
+    est = np.array([r[1] for r in rows], np.float64)
+    err = _yerr(est.tolist(), [(r[2], r[3]) for r in rows])
+    ax.errorbar(est, y, xerr=err, fmt="o", capsize=4, color="tab:blue")
+    for yi, (_, e, lo_, hi_) in zip(y, rows):
+        ax.annotate(f"{e:.3f} [{lo_:.3f}, {hi_:.3f}]", (e, yi), textcoords="offset points", xytext=(0, 7),
+                    ha="center", fontsize=7)
+    if reference is not None:
+        ax.axvline(reference, color="grey", lw=1, ls="--")
+    ax.set_yticks(y, labels=[r[0] for r in rows])
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)

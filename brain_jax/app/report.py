@@ -1,10 +1,12 @@
 """``report.md`` from a workdir's evaluation results, with the figures and how to read them.
 
 ``write_report(workdir)`` reads ``metrics.json`` (any schema version, through ``brain_jax.workdir``),
-leads each task with its test split (else the last split evaluated), lists the other splits, draws
-what it can (confusion matrix, training curves from ``metrics.jsonl``, model comparison from an
-optional ``"comparison"`` section), embeds every PNG in the workdir and its ``figures/`` and ends with
-an explicit section on how (not) to compare the numbers with the paper.
+leads each task with its test split (else the last split evaluated), lists the other splits, shows each
+metric with its 95 % interval, per source and per class, the split composition and Fig. 10's chosen
+cases (from the predictions CSV), draws what it can (confusion matrix, training curves from
+``metrics.jsonl``), renders the outputs of ``compare``, ``suite`` and ``study leakage`` found in the
+folder (which may hold only those), embeds every PNG in the folder and its ``figures/`` and ends with
+the paper's numbers beside ours, where the paper disagrees with itself, and how (not) to compare them.
 """
 from __future__ import annotations
 
@@ -15,7 +17,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from brain_jax import workdir
-from brain_jax.app.figures import is_number, confusion_matrix_png, model_comparison_png, training_curves_png
+from brain_jax.app import compare as compare_app
+from brain_jax.app import paper, results
+from brain_jax.app import study as study_app
+from brain_jax.app import suite as suite_app
+from brain_jax.app.figures import confusion_matrix_png, is_number, training_curves_png
+from brain_jax.app.results import COVERAGE_NOTE, interval_note, interval_text
 
 _FMT = "{:.4f}"
 
@@ -99,13 +106,53 @@ def _splits_line(metrics: Mapping[str, Any], task: str, shown: str) -> list[str]
     return [line, ""]
 
 
+def _with_ci(summary: Mapping[str, Any], k: str) -> Any:
+    """A summary's value, with its 95 % interval when the summary has one for it."""
+    ci = summary.get("intervals") or {}
+    return interval_text(ci[k]) if isinstance(ci.get(k), Mapping) else summary[k]
+
+
+_NOT_ROWS = ("per_class", "confusion_matrix", "class_names", "intervals", "per_source", "split_protocol",
+             "fig10_cases", "predictions_csv")
+
+
+def _interval_lines(summary: Mapping[str, Any]) -> list[str]:
+    lines = [f"Split protocol: {summary['split_protocol']}.", ""] if summary.get("split_protocol") else []
+    ci = summary.get("intervals")
+    if isinstance(ci, Mapping) and "interval" in ci:
+        lines += [f"Values in brackets: {interval_note(ci['interval'])}. {COVERAGE_NOTE}", ""]
+    return lines
+
+
+def _per_class_ci(cls: Mapping[str, Any], names: list[str]) -> list[str]:
+    """Per-class precision, recall, F1, specificity and AUROC with their intervals."""
+    pc = cls["intervals"]["per_class"]
+    metrics = [m for m in ("precision", "recall", "f1", "specificity", "auroc") if m in pc]
+    labels = {"recall": "recall (sensitivity)", "auroc": "AUROC (one-vs-rest)"}
+    support = cls.get("support") or (cls.get("per_class") or {}).get("support") or [""] * len(names)
+    rows = [[n] + [interval_text({x: pc[m][x][i] for x in ("estimate", "low", "high")}) for m in metrics]
+            + [support[i]] for i, n in enumerate(names)]
+    return ["### Per class", ""] + _table(["class"] + [labels.get(m, m) for m in metrics] + ["support"], rows) + [""]
+
+
+def _per_source(summary: Mapping[str, Any], task: str) -> list[str]:
+    """Headline metrics per source dataset: a source scored far above the rest is a shortcut to look at."""
+    src = summary.get("per_source") or {}
+    if not src:
+        return []
+    keys = ("accuracy", "macro_f1") if task == "classification" else ("dice", "hd95_mm")
+    rows = [[s, v["num_examples"]] + [interval_text(v[k]) for k in keys] for s, v in src.items()]
+    return (["### Per source", "", "Each source's own examples of the split (a source holding one class alone, "
+             "e.g. every \"no tumour\" image, can be told apart by how its images were made rather than by "
+             "what they show).", ""] + _table(["source", "n"] + list(keys), rows) + [""])
+
+
 def _classification_section(cls: Mapping[str, Any], wd: Path, fig_dir: Path) -> list[str]:
     out = []
-    main = [(k, cls[k]) for k in _CLS_MAIN if k in cls]
-    extra = [(k, v) for k, v in cls.items()
-             if k not in _CLS_MAIN and k not in ("per_class", "confusion_matrix", "class_names")
-             and (is_number(v) or isinstance(v, str) and len(v) < 80)]
-    out += _table(["metric", "value"], main + extra) + [""]
+    main = [(k, _with_ci(cls, k)) for k in _CLS_MAIN if k in cls]
+    extra = [(k, _with_ci(cls, k)) for k, v in cls.items()
+             if k not in _CLS_MAIN and k not in _NOT_ROWS and (is_number(v) or isinstance(v, str) and len(v) < 80)]
+    out += _table(["metric", "value"], main + extra) + [""] + _interval_lines(cls)
     cm = cls.get("confusion_matrix")
     k = len(cm) if isinstance(cm, list) else None
     names = _class_names(cls, wd, k)
@@ -114,8 +161,11 @@ def _classification_section(cls: Mapping[str, Any], wd: Path, fig_dir: Path) -> 
         per_class = {m: cls[m] for m in ("precision", "recall", "f1", "support")
                      if isinstance(cls.get(m), list) and len(cls[m]) == len(names)}
     metrics, rows = _per_class_rows(per_class, names)
-    if rows:
+    if isinstance((cls.get("intervals") or {}).get("per_class"), Mapping):
+        out += _per_class_ci(cls, names)
+    elif rows:
         out += ["### Per class", ""] + _table(["class"] + metrics, rows) + [""]
+    out += _per_source(cls, "classification")
     if cm is not None:
         arr = np.asarray(cm)
         if arr.ndim == 2 and arr.shape[0] == arr.shape[1] and len(names) == arr.shape[0]:
@@ -132,11 +182,11 @@ def _classification_section(cls: Mapping[str, Any], wd: Path, fig_dir: Path) -> 
 def _segmentation_section(seg: Mapping[str, Any]) -> list[str]:
     out = []
     counts = "; ".join(f"{label} {seg[k]}" for k, label in _SEG_COUNTS.items() if k in seg)
-    rows, used = [], set(_SEG_COUNTS)
+    rows, used = [], set(_SEG_COUNTS) | set(_NOT_ROWS)
     for k, label in _SEG_LABELS.items():
         if k not in seg:
             continue
-        value = _fmt(seg[k])
+        value = _fmt(_with_ci(seg, k))
         for ci_key in _SEG_CI.get(k, ()):
             if ci_key in seg:
                 value += f" (95% CI {_fmt(seg[ci_key])})"
@@ -161,6 +211,54 @@ def _segmentation_section(seg: Mapping[str, Any]) -> list[str]:
         "out. Means are over slices, not pixels: read each mean together with these counts.",
         "",
     ]
+    return out + _interval_lines(seg) + _per_source(seg, "segmentation")
+
+
+def _fig10_section(wd: Path, split: str) -> list[str]:
+    """The best, median and worst cases by Dice, chosen from the split's predictions CSV (Fig. 10's rows)."""
+    path = workdir.predictions_csv(wd, split)
+    if not path.is_file():
+        return []
+    p = results.read_predictions(path)
+    if p.task != "segmentation" or not len(p):
+        return []
+    v, ids = p.values, p.ids["example_id"]
+    rows = [[rank, f"`{ids[i]}`", v["dice"][i], v["hd95_mm"][i], v["true_area_mm2"][i], v["pred_area_mm2"][i]]
+            for rank, i in results.chosen_cases(v["dice"], v["true_area_mm2"], ids)]
+    n_tumour = int(np.sum(v["true_area_mm2"] > 0))
+    among = f"the {n_tumour} cases whose ground truth holds tumour" if n_tumour else "all cases (none holds tumour)"
+    return (["### Chosen cases (Fig. 10)", "", f"Best, median and worst case by Dice among {among}, of the {len(p)} "
+             f"in `{path.name}`; `figures/overlays.png` shows them (scan, ground truth, prediction).", ""]
+            + _table(["case", "example", "Dice", "HD95 (mm)", "true area (mm²)", "predicted area (mm²)"], rows) + [""])
+
+
+def _saliency_section(sal: Any) -> list[str]:
+    """``eval --explain`` / the demo: the saliency panel's settings and its localisation numbers."""
+    if not isinstance(sal, Mapping) or not sal:
+        return []
+    methods = "; ".join(f"`{m}`: {d}" for m, d in (sal.get("methods") or {}).items())
+    out = ["## Saliency", "", f"Split `{sal.get('split')}`, {sal.get('n_per_class')} case(s) per class drawn in "
+           f"`{sal.get('figure')}` (scan, map for the predicted class, map for the true class when they differ). "
+           f"Maps: {methods}.", ""]
+    rows, tol = [], None
+    for m, s in (sal.get("localisation") or {}).items():
+        tol = s.get("tolerance_px")
+        for cls, r in [*s["per_class"].items(), ("all", s["all"])]:
+            rows.append([m, cls, r["n"], f"{_fmt(r['pointing_game'])} ({_fmt(r['chance_pointing'])})",
+                         f"{_fmt(r['mass_inside'])} ({_fmt(r['chance_mass'])})"])
+    if rows:
+        out += [f"Localisation on the cases with a tumour mask ({sal.get('scored_per_class')} per class, maps of "
+                f"the {sal.get('scored_on')}): pointing game = share of maps whose maximum lies in the mask grown by "
+                f"{tol} px; mass inside = share of the map inside the mask; chance levels in brackets (a map "
+                "whose top cell is random; a uniform map).", ""]
+        out += _table(["method", "class", "n", "pointing game (chance)", "mass inside (chance)"], rows) + [""]
+    out += ["What the maps show: which regions raised the target class's logit — Grad-CAM at one layer's "
+            "resolution (its positive part), integrated gradients per pixel along a straight path from a "
+            "baseline image, attention rollout (ViT) how attention mixes the patches, for every class alike. "
+            "What they do not show: what the model recognised there, whether the prediction is right, or "
+            "anything finer than the map's grid; integrated gradients change with the baseline, and a high "
+            "pointing game on phantoms (where the tumour is the only thing that differs between classes) says "
+            "little about MRI.", ""]
     return out
 
 
@@ -168,31 +266,59 @@ _FIG_CAPTIONS = {
     "confusion_matrix.png": "Confusion matrix, counts (rows true, columns predicted).",
     "confusion_matrix_normalized.png": "Confusion matrix, row-normalised (diagonal = per-class recall).",
     "training_curves.png": "Training loss and evaluation metrics against step.",
-    "model_comparison.png": "Accuracy and macro-F1 per model on the same test split.",
-    "overlays.png": "Scan / ground truth / prediction for a few test cases.",
+    "model_comparison.png": "Overall metrics per model on the same test examples, with 95% intervals (Fig. 9).",
+    "per_class.png": "Per-class precision, recall and F1 per model, with 95% intervals (Fig. 9 per class).",
+    "differences.png": "Paired differences between models with their 95% intervals (0 = no difference).",
+    "leakage.png": "Accuracy under a random slice-level split and a patient / group split, and their difference.",
+    "overlays.png": "Fig. 10: scan / ground truth / prediction for the best, median and worst case by Dice.",
+    "saliency.png": "Saliency: scan (mask in green), map for the predicted class, map for the true class if different.",
 }
 
 
-# The paper's headline numbers (its abstract, Table I and Table II), for the side-by-side table.
-_PAPER = (
-    ("classification", "accuracy", "accuracy (ConvNeXt V2)", "0.9960"),
-    ("classification", "macro_f1", "macro-F1", "not reported"),
-    ("segmentation", "dice", "Dice (SegFormer)", "0.90-0.95"),
-    ("segmentation", "hd_mm", "Hausdorff distance (mm)", "0.87"),
-)
+def _class_value(cls: Mapping[str, Any], names: list[str], metric: str, i: int) -> str:
+    """Class i's ``metric`` with its interval, from any of the summary layouts ("" when absent)."""
+    ci = (cls.get("intervals") or {}).get("per_class")
+    if isinstance(ci, Mapping) and metric in ci:
+        return interval_text({x: ci[metric][x][i] for x in ("estimate", "low", "high")})
+    pc = cls.get("per_class") or {}
+    if isinstance(pc.get(names[i]), Mapping):  # {class: {metric: value}}
+        return _fmt(pc[names[i]].get(metric, ""))
+    values = pc.get(metric, cls.get(metric))  # {metric: [value per class]} or the flat layout
+    return _fmt(values[i]) if isinstance(values, list) and i < len(values) else ""
 
 
-def _paper_table(cls: Mapping[str, Any], seg: Mapping[str, Any]) -> list[str]:
-    sections = {"classification": cls, "segmentation": seg}
-    rows = [[label, paper, sections[sec][key]] for sec, key, label, paper in _PAPER if key in sections[sec]]
-    if not rows:
+def _paper_table(cls: Mapping[str, Any], seg: Mapping[str, Any], meta: Mapping[str, Any],
+                 names: list[str]) -> list[str]:
+    """The paper's numbers beside this run's: accuracy of the same architecture, Table I and Fig. 8 per class,
+    Dice and Hausdorff distance."""
+    out = []
+    if "accuracy" in cls:
+        model = str(meta.get("model", "this run"))
+        out += _table(["model", "paper accuracy", "this run"], paper.accuracy_rows({model: _with_ci(cls, "accuracy")}))
+        out += [""]
+
+        def ours(metric: str, i: int) -> str:
+            return _class_value(cls, names, metric, i)
+
+        rows = paper.per_class_rows(names, ours)
+        if rows:
+            out += ["Per class, the paper's ConvNeXt V2 (Table I and the counts of its Fig. 8) beside this run:", ""]
+            out += _table(["class", "metric", "paper, Table I", "paper, Fig. 8", "this run"], rows) + [""]
+    if seg:
+        shown = {k: _with_ci(seg, k) for k in ("dice", "hd_mm") if k in seg}
+        out += _table(["quantity", "paper", "this run"], paper.segmentation_rows(shown)) + [""]
+    if not out:
         return []
-    return ["The paper's headline numbers beside this run's, only so the gap is visible: the two "
-            "columns do not measure the same thing (see below).", ""] \
-        + _table(["quantity", "paper", "this run"], rows) + [""]
+    return ["The paper's numbers beside this run's, only so the gap is visible: the columns do not measure the "
+            "same thing (see below).", ""] + out + _disagreements()
 
 
-def _how_to_read(meta: Mapping[str, Any], cls: Mapping[str, Any], seg: Mapping[str, Any]) -> list[str]:
+def _disagreements() -> list[str]:
+    return ["Where the paper disagrees with itself:", ""] + [f"- {d}" for d in paper.DISAGREEMENTS] + [""]
+
+
+def _how_to_read(meta: Mapping[str, Any], cls: Mapping[str, Any], seg: Mapping[str, Any],
+                 names: list[str]) -> list[str]:
     dataset = str(meta.get("dataset", meta.get("data", "")) or "")
     out = ["## How to read this", ""]
     if "phantom" in dataset.lower():
@@ -202,7 +328,7 @@ def _how_to_read(meta: Mapping[str, Any], cls: Mapping[str, Any], seg: Mapping[s
             "about diagnostic performance on MRI.",
             "",
         ]
-    out += _paper_table(cls, seg)
+    out += _paper_table(cls, seg, meta, names)
     split_by = meta.get("split_by")
     split_note = f" This run: `split_by` = `{split_by}`." if split_by else ""
     out += [
@@ -231,14 +357,62 @@ def _how_to_read(meta: Mapping[str, Any], cls: Mapping[str, Any], seg: Mapping[s
     return out
 
 
+def _demote(markdown: str) -> list[str]:
+    """A study's markdown under a report section: its title dropped, its headings one level down."""
+    lines = markdown.rstrip().splitlines()[1:]
+    return [("#" + line) if line.startswith("#") else line for line in lines] + [""]
+
+
+def _studies(wd: Path) -> list[str]:
+    """Sections for the outputs of compare, suite and study leakage found in ``wd``."""
+    out = []
+    if (wd / workdir.COMPARE_JSON).is_file():
+        c = workdir.read_json(wd / workdir.COMPARE_JSON, "a comparison written by `brain-jax compare`")
+        out += ["## Model comparison", ""] + _demote(compare_app.markdown(c, figures=False))
+        if c["task"] == "classification":
+            rows = paper.accuracy_rows({m: interval_text(b["accuracy"]) for m, b in c["metrics"].items()})
+            out += ["### Beside the paper", ""] + _table(["model", "paper accuracy", "ours"], rows) + [""]
+    if (wd / workdir.SUITE_JSON).is_file():
+        t = workdir.read_json(wd / workdir.SUITE_JSON, "a suite table written by `brain-jax suite`")
+        out += ["## Folds and seeds", ""] + _demote(suite_app.markdown(t))
+        if "accuracy" in t["metrics"]:
+            rows = paper.accuracy_rows({m: f"{a['accuracy']['mean']:.4f} ± {a['accuracy']['sd']:.4f}"
+                                        for m, a in t["per_model"].items()})
+            out += ["### Beside the paper", ""] + _table(["model", "paper accuracy", "ours, mean ± sd"], rows) + [""]
+        compared = sorted((wd / "compare").glob("*/" + workdir.COMPARE_MD))
+        if compared:
+            out += ["Comparisons on each test set: " + ", ".join(f"[{p.parent.name}]({p.relative_to(wd).as_posix()})"
+                                                               for p in compared), ""]
+    if (wd / workdir.LEAKAGE_JSON).is_file():
+        s = workdir.read_json(wd / workdir.LEAKAGE_JSON, "a leakage study written by `brain-jax study leakage`")
+        out += ["## Leakage study", ""] + _demote(study_app.markdown(s, figures=False))
+    return out
+
+
+def _composition(wd: Path) -> list[str]:
+    """The split-composition table written by eval (``composition.md``), or the first of a suite's / study's."""
+    name = f"{workdir.COMPOSITION}.md"
+    comps = sorted(wd.glob(name)) or sorted(wd.glob(f"{workdir.COMPOSITION}/**/{name}"))
+    if not comps:
+        return []
+    out = ["## Split composition", ""] + comps[0].read_text().rstrip().splitlines() + [""]
+    more = [q.relative_to(wd).as_posix() for q in comps[1:]]
+    return out + ([f"The other splits: {', '.join(f'[{m}]({m})' for m in more)}", ""] if more else [])
+
+
 def write_report(wd: str | Path) -> Path:
-    """Write ``WORKDIR/report.md`` (and figures under ``WORKDIR/figures``); return its path."""
+    """Write ``report.md`` (and figures under ``figures/``) for a workdir, or for the ``--out`` folder of
+    compare / suite / study leakage; return its path."""
     wd = Path(wd)
-    metrics = workdir.read_metrics(wd)
+    studies = _studies(wd) if wd.is_dir() else []
+    if (wd / workdir.METRICS).is_file() or not studies:
+        metrics = workdir.read_metrics(wd)  # no metrics.json and no study: FileNotFoundError naming it
+    else:
+        metrics = {"meta": {}}
     meta = metrics.get("meta", {})
     cls = workdir.headline(metrics, "classification")
     seg = workdir.headline(metrics, "segmentation")
-    if cls is None and seg is None:
+    if cls is None and seg is None and not studies:
         raise ValueError(f"{wd / workdir.METRICS}: no classification or segmentation results")
     fig_dir = wd / workdir.FIGURES
 
@@ -252,13 +426,9 @@ def write_report(wd: str | Path) -> Path:
         lines += _classification_section(cls[1], wd, fig_dir)
     if seg is not None:
         lines += ["## Segmentation", ""] + _splits_line(metrics, "segmentation", seg[0])
-        lines += _segmentation_section(seg[1])
-    comparison = metrics.get("comparison")
-    if isinstance(comparison, dict) and comparison:
-        model_comparison_png(comparison, fig_dir / "model_comparison.png")
-        keys = ["accuracy", "macro_f1"]
-        lines += ["## Model comparison", ""]
-        lines += _table(["model"] + keys, [[n] + [r.get(k, "") for k in keys] for n, r in comparison.items()]) + [""]
+        lines += _segmentation_section(seg[1]) + _fig10_section(wd, seg[0])
+    lines += _saliency_section(metrics.get("saliency"))
+    lines += studies + _composition(wd)
     if (wd / workdir.METRICS_LOG).is_file():
         try:
             training_curves_png(wd / workdir.METRICS_LOG, fig_dir / "training_curves.png")
@@ -272,7 +442,12 @@ def write_report(wd: str | Path) -> Path:
             rel = p.relative_to(wd).as_posix()
             caption = _FIG_CAPTIONS.get(p.name, p.stem.replace("_", " "))
             lines += [f"![{caption}]({rel})", "", f"*{caption}* (`{rel}`)", ""]
-    lines += _how_to_read(meta, cls[1] if cls else {}, seg[1] if seg else {})
+    if cls or seg:
+        cm = cls[1].get("confusion_matrix") if cls else None
+        names = _class_names(cls[1], wd, len(cm) if isinstance(cm, list) else None) if cls else []
+        lines += _how_to_read(meta, cls[1] if cls else {}, seg[1] if seg else {}, names)
+    else:
+        lines += ["## The paper", ""] + _disagreements()
     out = wd / workdir.REPORT
     out.write_text("\n".join(lines).rstrip() + "\n")
     return out

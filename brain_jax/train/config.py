@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import importlib.util
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -20,11 +21,13 @@ def _resolve_config_file(spec: str) -> tuple[Path, str | None]:
     path_str, _, arg = spec.partition(":")
     path = Path(path_str)
     if not path.is_file():
-        # ``convnextv2_cls`` or ``configs/convnextv2_cls.py`` from anywhere: fall back to the package's copy.
-        name = path.name if path.suffix == ".py" else path.name + ".py"
-        candidate = _PACKAGE_CONFIGS / name
+        # ``convnextv2_cls``, ``configs/convnextv2_cls.py`` or ``paper/classifier`` from anywhere: fall back
+        # to the package's copy.
+        rel = Path(*path.parts[1:]) if path.parts[:1] == ("configs",) else path
+        candidate = _PACKAGE_CONFIGS / (rel if rel.suffix == ".py" else rel.with_name(rel.name + ".py"))
         if not candidate.is_file():
-            known = sorted(p.stem for p in _PACKAGE_CONFIGS.glob("*.py") if not p.stem.startswith("_"))
+            known = sorted(str(p.relative_to(_PACKAGE_CONFIGS).with_suffix("")) for p in _PACKAGE_CONFIGS.rglob("*.py")
+                           if not p.stem.startswith("_") and p.stem != "common")
             raise FileNotFoundError(
                 f"config file {path_str!r} not found (nor {candidate}); known configs: {', '.join(known)}"
             )
@@ -52,55 +55,113 @@ def _valid_keys(node: ml_collections.ConfigDict) -> str:
     return ", ".join(sorted(node.keys()))
 
 
+_LITERAL_ERRORS = (ValueError, TypeError, SyntaxError, MemoryError, RecursionError)
+
+
 def _parse_value(raw: str, current: Any, field: str) -> Any:
-    """Parse ``raw`` with the type of the field's current value."""
+    """Parse ``raw`` with the type of the field's current value; ValueError naming the field otherwise."""
     if isinstance(current, bool):
         low = raw.strip().lower()
         if low in ("1", "true", "yes", "on"):
             return True
         if low in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"--config.{field}={raw}: expected a boolean (true/false)")
-    if isinstance(current, int):
+        raise _bad_value(field, raw, "a boolean (true/false)")
+    if isinstance(current, (int, float)):
         try:
-            return int(raw)
+            return _as_int(raw) if isinstance(current, int) else _as_float(raw)
         except ValueError:
-            try:
-                f = float(raw)
-            except ValueError:
-                f = None
-            if f is not None and f.is_integer():
-                return int(f)
-            raise ValueError(f"--config.{field}={raw}: expected an integer") from None
-    if isinstance(current, float):
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValueError(f"--config.{field}={raw}: expected a number") from None
+            raise _bad_value(field, raw, "an integer" if isinstance(current, int) else "a finite number") from None
     if isinstance(current, (tuple, list)):
-        text = raw.strip()
-        try:
-            value = ast.literal_eval(text) if text[:1] in "([" else None
-        except (ValueError, SyntaxError):
-            value = None
-        if value is None:
-            items = [t.strip() for t in text.split(",") if t.strip()]
-            kinds = {type(x) for x in current}
-            if kinds <= {int}:
-                value = [int(x) for x in items]
-            elif kinds <= {int, float}:
-                value = [float(x) for x in items]
-            else:
-                value = items
-        return type(current)(value) if isinstance(current, tuple) else list(value)
+        value = _parse_sequence(raw, current, field)
+        return tuple(value) if isinstance(current, tuple) else value
     if isinstance(current, ml_collections.ConfigDict):
         raise ValueError(f"--config.{field}: is a group of settings ({_valid_keys(current)}), set one of them")
     if current is None:
         try:
             return ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
+        except _LITERAL_ERRORS:
             return raw
     return raw
+
+
+def _bad_value(field: str, raw: str, what: str) -> ValueError:
+    # repr: a value with newlines or control characters still makes a one-line message
+    return ValueError(f"--config.{field}={raw!r}: expected {what}")
+
+
+def _as_int(x: Any) -> int:
+    """An int from an int, a whole float or their text (``"3"``, ``"3.0"``, ``"1e3"``); ValueError otherwise."""
+    if isinstance(x, bool):
+        raise ValueError(x)
+    if isinstance(x, int):
+        return x
+    try:
+        return int(x)
+    except (ValueError, TypeError):
+        f = float(x)  # ValueError / TypeError for anything else
+        if not f.is_integer():
+            raise ValueError(x) from None
+        return int(f)
+
+
+def _as_float(x: Any) -> float:
+    """A finite float from a number or its text; ValueError otherwise (NaN and infinities included)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float, str)):
+        raise ValueError(x)
+    f = float(x)
+    if not math.isfinite(f):
+        raise ValueError(x)
+    return f
+
+
+def _parse_sequence(raw: str, current: tuple | list, field: str) -> list:
+    """``a,b,c`` or a Python literal ``(a, b)`` / ``[a, b]``, its items parsed like the current items
+    (ints, numbers or text; items of an empty sequence as numbers where they parse, else text)."""
+    text = raw.strip()
+    if text[:1] in "([":
+        try:
+            value = ast.literal_eval(text)
+        except _LITERAL_ERRORS:
+            value = None
+        if not isinstance(value, (list, tuple)):
+            raise _bad_value(field, raw, "a list such as 1,2 or (1, 2)")
+        items = list(value)
+    else:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+    kinds = {type(x) for x in current}
+    if current and kinds <= {int}:
+        parse, what = _as_int, "integers"
+    elif current and kinds <= {int, float}:
+        parse, what = _as_float, "finite numbers"
+    elif current and kinds <= {str}:
+        parse, what = _as_text, "text"
+    else:
+        parse, what = _as_scalar, "numbers or text"
+    try:
+        return [parse(x) for x in items]
+    except (ValueError, TypeError):
+        raise _bad_value(field, raw, f"a list of {what}") from None
+
+
+def _as_text(x: Any) -> str:
+    if not isinstance(x, str):
+        raise ValueError(x)
+    return x
+
+
+def _as_scalar(x: Any) -> int | float | str:
+    """A number where ``x`` is one (or its text), else the text itself."""
+    if isinstance(x, str):
+        for parse in (int, _as_float):
+            try:
+                return parse(x)
+            except ValueError:
+                pass
+        return x
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise ValueError(x)
+    return _as_float(x) if isinstance(x, float) else x
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> None:

@@ -1,0 +1,316 @@
+"""``brain-jax suite``: one or several configs over K folds or N seeds, and the table of their results.
+
+    brain-jax suite --config configs/paper/classifier.py:model=convnextv2,dataset=figshare --folds 5 --out suites/f5 \
+        --models configs/paper/classifier.py:model=convnext,dataset=figshare
+
+Folds: ``input_pipeline.fold_splits`` (Figshare's patient-disjoint cvind folds under ``split_by=builder``;
+grouped K-fold of patients / duplicate groups under ``split_by=group``; slice-level under ``random``).
+Seeds: the run seed (initialisation, batch order, augmentation) is ``config.seed + i``; the data split
+stays, so every seed is scored on the same test set and the seed-to-seed spread is training
+randomness alone, reported apart from the test-set bootstrap interval.
+
+Layout of ``--out``::
+
+    suite_spec.json            what was asked (configs, overrides, folds / seeds): a resumed suite must match
+    runs/<model>/<fold1|seed0>/  one training workdir per model and fold / seed (train, then eval of the test split)
+    composition/<fold1>/       class x source x split table of each fold (composition/ for seeds)
+    compare/<fold1>/           ``brain-jax compare`` of the models on that fold (two or more models)
+    suite.json / suite.md      per-run rows with intervals, mean ± sd per model, paired per-run differences
+    figures/suite_<metric>.png
+
+A run whose workdir already holds its test predictions is never trained or evaluated again; an
+interrupted run resumes from its last checkpoint. ``--index I`` runs fold / seed I only (one process
+per fold, e.g. ``launch/suite_array.sbatch``, where the SLURM array index is I); the same command without
+``--index`` then trains what is left (nothing) and writes the tables.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+import input_pipeline
+from brain_jax import workdir
+from brain_jax.app import compare as compare_app
+from brain_jax.app import figures
+from brain_jax.app.evaluate import N_RESAMPLES, evaluate_workdir
+from brain_jax.app.results import interval_text
+from brain_jax.train.config import load_config
+from brain_jax.train.trainer import train_and_evaluate
+
+METRICS = {"classification": ("accuracy", "macro_f1"), "segmentation": ("dice", "iou", "hd95_mm")}
+
+
+@dataclasses.dataclass
+class Run:
+    """One training of the suite: a model (its config) on one fold or with one seed."""
+
+    model: str  # the model's tag in tables
+    tag: str  # "fold1" ... or "seed0" ...
+    config: ml_collections.ConfigDict
+    workdir: Path
+
+    @property
+    def test_split(self) -> str:
+        return str(self.config.data.test_split)
+
+
+def is_finished(run: Run) -> bool:
+    """Whether the run's workdir holds its test-split predictions and results (then it is never re-run)."""
+    wd, split = run.workdir, run.test_split
+    if not (workdir.predictions_csv(wd, split).is_file() and (wd / workdir.METRICS).is_file()):
+        return False
+    return split in workdir.read_metrics(wd).get(str(run.config.data.task), {})
+
+
+def train_then_evaluate(run: Run, *, n_resamples: int = N_RESAMPLES, seed: int = 0,
+                        composition: bool = False) -> str:
+    """Train (resuming) and evaluate the test split unless the run is finished: "kept", "done" or "preempted"."""
+    if is_finished(run):
+        return "kept"
+    result = train_and_evaluate(run.config, run.workdir)
+    if result["status"] == "preempted":
+        return "preempted"
+    evaluate_workdir(run.config, run.workdir, split=run.test_split, n_resamples=n_resamples, seed=seed,
+                     composition=composition)
+    return "done"
+
+
+def _tags(configs: Sequence[ml_collections.ConfigDict]) -> list[str]:
+    """``name-variant`` per config; a tag that repeats gets ``-1``, ``-2``... in order."""
+    tags = [f"{c.model.name}-{c.model.variant}" for c in configs]
+    seen: dict[str, int] = {}
+    out = []
+    for t in tags:
+        seen[t] = seen.get(t, 0) + 1
+        out.append(f"{t}-{seen[t]}" if tags.count(t) > 1 else t)
+    return out
+
+
+def plan(config_specs: Sequence[str], out: str | Path, *, folds: int = 0, seeds: int = 0,
+         overrides: Sequence[str] = ()) -> list[Run]:
+    """Every run of the suite, model by model; ValueError before anything runs when the folds cannot be
+    made (a dataset without folds names the splits it has) or the request is inconsistent."""
+    if (folds > 0) == (seeds > 0):
+        raise ValueError("give exactly one of --folds K (K >= 2) or --seeds N (N >= 1)")
+    if seeds < 0 or folds < 0:
+        raise ValueError(f"--folds / --seeds must be positive; got folds={folds}, seeds={seeds}")
+    configs = [load_config(spec, overrides) for spec in config_specs]
+    tasks = {str(c.data.task) for c in configs}
+    if len(tasks) > 1:
+        raise ValueError(f"the suite's configs mix tasks {sorted(tasks)}; run one suite per task")
+    out = Path(out)
+    runs = []
+    for tag, base in zip(_tags(configs), configs):
+        if folds:
+            variants = []
+            for i, spec in enumerate(input_pipeline.fold_splits(base.data, folds)):
+                cfg = base.copy_and_resolve_references()
+                cfg.data.update(spec)
+                variants.append((f"fold{i + 1}", cfg))
+        else:
+            variants = []
+            for i in range(seeds):
+                cfg = base.copy_and_resolve_references()
+                cfg.seed = int(base.seed) + i
+                variants.append((f"seed{cfg.seed}", cfg))
+        runs += [Run(tag, run_tag, cfg, out / "runs" / tag / run_tag) for run_tag, cfg in variants]
+    _check_same_test_sets(runs)
+    return runs
+
+
+# The data fields that decide which examples a test split holds.
+TEST_SET_FIELDS = ("name", "builder_config", "task", "classes", "split_by", "dedup", "near_dup_bits",
+                   "group_split_fractions", "seed", "num_folds", "fold", "test_split")
+
+
+def _check_same_test_sets(runs: list[Run]) -> None:
+    """Every model of a fold / seed must be tested on the same examples (compared pair by pair)."""
+    for r in runs:
+        first = next(x for x in runs if x.tag == r.tag)
+        diff = [f for f in TEST_SET_FIELDS if _field(first.config.data, f) != _field(r.config.data, f)]
+        if diff:
+            raise ValueError(f"{first.model} and {r.model} would be tested on different examples in {r.tag} (config "
+                             f"fields {', '.join('data.' + f for f in diff)} differ); give the suite's models the "
+                             "same data settings")
+
+
+def _field(data: ml_collections.ConfigDict, name: str) -> Any:
+    value = data.get(name)
+    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+
+
+def _check_spec(out: Path, spec: dict[str, Any]) -> None:
+    """Record what the suite asked for; a resumed suite (or another array task) must ask the same."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / workdir.SUITE_SPEC
+    text = json.dumps(spec, indent=2, sort_keys=True) + "\n"
+    try:
+        with open(path, "x") as f:  # exclusive: concurrent array tasks write it once
+            f.write(text)
+        return
+    except FileExistsError:
+        pass
+    saved = workdir.read_json(path, "the settings this suite was started with")
+    if saved != json.loads(text):
+        diff = [k for k in sorted(set(saved) | set(spec)) if saved.get(k) != spec.get(k)]
+        raise ValueError(f"{out} holds a suite started with other settings ({', '.join(diff)} differ: was "
+                         f"{ {k: saved.get(k) for k in diff} }); use a fresh --out or the same arguments")
+
+
+def run_suite(config_specs: Sequence[str], out: str | Path, *, folds: int = 0, seeds: int = 0,
+              overrides: Sequence[str] = (), index: int | None = None, n_resamples: int = N_RESAMPLES,
+              seed: int = 0) -> dict[str, Any]:
+    """Run what is not finished (only fold / seed ``index`` when given), then, without ``index``, write the
+    tables. Returns ``{"status": "done" | "preempted" | "partial", "runs": {...}, "paths": [...]}``."""
+    out = Path(out)
+    runs = plan(config_specs, out, folds=folds, seeds=seeds, overrides=overrides)
+    tags = list(dict.fromkeys(r.tag for r in runs))
+    if index is not None and not 0 <= index < len(tags):
+        kind = "folds" if folds else "seeds"
+        raise ValueError(f"--index {index}: the suite has {len(tags)} {kind} (0..{len(tags) - 1})")
+    _check_spec(out, {"configs": list(config_specs), "overrides": list(overrides), "folds": folds, "seeds": seeds,
+                      "n_resamples": n_resamples, "bootstrap_seed": seed})
+    chosen = [t for i, t in enumerate(tags) if index is None or i == index]
+    status: dict[str, str] = {}
+    for tag in chosen:
+        _write_composition(runs, tag, out, folds)
+        for run in (r for r in runs if r.tag == tag):
+            status[f"{run.model}/{tag}"] = train_then_evaluate(run, n_resamples=n_resamples, seed=seed)
+            if status[f"{run.model}/{tag}"] == "preempted":
+                return {"status": "preempted", "runs": status, "paths": []}
+    if index is not None:
+        return {"status": "partial", "runs": status, "paths": []}
+    paths = []
+    models = list(dict.fromkeys(r.model for r in runs))
+    if len(models) > 1:
+        for tag in tags:
+            wds = [r.workdir for r in runs if r.tag == tag]
+            split = next(r.test_split for r in runs if r.tag == tag)
+            res = compare_app.compare(wds, out / "compare" / tag, split=split, names=models,
+                                      n_resamples=n_resamples, seed=seed)
+            paths += res["paths"][:2]
+    table = aggregate(runs, folds=folds)
+    paths += write_tables(table, out)
+    return {"status": "done", "runs": status, "paths": paths, "table": table}
+
+
+def _write_composition(runs: list[Run], tag: str, out: Path, folds: int) -> None:
+    """The split composition of a fold (of the first model's config; every seed shares one split)."""
+    if not folds and tag != runs[0].tag:
+        return
+    folder = out / workdir.COMPOSITION / tag if folds else out / workdir.COMPOSITION
+    if (folder / f"{workdir.COMPOSITION}.json").is_file():
+        return
+    first = next(r for r in runs if r.tag == tag)
+    input_pipeline.write_composition(input_pipeline.split_composition(first.config.data), folder)
+
+
+# ------------------------------------------------------------------------------------------ the table
+
+
+def _test_summary(run: Run) -> dict[str, Any]:
+    return workdir.read_metrics(run.workdir)[str(run.config.data.task)][run.test_split]
+
+
+def _mean_sd(values: Sequence[float]) -> dict[str, float]:
+    v = np.asarray(values, np.float64)
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else float("nan"), "n": len(v)}
+
+
+def aggregate(runs: list[Run], *, folds: int) -> dict[str, Any]:
+    """Per-run rows with intervals, mean ± sd over runs per model, and paired per-run differences between
+    models (same fold / seed, same test set)."""
+    task = str(runs[0].config.data.task)
+    keys = METRICS[task]
+    models = list(dict.fromkeys(r.model for r in runs))
+    tags = list(dict.fromkeys(r.tag for r in runs))
+    summaries = {(r.model, r.tag): _test_summary(r) for r in runs}
+    rows: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
+    for r in runs:
+        s = summaries[(r.model, r.tag)]
+        ci = s["intervals"]
+        rows[r.model].append({"run": r.tag, "workdir": str(r.workdir), "split": r.test_split,
+                              "n": int(s.get("num_examples", s.get("num_cases", 0))),
+                              **{k: ci[k] for k in keys}})
+    per_model = {}
+    for m in models:
+        per_model[m] = {k: _mean_sd([row[k]["estimate"] for row in rows[m]])
+                        | {"mean_interval_width": float(np.mean([row[k]["high"] - row[k]["low"] for row in rows[m]]))}
+                        for k in keys}
+    pairs = []
+    for a, b in itertools.combinations(models, 2):  # A before B, as compare pairs them
+        diffs = {k: [summaries[(a, t)]["intervals"][k]["estimate"] - summaries[(b, t)]["intervals"][k]["estimate"]
+                     for t in tags] for k in keys}
+        pairs.append({"models": [a, b], "per_run": {k: dict(zip(tags, v)) for k, v in diffs.items()},
+                      **{k: _mean_sd(v) | {"runs_a_higher": int(np.sum(np.asarray(v) > 0))} for k, v in diffs.items()}})
+    first = summaries[(runs[0].model, runs[0].tag)]
+    protocols = {t: summaries[(models[0], t)].get("split_protocol", "") for t in tags}
+    return {"task": task, "mode": "folds" if folds else "seeds", "runs": tags, "metrics": list(keys),
+            "split_protocol": protocols, "dataset": first.get("dataset", ""),
+            "interval": first["intervals"]["interval"], "rows": rows, "per_model": per_model, "pairs": pairs}
+
+
+def markdown(t: dict[str, Any]) -> str:
+    """suite.md from ``aggregate``'s table."""
+    mode, tags = t["mode"], t["runs"]
+    unit = "fold" if mode == "folds" else "seed"
+    lines = [f"# Suite: {len(tags)} {mode} ({t['task']})", "", f"Data: `{t['dataset']}`.", "",
+             f"| {unit} | split protocol |", "|---|---|"]
+    lines += [f"| {tag} | {p} |" for tag, p in t["split_protocol"].items()]
+    lines += ["",
+             "Each cell: the test-set estimate [95% cluster-bootstrap interval]; last column: mean ± sd over "
+             f"{mode}.", ""]
+    for k in t["metrics"]:
+        lines += [f"## {k}", "", "| model | " + " | ".join(tags) + " | mean ± sd |",
+                  "|---|" + "---|" * (len(tags) + 1)]
+        for m, rows in t["rows"].items():
+            agg = t["per_model"][m][k]
+            lines.append(f"| {m} | " + " | ".join(interval_text(r[k]) for r in rows)
+                         + f" | {agg['mean']:.4f} ± {agg['sd']:.4f} |")
+        lines.append("")
+    if t["pairs"]:
+        lines += [f"## Paired per-{unit} differences (A − B, same test set in each {unit})", ""]
+        for k in t["metrics"]:
+            lines += [f"### {k}", "", "| A − B | " + " | ".join(tags) + f" | mean ± sd | {mode} with A higher |",
+                      "|---|" + "---|" * (len(tags) + 2)]
+            for p in t["pairs"]:
+                lines.append(f"| {p['models'][0]} − {p['models'][1]} | "
+                             + " | ".join(f"{p['per_run'][k][tag]:+.4f}" for tag in tags)
+                             + f" | {p[k]['mean']:+.4f} ± {p[k]['sd']:.4f} | {p[k]['runs_a_higher']} of {len(tags)} |")
+            lines.append("")
+    lines += ["## Spread", ""]
+    for m in t["rows"]:
+        for k in t["metrics"]:
+            agg = t["per_model"][m][k]
+            lines.append(f"- {m}, {k}: sd over {mode} {agg['sd']:.4f}; mean width of one test set's 95% bootstrap "
+                         f"interval {agg['mean_interval_width']:.4f}")
+    if mode == "seeds":
+        lines += ["", "Every seed is scored on the same test set: the sd over seeds is training randomness "
+                  "(initialisation, batch order, augmentation) alone, while each bootstrap interval is the "
+                  "uncertainty from sampling the test set. Neither contains the other."]
+    else:
+        lines += ["", "The sd over folds mixes training randomness and test-set differences; the folds share most "
+                  "of their training data, so it understates the uncertainty of the mean, and no test over folds "
+                  "is given. The per-fold bootstrap intervals show each test set's own uncertainty."]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_tables(t: dict[str, Any], out: Path) -> list[Path]:
+    """suite.json, suite.md and one forest plot per metric (each run's estimate with its interval)."""
+    paths = [workdir.write_json(out / workdir.SUITE_JSON, t)]
+    (out / workdir.SUITE_MD).write_text(markdown(t))
+    paths.append(out / workdir.SUITE_MD)
+    for k in t["metrics"]:
+        rows = [(f"{m} {r['run']}", r[k]["estimate"], r[k]["low"], r[k]["high"])
+                for m, rs in t["rows"].items() for r in rs]
+        paths.append(figures.forest_png(rows, out / workdir.FIGURES / f"suite_{k}.png", reference=None,
+                                        title=f"{k} per {t['mode'][:-1]}, 95% intervals", xlabel=k))
+    return paths
+
