@@ -106,7 +106,9 @@ class BadInputs:
     problems: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     def add(self, path: str | Path, why: str) -> None:
-        self.problems.append((str(path), why))
+        """Record ``path`` and what is wrong with it (a reader's message that already starts with the
+        file's name is not prefixed with it twice)."""
+        self.problems.append((str(path), why.removeprefix(f"{path}: ")))
 
     def check(self) -> None:
         """Raise ValueError listing all offenders unless skipping was asked for."""

@@ -8,6 +8,11 @@ A v5 ``.mat`` is read with scipy (already in MATLAB orientation). Splits ``fold1
 from ``cvind.mat`` (the authors' patient-disjoint folds), checked at build time: a patient in two
 folds fails the build. Pixel spacing is 0.49 mm at 512 px, so 0.98 mm for the 256 px slices, kept at
 their own size. Negative intensities (none in the public files) are clipped to 0 and counted.
+
+Files are untrusted input: zip members are read into memory (never extracted) after their declared
+size is checked, members whose names escape the archive's folder are refused, and every .mat goes
+through ``brain_jax.io.guards`` (array sizes before reading, MATLAB v5 element codes and zlib streams
+before scipy). Every failure is a bad input listed with its file, never a crash or a half-built dataset.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brain_jax.io.guards import MAX_FILE_BYTES, check_file_size, check_mat5, h5_array, one_line
 from input_pipeline.builders import DATASET_CLASSES
 from input_pipeline.features import BadInputs, make_example
 from input_pipeline.manual import ManualBuilder
@@ -28,7 +34,7 @@ NUM_FOLDS = 5
 SPACING_AT_512_MM = 0.49
 # Figshare label -> index in CLASS_NAMES (glioma, meningioma, notumor, pituitary).
 LABEL_MAP = {1: 1, 2: 0, 3: 3}
-_MAT_NAME = re.compile(r"(?:^|/)(\d+)\.mat$")
+_MAT_NAME = re.compile(r"(?:^|[/\\])(\d+)\.mat$")  # zips made on Windows may use backslashes
 
 _INSTRUCTIONS = """\
 Download the Figshare brain tumour dataset (Jun Cheng, doi:10.6084/m9.figshare.1512427) by hand:
@@ -42,28 +48,31 @@ class MatRecord(dict):
     """image (H, W) int, mask (H, W) 0/1, label (1..3), pid (str)."""
 
 
-def _read_h5(data: bytes) -> MatRecord:
+def _read_h5(data: bytes, where: str) -> MatRecord:
     import h5py
 
     with h5py.File(io.BytesIO(data), "r") as f:
         if "cjdata" not in f:
             raise KeyError(f"no 'cjdata' group (found {sorted(f.keys())})")
+        if not isinstance(f.get("cjdata", getlink=True), h5py.HardLink) or not isinstance(f["cjdata"], h5py.Group):
+            raise KeyError("'cjdata' is not a group stored in this file")
         g = f["cjdata"]
         missing = [k for k in ("image", "tumorMask", "label", "PID") if k not in g]
         if missing:
             raise KeyError(f"cjdata lacks {missing}")
-        codes = np.asarray(g["PID"]).ravel()
+        codes = h5_array(g, "PID", where, "cjdata/PID", limit=256).ravel()
         return MatRecord(
-            image=np.asarray(g["image"]).T,
-            mask=np.asarray(g["tumorMask"]).T,
-            label=float(np.asarray(g["label"]).ravel()[0]),
+            image=h5_array(g, "image", where, "cjdata/image").T,
+            mask=h5_array(g, "tumorMask", where, "cjdata/tumorMask").T,
+            label=float(h5_array(g, "label", where, "cjdata/label", limit=16).ravel()[0]),
             pid="".join(chr(int(c)) for c in codes if int(c) != 0),
         )
 
 
-def _read_v5(data: bytes) -> MatRecord:
+def _read_v5(data: bytes, where: str) -> MatRecord:
     from scipy import io as sio
 
+    check_mat5(data, where)
     m = sio.loadmat(io.BytesIO(data), squeeze_me=True, struct_as_record=False)
     if "cjdata" not in m:
         raise KeyError(f"no 'cjdata' variable (found {sorted(k for k in m if not k.startswith('__'))})")
@@ -78,43 +87,79 @@ def _read_v5(data: bytes) -> MatRecord:
                      label=float(np.ravel(c.label)[0]), pid=pid)
 
 
-def read_mat(data: bytes) -> MatRecord:
-    """Decode one N.mat (v7.3 via h5py, else v5 via scipy) and validate it; raises ValueError."""
-    is_h5 = data[512:520] == b"\x89HDF\r\n\x1a\n" or data[:8] == b"\x89HDF\r\n\x1a\n"
+def _is_h5(data: bytes) -> bool:
+    return data[512:520] == b"\x89HDF\r\n\x1a\n" or data[:8] == b"\x89HDF\r\n\x1a\n"
+
+
+def read_mat(data: bytes, where: str = "N.mat") -> MatRecord:
+    """Decode one N.mat (v7.3 via h5py, else v5 via scipy) and validate it; raises ValueError starting
+    with ``where`` (the file or zip member it came from)."""
+    is_h5 = _is_h5(data)
     try:
-        rec = _read_h5(data) if is_h5 else _read_v5(data)
+        rec = _read_h5(data, where) if is_h5 else _read_v5(data, where)
     except KeyError as e:
-        raise ValueError(f"unexpected contents: {e.args[0]}") from None
+        raise ValueError(f"{where}: unexpected contents: {e.args[0]}") from None
     except Exception as e:  # noqa: BLE001  (h5py / scipy raise many types on corrupt files)
+        if isinstance(e, ValueError) and str(e).startswith(f"{where}:"):
+            raise  # a size or structure check: already says what is wrong
         kind = "MATLAB v7.3 (HDF5)" if is_h5 else "MATLAB v5"
-        raise ValueError(f"unreadable {kind} file (truncated or corrupt?): {type(e).__name__}: {e}") from None
-    img, mask = rec["image"], rec["mask"]
-    if img.ndim != 2:
-        raise ValueError(f"image has shape {img.shape}, expected a 2-D slice")
-    if mask.shape != img.shape:
-        raise ValueError(f"tumorMask shape {mask.shape} differs from image shape {img.shape}")
-    if rec["label"] not in (1.0, 2.0, 3.0):
-        raise ValueError(f"label {rec['label']:g} outside 1-3 (1 meningioma, 2 glioma, 3 pituitary)")
-    if not rec["pid"]:
-        raise ValueError("empty PID")
+        raise ValueError(f"{where}: unreadable {kind} file (truncated or corrupt?): {one_line(e)}") from None
+    _check_record(rec, where)
     return rec
 
 
-def read_cvind(data: bytes) -> np.ndarray:
-    """Fold ids (1..5) per image from cvind.mat (v7.3 or v5)."""
-    if data[512:520] == b"\x89HDF\r\n\x1a\n":
-        import h5py
+def _check_record(rec: MatRecord, where: str) -> None:
+    """What the stored record needs: a 2-D image of whole numbers up to 65535 (the uint16 container;
+    negatives are clipped and counted), a 0/1 mask of the same shape, a label 1-3 and a PID."""
+    img, mask = rec["image"], rec["mask"]
+    if img.dtype.kind not in "biuf" or img.ndim != 2 or img.size == 0:
+        raise ValueError(f"{where}: image has dtype {img.dtype} and shape {img.shape}, expected a non-empty "
+                         "2-D numeric slice")
+    if not np.isfinite(img).all():
+        raise ValueError(f"{where}: image contains NaN or infinite values")
+    if img.max() > 65535 or (img.dtype.kind == "f" and not np.array_equal(img, np.round(img))):
+        raise ValueError(f"{where}: image values must be whole numbers up to 65535 (stored as uint16), "
+                         f"found maximum {img.max():g}")
+    if mask.shape != img.shape:
+        raise ValueError(f"{where}: tumorMask shape {mask.shape} differs from image shape {img.shape}")
+    if mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all():
+        raise ValueError(f"{where}: tumorMask should hold 0/1 values")
+    if rec["label"] not in (1.0, 2.0, 3.0):
+        raise ValueError(f"{where}: label {rec['label']:g} outside 1-3 (1 meningioma, 2 glioma, 3 pituitary)")
+    if not rec["pid"]:
+        raise ValueError(f"{where}: empty PID")
 
-        with h5py.File(io.BytesIO(data), "r") as f:
-            folds = np.asarray(f["cvind"]).ravel()
-    else:
-        from scipy import io as sio
 
-        folds = np.ravel(sio.loadmat(io.BytesIO(data))["cvind"])
-    folds = folds.astype(np.int64)
-    if folds.size == 0 or folds.min() < 1 or folds.max() > NUM_FOLDS:
-        raise ValueError(f"fold ids must be 1..{NUM_FOLDS}, got range {folds.min()}..{folds.max()}")
-    return folds
+def read_cvind(data: bytes, where: str = "cvind.mat") -> np.ndarray:
+    """Fold ids (1..5) per image from cvind.mat (v7.3 or v5); ValueError starting with ``where``."""
+    try:
+        if _is_h5(data):
+            import h5py
+
+            with h5py.File(io.BytesIO(data), "r") as f:
+                folds = h5_array(f, "cvind", where, "cvind", limit=1 << 20).ravel()
+        else:
+            from scipy import io as sio
+
+            check_mat5(data, where)
+            folds = np.ravel(sio.loadmat(io.BytesIO(data))["cvind"])
+    except Exception as e:  # noqa: BLE001  (h5py / scipy raise many types on corrupt files)
+        if isinstance(e, ValueError) and str(e).startswith(f"{where}:"):
+            raise
+        raise ValueError(f"{where}: unreadable cvind.mat: {one_line(e)}") from None
+    if folds.dtype.kind not in "biuf" or folds.size == 0 or not np.isfinite(folds).all():
+        raise ValueError(f"{where}: expected numeric fold ids 1..{NUM_FOLDS}")
+    if folds.min() < 1 or folds.max() > NUM_FOLDS or not np.array_equal(folds, np.round(folds)):
+        raise ValueError(f"{where}: fold ids must be whole numbers 1..{NUM_FOLDS}, got range "
+                         f"{folds.min():g}..{folds.max():g}")
+    return folds.astype(np.int64)
+
+
+def escapes(member: str) -> bool:
+    """Whether a zip member name would land outside the archive's folder if extracted (zip slip):
+    absolute, drive-qualified or with a ``..`` part."""
+    parts = re.split(r"[\\/]", member)
+    return member.startswith(("/", "\\")) or bool(re.match(r"[A-Za-z]:", member)) or ".." in parts
 
 
 def find_inputs(manual_dir: Path, bad: BadInputs) -> dict[int, tuple[str, str | None]]:
@@ -123,12 +168,18 @@ def find_inputs(manual_dir: Path, bad: BadInputs) -> dict[int, tuple[str, str | 
     for z in sorted(manual_dir.rglob("*.zip")):
         try:
             with zipfile.ZipFile(z) as zf:
-                for member in zf.namelist():
-                    m = _MAT_NAME.search(member)
-                    if m and not member.startswith("__MACOSX"):
-                        found.setdefault(int(m.group(1)), (str(z), member))
-        except (zipfile.BadZipFile, OSError) as e:
-            bad.add(z, f"unreadable zip: {e}")
+                members = zf.namelist()
+        except Exception as e:  # noqa: BLE001  (zipfile raises many types on corrupt archives)
+            bad.add(z, f"unreadable zip: {one_line(e)}")
+            continue
+        for member in members:
+            m = _MAT_NAME.search(member)
+            if not m or member.startswith("__MACOSX"):
+                continue
+            if escapes(member):
+                bad.add(_where(str(z), member), "member name escapes the archive's folder (zip slip); refused")
+                continue
+            found.setdefault(int(m.group(1)), (str(z), member))
     for p in sorted(manual_dir.rglob("*.mat")):
         m = _MAT_NAME.search(p.name)
         if m:
@@ -137,10 +188,22 @@ def find_inputs(manual_dir: Path, bad: BadInputs) -> dict[int, tuple[str, str | 
 
 
 def _load_bytes(path: str, member: str | None) -> bytes:
+    """A file's or zip member's bytes, after checking its (declared) size; ValueError naming it."""
+    where = _where(path, member)
     if member is None:
+        check_file_size(Path(path), where)
         return Path(path).read_bytes()
-    with zipfile.ZipFile(path) as zf:
-        return zf.read(member)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            size = zf.getinfo(member).file_size
+            if size > MAX_FILE_BYTES:
+                raise ValueError(f"{where}: zip member of {size:,} bytes, over the limit of {MAX_FILE_BYTES:,}")
+            with zf.open(member) as f:  # reads at most the declared size, checking its CRC
+                return f.read()
+    except Exception as e:  # noqa: BLE001  (zipfile / zlib raise many types on corrupt members)
+        if isinstance(e, ValueError) and str(e).startswith(f"{where}:"):
+            raise
+        raise ValueError(f"{where}: unreadable zip member: {one_line(e)}") from None
 
 
 def _where(path: str, member: str | None) -> str:
@@ -166,8 +229,8 @@ class FigshareBrainTumor(ManualBuilder):
         for num in sorted(inputs):
             where = _where(*inputs[num])
             try:
-                rec = read_mat(_load_bytes(*inputs[num]))
-            except (ValueError, OSError, KeyError) as e:
+                rec = read_mat(_load_bytes(*inputs[num]), where)
+            except (ValueError, OSError) as e:
                 bad.add(where, str(e))
                 continue
             if folds is not None and num > len(folds):
@@ -194,15 +257,15 @@ class FigshareBrainTumor(ManualBuilder):
                     "(with --skip-bad, folds are derived from a hash of the PIDs instead)")
             return None
         try:
-            return read_cvind(paths[0].read_bytes())
-        except Exception as e:  # noqa: BLE001
-            bad.add(paths[0], f"unreadable cvind.mat: {type(e).__name__}: {e}")
+            return read_cvind(_load_bytes(str(paths[0]), None), str(paths[0]))
+        except (ValueError, OSError) as e:
+            bad.add(paths[0], str(e))
             return None
 
     def _generate_examples(self, items):
         clipped = 0
         for num, (path, member) in items:
-            rec = read_mat(_load_bytes(path, member))
+            rec = read_mat(_load_bytes(path, member), _where(path, member))
             img = rec["image"]
             clipped += int((img < 0).sum())
             h, w = img.shape

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image
 
+from brain_jax.io.guards import one_line, open_image
 from input_pipeline.features import CLASS_NAMES, BadInputs, make_example
 from input_pipeline.manual import ManualBuilder
 
@@ -207,14 +207,26 @@ def list_images(manual: Path, bad: BadInputs) -> dict[str, list[tuple[Path, int,
     return out
 
 
+EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA")
+
+
 def read_image(path: Path) -> np.ndarray:
-    """8-bit grayscale pixels; ValueError naming the problem when unreadable."""
+    """8-bit grayscale pixels; ValueError naming the file and the problem when unreadable. The size in the
+    header is checked before decoding (``brain_jax.io.guards.open_image``); 16-bit, float and multi-page
+    images are refused (converting them to 8 bits would silently clip or drop data)."""
     try:
-        with Image.open(path) as im:
+        with open_image(path, str(path)) as im:
+            if im.mode not in EIGHT_BIT_MODES:
+                raise ValueError(f"{path}: image mode {im.mode}; expected an 8-bit picture "
+                                 f"({', '.join(EIGHT_BIT_MODES)})")
+            if getattr(im, "n_frames", 1) > 1:
+                raise ValueError(f"{path}: has {im.n_frames} frames/pages; expected a single image")
             im.load()
             return np.asarray(im.convert("L"))
     except Exception as e:  # noqa: BLE001  (PIL raises OSError, SyntaxError, ...)
-        raise ValueError(f"unreadable image: {type(e).__name__}: {e}") from None
+        if isinstance(e, ValueError) and str(e).startswith(f"{path}:"):
+            raise  # one of the checks above: already says what is wrong
+        raise ValueError(f"{path}: unreadable image: {one_line(e)}") from None
 
 
 class BrainTumorMri(ManualBuilder):

@@ -5,37 +5,12 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from PIL import Image
-from scipy import io as sio
 
 import input_pipeline as ip
-
-MATLAB_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Fri Nov 27 05:00:00 2026 HDF5 schema 1.00 ."
-
-
-def write_v73(path: Path, image: np.ndarray, mask: np.ndarray, label: float, pid: str) -> None:
-    """Write a cjdata .mat the way MATLAB -v7.3 does: HDF5 behind a 512-byte header, arrays stored
-    column-major (so h5py sees them transposed), label double, PID as uint16 char codes."""
-    with h5py.File(path, "w", userblock_size=512) as f:
-        g = f.create_group("cjdata")
-        g.create_dataset("image", data=np.asarray(image, np.int16).T)
-        g.create_dataset("tumorMask", data=np.asarray(mask, np.uint8).T)
-        g.create_dataset("label", data=np.array([[label]], np.float64))
-        g.create_dataset("PID", data=np.array([[ord(c) for c in pid]], np.uint16).T)
-        g.create_dataset("tumorBorder", data=np.zeros((1, 4)))
-        g["PID"].attrs["MATLAB_class"] = np.bytes_("char")
-    with open(path, "r+b") as fh:
-        fh.write(MATLAB_HEADER.ljust(512, b" "))
-
-
-def write_cvind(path: Path, folds) -> None:
-    with h5py.File(path, "w", userblock_size=512) as f:
-        f.create_dataset("cvind", data=np.asarray(folds, np.float64)[None, :])
-    with open(path, "r+b") as fh:
-        fh.write(MATLAB_HEADER.ljust(512, b" "))
+from input_pipeline.synthetic import write_cvind, write_figshare_mat
 
 
 def slice_data(num: int, shape=(32, 32)):
@@ -58,17 +33,16 @@ def figshare_manual(tmp_path_factory) -> Path:
     with zipfile.ZipFile(d / "brainTumorDataPublic_1-5.zip", "w") as zf:
         for n in range(1, 6):  # 1..5 inside a zip, as shipped
             pid, _, label = PATIENTS[n]
-            write_v73(tmp / f"{n}.mat", *slice_data(n, SHAPES.get(n, (32, 32))), label, pid)
+            write_figshare_mat(tmp / f"{n}.mat", *slice_data(n, SHAPES.get(n, (32, 32))), label, pid)
             zf.write(tmp / f"{n}.mat", f"{n}.mat")
     (d / "extracted").mkdir()
     for n in range(6, 11):  # 6..10 extracted; 10 is a MATLAB v5 file
         pid, _, label = PATIENTS[n]
         image, mask = slice_data(n)
         if n == 10:
-            sio.savemat(d / "extracted" / f"{n}.mat", {"cjdata": {
-                "image": image, "tumorMask": mask, "label": label, "PID": pid}})
+            write_figshare_mat(d / "extracted" / f"{n}.mat", image, mask, label, pid, version="5")
         else:
-            write_v73(d / "extracted" / f"{n}.mat", image, mask, label, pid)
+            write_figshare_mat(d / "extracted" / f"{n}.mat", image, mask, label, pid)
     write_cvind(d / "cvind.mat", [PATIENTS[n][1] for n in range(1, 11)])
     return d
 
@@ -158,10 +132,10 @@ def test_kaggle_contents(built):
 
 def _bad_figshare(d: Path, with_cvind: bool) -> Path:
     img, mask = slice_data(1)
-    write_v73(d / "1.mat", img, mask, 1.0, "A")
-    write_v73(d / "2.mat", img, mask, 4.0, "B")  # label outside 1-3
-    write_v73(d / "3.mat", img, mask[:, :20], 2.0, "C")  # mask shape differs
-    write_v73(d / "4.mat", img, mask, 3.0, "D")
+    write_figshare_mat(d / "1.mat", img, mask, 1.0, "A")
+    write_figshare_mat(d / "2.mat", img, mask, 4.0, "B")  # label outside 1-3
+    write_figshare_mat(d / "3.mat", img, mask[:, :20], 2.0, "C")  # mask shape differs
+    write_figshare_mat(d / "4.mat", img, mask, 3.0, "D")
     (d / "5.mat").write_bytes((d / "4.mat").read_bytes()[:1500])  # truncated
     if with_cvind:
         write_cvind(d / "cvind.mat", [1, 2, 3, 4, 5])
@@ -189,8 +163,8 @@ def test_figshare_bad_inputs_all_listed_then_skipped(tmp_path):
 
 def test_figshare_patient_in_two_folds_fails(tmp_path):
     img, mask = slice_data(1)
-    write_v73(tmp_path / "1.mat", img, mask, 1.0, "SAME")
-    write_v73(tmp_path / "2.mat", img, mask, 1.0, "SAME")
+    write_figshare_mat(tmp_path / "1.mat", img, mask, 1.0, "SAME")
+    write_figshare_mat(tmp_path / "2.mat", img, mask, 1.0, "SAME")
     write_cvind(tmp_path / "cvind.mat", [1, 2])
     with pytest.raises(ValueError, match="SAME"):
         ip.build_dataset("figshare_brain_tumor", tmp_path / "d", manual_dir=tmp_path)

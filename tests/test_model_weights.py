@@ -119,6 +119,14 @@ def test_abstract_builds_placeholders_and_working_rng_streams():
     assert not np.array_equal(np.asarray(model(x)), np.asarray(model(x)))  # dropout draws differ per call
 
 
+def test_abstract_refuses_an_absurd_model_before_allocating():
+    from brain_jax.models import create
+
+    with pytest.raises(ValueError, match=r"cfg\.json: the model it describes would hold \d+ GiB"):
+        abstract(lambda: create("convnextv2", "test", 4, hidden_sizes=(8, 16, 32, 10**6), rngs=nnx.Rngs(0)),
+                 where="cfg.json")
+
+
 def test_weights_module_needs_neither_train_nor_convert():
     code = ("import sys, brain_jax.models.weights as w; "
             "assert w.assign and w.abstract and w.model_variables and issubclass(w.WeightsMismatch, ValueError); "

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from brain_jax.io import read_slice
+from input_pipeline.synthetic import write_dicom, write_figshare_mat
 
 H, W = 5, 7  # asymmetric on purpose: a transposed or flipped read changes shape or values
 
@@ -77,18 +78,10 @@ def test_jpeg_close(tmp_path):
 
 
 def test_mat_v73_figshare_layout(tmp_path):
-    import h5py
-
     a = _ramp(np.int16) * 10
     m = np.zeros((H, W), np.uint8)
     m[1:3, 4:6] = 1
-    f = tmp_path / "12.mat"
-    # MATLAB v7.3 = HDF5 with a 512-byte user block; column-major, so h5py sees the transpose.
-    with h5py.File(f, "w", userblock_size=512) as h:
-        g = h.create_group("cjdata")
-        g["image"] = a.T
-        g["tumorMask"] = m.T.astype(np.float64)
-        g["label"] = np.array([[2.0]])
+    f = write_figshare_mat(tmp_path / "12.mat", a, m, 2.0)  # HDF5, column-major as MATLAB writes it
     s = read_slice(f)
     assert s.source_format == "mat-v7.3"
     np.testing.assert_array_equal(s.image, a)
@@ -98,11 +91,7 @@ def test_mat_v73_figshare_layout(tmp_path):
 
 
 def test_mat_v73_native_512_spacing(tmp_path):
-    import h5py
-
-    f = tmp_path / "a.mat"
-    with h5py.File(f, "w") as h:
-        h.create_group("cjdata")["image"] = np.ones((512, 512), np.int16)
+    f = write_figshare_mat(tmp_path / "a.mat", np.ones((512, 512), np.int16))
     assert read_slice(f).pixel_spacing_mm == pytest.approx((0.49, 0.49))
 
 
@@ -112,8 +101,7 @@ def test_mat_v5(tmp_path):
     a = _ramp(np.float64) - 4
     m = np.zeros((H, W), np.uint8)
     m[0, 6] = 1
-    f = tmp_path / "old.mat"
-    scipy.io.savemat(f, {"cjdata": {"image": a, "tumorMask": m, "label": 1.0}})
+    f = write_figshare_mat(tmp_path / "old.mat", a, m, 1.0, version="5")
     s = read_slice(f)
     assert s.source_format == "mat-v5"
     np.testing.assert_array_equal(s.image, a)
@@ -128,43 +116,15 @@ def test_mat_v5(tmp_path):
 # -------------------------------------------------------------------------------------- DICOM
 
 
-def _write_dicom(path, arr, spacing=(0.5, 0.8), slope=2.0, intercept=-100.0, photometric="MONOCHROME2"):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = MRImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MR"
-    ds.Rows, ds.Columns = arr.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1
-    if spacing is not None:
-        ds.PixelSpacing = list(spacing)
-    ds.RescaleSlope = slope
-    ds.RescaleIntercept = intercept
-    ds.PixelData = arr.astype("<i2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
 def test_dicom_rescale_spacing_orientation(tmp_path):
     a = _ramp(np.int16) - 20
-    _write_dicom(tmp_path / "x.dcm", a)
+    write_dicom(tmp_path / "x.dcm", a, slope=2.0, intercept=-100.0)
     s = read_slice(tmp_path / "x.dcm")
     assert s.source_format == "dicom"
     np.testing.assert_array_equal(s.image, a * 2.0 - 100.0)
     assert s.pixel_spacing_mm == (0.5, 0.8)
     # extension-less DICOM is recognised by its magic number; no spacing -> None
-    _write_dicom(tmp_path / "IM0001", a, spacing=None, slope=1.0, intercept=0.0)
+    write_dicom(tmp_path / "IM0001", a, spacing=None)
     s2 = read_slice(tmp_path / "IM0001")
     np.testing.assert_array_equal(s2.image, a)
     assert s2.pixel_spacing_mm is None
@@ -172,20 +132,14 @@ def test_dicom_rescale_spacing_orientation(tmp_path):
 
 def test_dicom_monochrome1_inverted(tmp_path):
     a = _ramp(np.int16)
-    _write_dicom(tmp_path / "m1.dcm", a, slope=1.0, intercept=0.0, photometric="MONOCHROME1")
+    write_dicom(tmp_path / "m1.dcm", a, photometric="MONOCHROME1")
     s = read_slice(tmp_path / "m1.dcm")
     np.testing.assert_array_equal(s.image, a.max() + a.min() - a.astype(np.float32))
 
 
 def test_dicom_multiframe_needs_frame_index(tmp_path):
     a = np.stack([_ramp(np.int16) + 100 * k for k in range(3)])
-    _write_dicom(tmp_path / "mf.dcm", a[0], slope=1.0, intercept=0.0)
-    import pydicom
-
-    ds = pydicom.dcmread(tmp_path / "mf.dcm")
-    ds.NumberOfFrames = 3
-    ds.PixelData = a.astype("<i2").tobytes()
-    ds.save_as(tmp_path / "mf.dcm", enforce_file_format=True)
+    write_dicom(tmp_path / "mf.dcm", a)
     with pytest.raises(ValueError, match=r"mf\.dcm: multi-frame DICOM with 3 frames"):
         read_slice(tmp_path / "mf.dcm")
     np.testing.assert_array_equal(read_slice(tmp_path / "mf.dcm", 2).image, a[2])
@@ -527,7 +481,6 @@ def _make_workdir(wd, model, task, size=32):
 def test_predict_command_end_to_end(tiny_models, tmp_path, capsys, monkeypatch):
     import json
 
-    import h5py
     from PIL import Image
 
     from brain_jax.cli import build_parser
@@ -536,9 +489,7 @@ def test_predict_command_end_to_end(tiny_models, tmp_path, capsys, monkeypatch):
     seg_model = tiny_models[1]
     cfg = _make_workdir(tmp_path / "wd", seg_model, "segmentation")
     img, m = _rect_case(64, 48, (10, 40, 8, 30))
-    with h5py.File(tmp_path / "7.mat", "w") as h:
-        g = h.create_group("cjdata")
-        g["image"], g["tumorMask"] = img.T, m.T.astype(np.float64)
+    write_figshare_mat(tmp_path / "7.mat", img, m)
     Image.fromarray(_ramp()).save(tmp_path / "p.png")
     inputs = [str(tmp_path / "7.mat"), str(tmp_path / "p.png")]
 
@@ -590,3 +541,11 @@ def test_predict_command_end_to_end(tiny_models, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert err.startswith("brain-jax predict: error:") and "junk.dcm" in err and len(err.splitlines()) == 1
     assert not bad_out.exists()
+
+
+def test_absurd_image_size_in_config_is_refused():
+    from brain_jax.app.predict import predict_arrays
+
+    cfg = _cfg("classification", 10**6)
+    with pytest.raises(ValueError, match=r"data.image_size = 1000000; .* at most 4096"):
+        predict_arrays(lambda x: np.zeros((len(x), 4)), cfg, [_slice(np.ones((8, 8)))])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -28,6 +29,7 @@ from flax import nnx
 
 from brain_jax import workdir
 from brain_jax.io import SUPPORTED, Slice, detect_format, read_slice
+from brain_jax.io.guards import MAX_PIXELS
 from brain_jax.train import builders, engine
 from brain_jax.train.checkpoints import has_checkpoint
 from input_pipeline import transforms
@@ -71,9 +73,10 @@ def _image_size(cfg: ml_collections.ConfigDict) -> int:
     s = _field(cfg, "data.image_size")
     if isinstance(s, (list, tuple)) and len(s) == 2 and s[0] == s[1]:
         s = s[0]
-    if isinstance(s, (int, float)) and int(s) > 0:
+    if isinstance(s, (int, float)) and 0 < int(s) and int(s) ** 2 <= MAX_PIXELS:
         return int(s)
-    raise ValueError(f"{workdir.CONFIG}: data.image_size = {s!r}; expected a positive int (square images)")
+    raise ValueError(f"{workdir.CONFIG}: data.image_size = {s!r}; expected a positive int (square images) of at "
+                     f"most {math.isqrt(MAX_PIXELS)}")
 
 
 def task_of(cfg: ml_collections.ConfigDict) -> str:

@@ -61,7 +61,7 @@ def from_hf(src: str | os.PathLike, dtype: jnp.dtype = jnp.float32) -> nnx.Modul
     cfg = mod.config_from_hf(config, where)
     arch = models.module_for(cfg.model_type)
     # no random init: load_into fills every variable (or refuses the checkpoint)
-    model = abstract(lambda: arch.from_config(cfg, dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1)))
+    model = abstract(lambda: arch.from_config(cfg, dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1)), where=where)
     load_into(model, tensors, mod.key_map(model), ignore=mod.ignore, source=str(src))
     model.eval()
     return model

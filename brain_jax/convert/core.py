@@ -7,6 +7,7 @@ this module applies it in both directions and refuses partial loads (through
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from collections.abc import Callable, Mapping
@@ -66,8 +67,20 @@ def norm_entries(ours: str, hf: str) -> dict[str, tuple[str, Hook]]:
 # --------------------------------------------------------------------------- checkpoint I/O
 
 
+# safetensors dtype names -> bytes per element; its header may be at most 100 MB (its own limit)
+_ST_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+_ST_MAX_HEADER = 100_000_000
+
+
+def _is_count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
 def _check_safetensors_file(path: Path) -> None:
-    """Detect truncation before safetensors does (its own error does not name the file)."""
+    """Validate the header against the file before safetensors reads it (its own errors do not name
+    the file): every entry has a known dtype, a shape and offsets holding exactly that many bytes,
+    inside the file."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
@@ -76,21 +89,54 @@ def _check_safetensors_file(path: Path) -> None:
         (n,) = struct.unpack("<Q", head)
         if n > size - 8:
             raise ConversionError(f"{path}: truncated safetensors header (needs {n} bytes, file has {size})")
-        header = json.loads(f.read(n))
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if n > _ST_MAX_HEADER:
+            raise ConversionError(f"{path}: safetensors header of {n:,} bytes, over its limit of {_ST_MAX_HEADER:,}")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ConversionError(f"{path}: corrupt safetensors header ({' '.join(str(e).split())})") from None
+    if not isinstance(header, dict):
+        raise ConversionError(f"{path}: safetensors header is a {type(header).__name__}, expected an object")
+    end = 0
+    for key, v in header.items():
+        if key == "__metadata__":
+            continue
+        shape, offsets = (v.get("shape"), v.get("data_offsets")) if isinstance(v, dict) else (None, None)
+        if not (isinstance(v, dict) and v.get("dtype") in _ST_ITEMSIZE and isinstance(shape, list)
+                and all(_is_count(d) for d in shape) and isinstance(offsets, list) and len(offsets) == 2
+                and all(_is_count(o) for o in offsets)):
+            raise ConversionError(f"{path}: tensor {key!r} has a malformed header entry {str(v)[:120]}; expected "
+                                  f"dtype (one of {', '.join(_ST_ITEMSIZE)}), shape and data_offsets")
+        nbytes = math.prod(shape) * _ST_ITEMSIZE[v["dtype"]]
+        if offsets[1] - offsets[0] != nbytes:
+            raise ConversionError(f"{path}: tensor {key!r}: data_offsets {offsets} do not hold a {v['dtype']} "
+                                  f"array of shape {tuple(shape)} ({nbytes} bytes)")
+        end = max(end, offsets[1])
     if 8 + n + end > size:
         raise ConversionError(
             f"{path}: truncated safetensors file: tensors need {8 + n + end} bytes, file has {size}"
         )
 
 
+def _check_finite(path: Path, tensors: Mapping[str, np.ndarray]) -> None:
+    bad = [k for k, a in tensors.items() if a.dtype.kind == "f" and not np.isfinite(a).all()]
+    if bad:
+        raise ConversionError(f"{path}: NaN or infinite values in {len(bad)} tensor(s): {', '.join(sorted(bad)[:5])}"
+                              + (" ..." if len(bad) > 5 else ""))
+
+
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All tensors of a safetensors file as numpy arrays of the declared dtype and shape, all finite;
+    ConversionError naming the file otherwise."""
     path = Path(path)
     _check_safetensors_file(path)
     try:
-        return dict(load_file(str(path)))
+        tensors = dict(load_file(str(path)))
     except Exception as e:  # corrupt header, bad dtype...
-        raise ConversionError(f"{path}: cannot read safetensors file: {e}") from e
+        raise ConversionError(f"{path}: cannot read safetensors file: {' '.join(str(e).split())}") from e
+    _check_finite(path, tensors)
+    return tensors
 
 
 def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
@@ -104,18 +150,35 @@ def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ConversionError(f"{path}: cannot load with torch.load(weights_only=True): {e}") from e
-    return {k: v.detach().float().numpy() if v.dtype == torch.bfloat16 else v.detach().numpy() for k, v in sd.items()}
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise ConversionError(f"{path}: expected a state dict (tensor names -> tensors), got {type(sd).__name__}")
+    tensors = {k: v.detach().float().numpy() if v.dtype == torch.bfloat16 else v.detach().numpy()
+               for k, v in sd.items()}
+    _check_finite(path, tensors)
+    return tensors
 
 
 def read_json(path: Path) -> dict:
     """The JSON object in file ``path``; invalid JSON or another kind of value is an error naming the file."""
     try:
         value = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConversionError(f"{path}: invalid JSON: {e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ConversionError(f"{path}: invalid JSON: {' '.join(str(e).split())}") from None
     if not isinstance(value, dict):
         raise ConversionError(f"{path}: expected a JSON object, got {type(value).__name__}")
     return value
+
+
+def _shard_files(index: Path) -> list[str]:
+    """The shard file names of a sharded checkpoint's index: plain names of files beside it."""
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise ConversionError(f"{index}: no weight_map object")
+    values = list(weight_map.values())
+    bad = [str(n) for n in values if not isinstance(n, str) or Path(n).name != n or n in ("", ".", "..")]
+    if bad:
+        raise ConversionError(f"{index}: weight_map names {bad[:3]}; expected file names in {index.parent}")
+    return sorted(set(values))
 
 
 def load_hf_checkpoint(src: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
@@ -139,10 +202,9 @@ def load_hf_checkpoint(src: str | os.PathLike) -> tuple[dict, dict[str, np.ndarr
     if (path / "model.safetensors").is_file():
         tensors = read_safetensors(path / "model.safetensors")
     elif index.is_file():
-        weight_map = read_json(index).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise ConversionError(f"{index}: no weight_map object")
-        for f in sorted(set(weight_map.values())):
+        for f in _shard_files(index):
+            if not (path / f).is_file():
+                raise ConversionError(f"{index}: names shard {f}, which {path} does not hold")
             tensors.update(read_safetensors(path / f))
     elif (path / "pytorch_model.bin").is_file():
         tensors = _read_torch_bin(path / "pytorch_model.bin")

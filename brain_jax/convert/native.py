@@ -78,7 +78,8 @@ def load_native(src: str | os.PathLike, dtype: jnp.dtype = jnp.float32) -> nnx.M
         raise ConversionError(
             f"{path / META_FILE}: model_type {meta['model_type']!r} disagrees with config {cfg.model_type!r}"
         )
-    model = abstract(lambda: mod.from_config(cfg, dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1)))
+    model = abstract(lambda: mod.from_config(cfg, dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1)),
+                     where=str(path / META_FILE))
     params_path = path / PARAMS_FILE
     if not params_path.is_file():
         raise FileNotFoundError(f"{path}: no {PARAMS_FILE}")

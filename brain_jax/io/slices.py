@@ -26,16 +26,30 @@ Format notes (conventions chosen here, documented because they change numbers do
   used by DICOM axial scans: rows run anterior -> posterior (top to bottom) and columns run patient
   right -> left, so the patient's left is on the right of the picture. Spacing is (zoom along the
   A-P axis, zoom along the R-L axis). 2-D files are treated as a single axial slice.
+
+Corrupt or hostile files: sizes declared in headers are checked before anything is decoded
+(``brain_jax.io.guards``: at most ``MAX_PIXELS`` per slice and ``MAX_VOXELS`` per volume read whole,
+zlib streams bounded, MATLAB v5 element codes checked before scipy sees them, no HDF5 links or
+storage in other files). Any failure is one ValueError that starts with the file's path; warnings and
+log lines the libraries emit while reading become the slice's ``notes`` instead of lines on stderr.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import logging
 import os
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-# Figshare brain tumour dataset: 0.49 mm pixels at 512 x 512 (REFERENCE.md).
+from brain_jax.io.guards import (MAX_VOXELS, check_file_size, check_mat5, check_size, h5_array, inflate, one_line,
+                                 open_image)
+
+# Figshare brain tumour dataset: 0.49 mm pixels at 512 x 512 (the dataset's stated in-plane spacing).
 FIGSHARE_SPACING_MM = 0.49
 FIGSHARE_NATIVE_SIZE = 512
 
@@ -111,16 +125,57 @@ def read_slice(path: str | os.PathLike, slice_index: int | None = None) -> Slice
     if slice_index is not None and kind not in ("nifti", "dicom"):
         raise ValueError(f"{p}: a slice index was given but a {kind} file holds a single slice")
     reader = {"image": _read_pil, "mat": _read_mat, "dicom": _read_dicom, "nifti": _read_nifti}[kind]
+    notes: list[str] = []
     try:
-        sl = reader(p, slice_index) if kind in ("nifti", "dicom") else reader(p)
-    except (ValueError, FileNotFoundError):
-        raise
-    except Exception as e:  # library-specific parse errors -> one clear message
-        raise ValueError(f"{p}: cannot read as {kind} ({type(e).__name__}: {e})") from e
-    return _validated(sl)
+        with _library_messages(notes):
+            sl = reader(p, slice_index) if kind in ("nifti", "dicom") else reader(p)
+    except Exception as e:  # noqa: BLE001  (h5py, pydicom, nibabel, PIL raise many types on corrupt files)
+        if isinstance(e, (ValueError, FileNotFoundError)) and str(e).startswith(f"{p}:"):
+            raise  # ours: already names the file and what was expected
+        raise ValueError(f"{p}: cannot read as {kind} ({one_line(e)})") from e
+    return _validated(dataclasses.replace(sl, notes=sl.notes + tuple(dict.fromkeys(notes))))
 
 
 # ----------------------------------------------------------------------------------------- helpers
+
+
+class _NoteHandler(logging.Handler):
+    """Log records -> one-line notes."""
+
+    def __init__(self, notes: list[str]):
+        super().__init__()
+        self.notes = notes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.notes.append(" ".join(f"{record.name}: {record.getMessage()}".split()))
+
+
+@contextlib.contextmanager
+def _library_messages(notes: list[str]) -> Iterator[None]:
+    """Collect the warnings and log lines (nibabel logs header fixes to stderr) of one read into
+    ``notes``; deprecation warnings pass through to the caller's filters."""
+    loggers = [logging.getLogger(n) for n in ("nibabel", "pydicom")]
+    saved = [(lg.handlers, lg.propagate) for lg in loggers]
+    handler = _NoteHandler(notes)
+    for lg in loggers:
+        lg.handlers, lg.propagate = [handler], False
+    # nibabel's own StreamHandler sits on "nibabel.global": removed meanwhile, its records go to `handler`
+    glob = logging.getLogger("nibabel.global")
+    glob_saved = (glob.handlers, glob.propagate)
+    glob.handlers, glob.propagate = [], True
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        for lg, (handlers, propagate) in zip(loggers, saved):
+            lg.handlers, lg.propagate = handlers, propagate
+        glob.handlers, glob.propagate = glob_saved
+    for w in caught:
+        if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        else:
+            notes.append(" ".join(f"{w.category.__name__}: {w.message}".split()))
 
 
 def _has_dicom_magic(p: Path) -> bool:
@@ -169,12 +224,12 @@ def _to_gray(arr: np.ndarray, p: Path, mode: str) -> tuple[np.ndarray, tuple[str
 
 
 def _read_pil(p: Path) -> Slice:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        im = Image.open(p)
-    except UnidentifiedImageError as e:
-        raise ValueError(f"{p}: not a readable image file ({e})") from e
+        im = open_image(p, str(p))
+    except UnidentifiedImageError:
+        raise ValueError(f"{p}: not a readable image file (PIL cannot identify it)") from None
     with im:
         if getattr(im, "n_frames", 1) > 1:
             raise ValueError(f"{p}: has {im.n_frames} frames/pages; expected a single 2-D image")
@@ -218,18 +273,22 @@ def _read_mat(p: Path) -> Slice:
 def _read_mat73(p: Path) -> Slice:
     import h5py
 
+    where = str(p)
     with h5py.File(p, "r") as f:
-        if "cjdata" in f and isinstance(f["cjdata"], h5py.Group) and "image" in f["cjdata"]:
+        link = f.get("cjdata", getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            raise ValueError(f"{p}: cjdata is a link to another file ({link.filename}); refused")
+        if link is not None and isinstance(f["cjdata"], h5py.Group) and "image" in f["cjdata"]:
             g = f["cjdata"]
             # h5py sees MATLAB's column-major arrays transposed.
-            image = np.asarray(g["image"][()]).T
+            image = h5_array(g, "image", where, "cjdata/image").T
             _check_numeric_2d(image, p, "cjdata/image")
             mask = None
             if "tumorMask" in g:
-                mask = _binary_mask(np.asarray(g["tumorMask"][()]).T, p, "cjdata/tumorMask")
+                mask = _binary_mask(h5_array(g, "tumorMask", where, "cjdata/tumorMask").T, p, "cjdata/tumorMask")
             return Slice(image.astype(np.float32), _figshare_spacing(image.shape), "mat-v7.3", str(p), mask)
-        if "image" in f and isinstance(f["image"], h5py.Dataset):
-            image = np.asarray(f["image"][()]).T
+        if "image" in f and isinstance(f.get("image", getlink=True), h5py.HardLink):
+            image = h5_array(f, "image", where, "image").T
             _check_numeric_2d(image, p, "image")
             return Slice(image.astype(np.float32), None, "mat-v7.3", str(p))
         keys = ", ".join(sorted(f.keys())) or "(none)"
@@ -239,10 +298,13 @@ def _read_mat73(p: Path) -> Slice:
 def _read_mat5(p: Path) -> Slice:
     import scipy.io
 
+    check_file_size(p, str(p))
+    data = p.read_bytes()
+    check_mat5(data, str(p))
     try:
-        d = scipy.io.loadmat(p, squeeze_me=True, struct_as_record=False)
-    except Exception as e:
-        raise ValueError(f"{p}: not a readable MATLAB file ({type(e).__name__}: {e})") from e
+        d = scipy.io.loadmat(io.BytesIO(data), squeeze_me=True, struct_as_record=False)
+    except Exception as e:  # noqa: BLE001  (scipy raises many types on corrupt files)
+        raise ValueError(f"{p}: not a readable MATLAB file ({one_line(e)})") from e
     if "cjdata" in d and hasattr(d["cjdata"], "image"):
         cj = d["cjdata"]
         image = np.asarray(cj.image)
@@ -272,26 +334,25 @@ def _read_dicom(p: Path, frame: int | None) -> Slice:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    _check_deflated_dicom(p)
     try:
-        ds = pydicom.dcmread(p)
+        # Large values (the pixel data) are read only when used, i.e. after the size checks below.
+        ds = pydicom.dcmread(p, defer_size="1 MB")
     except InvalidDicomError as e:
-        raise ValueError(f"{p}: not a DICOM file ({e})") from e
+        raise ValueError(f"{p}: not a DICOM file ({one_line(e)})") from e
     if "PixelData" not in ds:
         raise ValueError(f"{p}: DICOM file has no pixel data")
-    arr = np.asarray(ds.pixel_array)
-    spp = int(ds.get("SamplesPerPixel", 1))
-    nframes = int(ds.get("NumberOfFrames", 1) or 1)
-    notes: tuple[str, ...] = ()
-    if nframes > 1:
-        if frame is None:
-            raise ValueError(
-                f"{p}: multi-frame DICOM with {nframes} frames; pass a frame index (--slice)"
-            )
-        if not 0 <= frame < nframes:
-            raise ValueError(f"{p}: frame {frame} out of range; the file has {nframes} frames (0..{nframes - 1})")
-        arr = arr[frame]
-    elif frame not in (None, 0):
+    spp, nframes = _check_dicom_pixels(ds, p)
+    if nframes > 1 and frame is None:
+        raise ValueError(f"{p}: multi-frame DICOM with {nframes} frames; pass a frame index (--slice)")
+    if nframes > 1 and not 0 <= frame < nframes:
+        raise ValueError(f"{p}: frame {frame} out of range; the file has {nframes} frames (0..{nframes - 1})")
+    if nframes == 1 and frame not in (None, 0):
         raise ValueError(f"{p}: single-frame DICOM; slice index {frame} out of range")
+    arr = np.asarray(ds.pixel_array)
+    if nframes > 1:
+        arr = arr[frame]
+    notes: tuple[str, ...] = ()
     if spp == 1:
         img = arr.astype(np.float64)
         slope = float(ds.get("RescaleSlope", 1) or 1)
@@ -304,19 +365,70 @@ def _read_dicom(p: Path, frame: int | None) -> Slice:
         img, n2 = _to_gray(arr, p, str(ds.get("PhotometricInterpretation", "")))
         notes += n2
     spacing = None
-    if "PixelSpacing" in ds and ds.PixelSpacing is not None and len(ds.PixelSpacing) == 2:
-        spacing = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))  # (row, col) per the standard
+    if ds.get("PixelSpacing") is not None:
+        values = ds.PixelSpacing if isinstance(ds.PixelSpacing, Sequence) else [ds.PixelSpacing]
+        if len(values) == 2:
+            spacing = (float(values[0]), float(values[1]))  # (row, col) per the standard
+        else:
+            notes += (f"PixelSpacing with {len(values)} value(s) ignored: expected (row, column)",)
     return Slice(np.asarray(img, np.float32), spacing, "dicom", str(p), None, notes)
+
+
+def _check_deflated_dicom(p: Path) -> None:
+    """A deflated DICOM dataset is inflated whole by pydicom: bound what it inflates to first."""
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    try:
+        meta = pydicom.filereader.read_file_meta_info(p)
+    except Exception:  # noqa: BLE001  (not DICOM, or a broken meta group: dcmread reports it)
+        return
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    check_file_size(p, str(p))
+    # The dataset follows the meta group: 128-byte preamble, "DICM", the 12-byte group length element.
+    start = 132 + 12 + int(meta.get("FileMetaInformationGroupLength", 0))
+    inflate(p.read_bytes()[start:], str(p), wbits=-15)
+
+
+def _check_dicom_pixels(ds, p: Path) -> tuple[int, int]:
+    """Before decoding: a decoder for the transfer syntax is installed and the declared frame and
+    volume sizes are within the limits. Returns (samples per pixel, number of frames)."""
+    from pydicom.pixels import get_decoder
+
+    tsuid = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if tsuid is None:
+        raise ValueError(f"{p}: DICOM file without a transfer syntax (0002,0010); cannot decode its pixels")
+    try:
+        decoder = get_decoder(tsuid)
+    except NotImplementedError:
+        raise ValueError(f"{p}: pixel data in transfer syntax {tsuid.name}, which pydicom cannot decode") from None
+    if not decoder.is_available:
+        raise ValueError(
+            f"{p}: pixel data compressed as {tsuid.name} ({tsuid}) and no decoder for it is installed; "
+            f"install one of: {'; '.join(decoder.missing_dependencies)}, or decompress the file (e.g. dcmdjpeg)")
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    if rows <= 0 or cols <= 0 or nframes <= 0 or spp not in (1, 3, 4):
+        raise ValueError(f"{p}: DICOM declares {nframes} frame(s) of {rows} x {cols} x {spp} samples; "
+                         "expected positive sizes and 1, 3 or 4 samples per pixel")
+    check_size((rows, cols), str(p), "DICOM frame")
+    check_size((nframes, rows, cols, spp), str(p), "DICOM pixel data", MAX_VOXELS)
+    return spp, nframes
 
 
 def _read_nifti(p: Path, index: int | None) -> Slice:
     import nibabel as nib
 
     try:
-        img = nib.load(str(p))
-    except Exception as e:
-        raise ValueError(f"{p}: not a readable NIfTI file ({type(e).__name__}: {e})") from e
+        img = nib.load(str(p))  # reads the header only
+    except Exception as e:  # noqa: BLE001  (nibabel raises many types on corrupt headers)
+        raise ValueError(f"{p}: not a readable NIfTI file ({one_line(e)})") from e
     shape = tuple(img.shape)
+    check_size(shape, str(p), "NIfTI volume", MAX_VOXELS)
+    if 0 in shape:
+        raise ValueError(f"{p}: NIfTI volume of shape {shape} is empty")
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) not in (2, 3):

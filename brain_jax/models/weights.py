@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -15,6 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+
+# No published architecture here comes near this (ConvNeXt V2-H: 2.6 GB in float32).
+MAX_MODEL_BYTES = 64 * 2**30
 
 
 class WeightsMismatch(ValueError):
@@ -96,7 +101,7 @@ def _key_impl(dtype: Any) -> Any:
     return jax.random.key_impl(jnp.zeros((), dtype))
 
 
-def abstract(factory: Callable[[], nnx.Module]) -> nnx.Module:
+def abstract(factory: Callable[[], nnx.Module], *, where: str = "model config") -> nnx.Module:
     """``factory()`` without its random initialisation, for a model whose weights are assigned next.
 
     Random init compiles one XLA program per parameter shape (seconds for a tiny model on a busy CPU,
@@ -104,8 +109,15 @@ def abstract(factory: Callable[[], nnx.Module]) -> nnx.Module:
     Params/BatchStats become zeros (placeholders: fill every one, e.g. with ``assign``) and its RNG streams
     get fresh concrete keys (of the implementation the factory chose) so that training mode still works.
     Falls back to ``factory()`` if the model holds any other array state (e.g. a constant buffer).
+    A model larger than ``MAX_MODEL_BYTES`` is refused before anything is allocated (``where`` names the
+    configuration it came from, e.g. a config.json with a mistyped size).
     """
     model = nnx.eval_shape(factory)
+    total = sum(math.prod(v.get_value().shape) * np.dtype(v.get_value().dtype).itemsize
+                for v in model_variables(model).values())
+    if total > MAX_MODEL_BYTES:
+        raise ValueError(f"{where}: the model it describes would hold {total / 2**30:.0f} GiB of weights "
+                         f"(more than {MAX_MODEL_BYTES // 2**30} GiB): check its sizes")
     seeds = itertools.count(1)
     fills: list[tuple[nnx.Variable, Callable[[], Any]]] = []
     for _, node in nnx.iter_graph(model):
