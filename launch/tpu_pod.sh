@@ -15,7 +15,9 @@ if [ $# -lt 4 ]; then
   exit 2
 fi
 TPU_NAME=$1; ZONE=$2; CONFIG=$3; WORKDIR=$4; shift 4
-EXTRA=$(printf ' %q' "$@")
+# Each override quoted for the VM's shell (printf with no arguments would still print one empty '').
+EXTRA=""
+if [ $# -gt 0 ]; then EXTRA=$(printf ' %q' "$@"); fi
 REPO=${BRAIN_JAX_REPO:-'~/brain-jax'}
 gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command "
   cd $REPO && \

@@ -167,9 +167,9 @@ def load_model_from_workdir(wd: str | Path, dtype: Any = jnp.float32, *, which: 
     config = workdir.read_config(wd)
     meta = workdir.read_model_json(wd)
     if meta is not None:
-        model = abstract(lambda: model_from_json(meta, dtype))
+        model = abstract(lambda: model_from_json(meta, dtype), where=str(wd / workdir.MODEL))
     else:
-        model = abstract(lambda: create_model(config, dtype=dtype, with_init=False))
+        model = abstract(lambda: create_model(config, dtype=dtype, with_init=False), where=str(wd / workdir.CONFIG))
     flat, step, src = checkpoints.load_weights(wd, which=which, best_mode=str(config.get("best_mode", "max")))
     weights = "ema." if any(k.startswith("ema.") for k in flat) else "params."
     arrays = {k.split(".", 1)[1]: a for k, a in flat.items() if k.startswith((weights, "batch_stats."))}

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from brain_jax.train import builders, engine, optim
+from brain_jax.train import builders, engine, faults, optim
 from brain_jax.train.checkpoints import Checkpointer, abstract_like, has_checkpoint
 from brain_jax.train.data import DataSource, PipelineData
 from brain_jax.train.evaluate import evaluate_split, scalars
@@ -24,6 +25,10 @@ from brain_jax.workdir import CONFIG, config_to_dict, read_config_dict, write_co
 
 # A hook is called after every step as hook(step, state, metrics) (tests use it to inject signals).
 Hook = Callable[[int, Any, Any], None]
+# After a SIGTERM stop whose checkpoint every process has saved, process 0 writes the step to the file
+# this variable names: a launcher's proof of a clean stop, where exit statuses cannot tell one (a process
+# killed by SIGTERM and one that saved and exited 143 look alike).
+STOPPED_FILE_ENV = "BRAIN_JAX_STOPPED_FILE"
 
 
 class TrainingDiverged(ValueError):
@@ -122,7 +127,10 @@ def lr_scales_for(parts: engine.ModelParts, layer_decay: float) -> Any | None:
 
 
 class _SignalFlag:
-    """Remembers SIGTERM (preemption) so the loop can checkpoint and exit between steps."""
+    """Remembers SIGTERM (preemption) so the loop can checkpoint and exit between steps.
+
+    The flag is this process's only: ``_StopVote`` turns the flags of all processes into one decision.
+    """
 
     def __init__(self, enabled: bool):
         self.received = False
@@ -140,6 +148,31 @@ class _SignalFlag:
     def restore(self) -> None:
         if self._old is not None:
             signal.signal(signal.SIGTERM, self._old)
+
+
+class _StopVote:
+    """All processes agree on the step at which they stop, whichever of them got the signal, and when.
+
+    Every step each process contributes its flag to a max-reduction over the mesh (a tiny collective
+    jitted beside the train step) and reads the reduction dispatched at the previous step, which every
+    process reads at the same step: the stop lands one step after the first signal, on every process.
+    Reading one step late never waits for the step just dispatched, so the host keeps its lead over the
+    devices. A process stopping on its own would leave the others waiting at the next collective.
+    """
+
+    def __init__(self, mesh: jax.sharding.Mesh):
+        self._sharding = engine.batch_sharding(mesh)
+        self._local = engine.local_batch_multiple(mesh)  # this process's devices in the mesh
+        self._reduce = jax.jit(jnp.max, out_shardings=engine.replicated(mesh))
+        self._pending: jax.Array | None = None
+
+    def vote(self, flag: bool) -> bool:
+        """Cast this step's flag; True when the vote cast at the previous step says stop."""
+        mine = np.full((self._local,), int(flag), np.int32)
+        now = self._reduce(jax.make_array_from_process_local_data(self._sharding, mine))
+        previous, self._pending = self._pending, now
+        # replicated: the local copy is the global value, on every process
+        return previous is not None and bool(np.asarray(previous.addressable_data(0)))
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -170,8 +203,13 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Train (resuming from the workdir's latest checkpoint), evaluating and checkpointing as configured.
 
+    SIGTERM on any process (preemption) stops every process at the same step, one step after the first
+    signal, with a checkpoint saved there. A resume restores the newest checkpoint that loads (damaged
+    ones are skipped with a warning) and drops log rows of later steps, so each step is logged once.
+
     Returns ``{"status": "done" | "preempted", "step": int, "eval": {...last eval summary...}}``.
-    Raises TrainingDiverged on a non-finite loss (the last good checkpoint stays), ValueError /
+    Raises TrainingDiverged on a non-finite loss (the last good checkpoint stays), CheckpointWriteError
+    when a checkpoint cannot be written (e.g. a full disk; earlier checkpoints stay loadable), ValueError /
     FileNotFoundError on bad configs, workdirs or missing datasets, before writing anything.
     """
     # ---- set-up and checks (nothing is written until all pass)
@@ -212,7 +250,8 @@ def train_and_evaluate(
         write_config(workdir, config)
         if hasattr(model, "config"):
             write_model_json(workdir, model.config.model_type, dataclasses.asdict(model.config))
-    writer = MetricWriter(workdir, enabled=is_main)
+    # rows and events logged after the restored step (before a crash) are dropped: they are logged again
+    writer = MetricWriter(workdir, enabled=is_main, resumed_from=start if start else None)
 
     train_step = engine.jit_train_step(
         engine.make_train_step(parts, tx, schedule, lc, seed=int(config.seed), ema_decay=float(opt_cfg.ema_decay)),
@@ -249,9 +288,11 @@ def train_and_evaluate(
 
     # ---- loop
     flag = _SignalFlag(handle_sigterm)
+    votes = _StopVote(mesh)
     bar = _progress(total_steps, start, bool(config.progress_bar) and is_main)
     status, last_eval, pending, step = "done", {}, [], start
     t_log, n_log, waited = time.perf_counter(), 0, 0.0
+    failed = True
     try:
         for step in range(start + 1, total_steps + 1):
             t_data = time.perf_counter()
@@ -277,14 +318,6 @@ def train_and_evaluate(
                 if bar is not None:
                     bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.1f}")
                 check_finite(step)
-            if flag.received:
-                check_finite(step)
-                ckpt.save(step, state, train_it.get_state(), force=True)
-                ckpt.wait()
-                status = "preempted"
-                if is_main:
-                    print(f"SIGTERM: saved checkpoint at step {step} in {workdir}; exiting", flush=True)
-                break
             do_eval = bool(eval_split) and ((eval_every > 0 and step % eval_every == 0) or step == total_steps)
             do_ckpt = (ckpt_every > 0 and step % ckpt_every == 0) or step == total_steps
             if do_eval or do_ckpt:
@@ -294,11 +327,33 @@ def train_and_evaluate(
             if do_eval:
                 last_eval = run_eval(step)
                 ckpt.save_best(step, state, train_it.get_state(), last_eval)
+            faults.after_step(step)
+            # After this step's own eval and checkpoint, so that a stop never skips them (a resumed run
+            # starts at the next step); on the last step the run simply ends.
+            if votes.vote(flag.received) and step < total_steps:
+                check_finite(step)
+                if not do_ckpt:
+                    ckpt.save(step, state, train_it.get_state(), force=True)
+                ckpt.wait()
+                status = "preempted"
+                seen = "received here" if flag.received else "received by another process"
+                print(f"SIGTERM ({seen}): process {jax.process_index()} saved checkpoint at step {step} in "
+                      f"{workdir}; exiting", flush=True)
+                if is_main and os.environ.get(STOPPED_FILE_ENV):
+                    Path(os.environ[STOPPED_FILE_ENV]).write_text(f"{step}\n")
+                break
+        failed = False
     finally:
         flag.restore()
         if bar is not None:
             bar.close()
-        ckpt.close()
-        writer.close()
+        errors = []
+        for close in (ckpt.close, writer.close):
+            try:
+                close()
+            except Exception as e:  # after a failure (a full disk) closing fails too: the first error is raised
+                errors.append(e)
+        if errors and not failed:
+            raise errors[0]
     return {"status": status, "step": step, "total_steps": total_steps, "eval": last_eval, "state": state}
 
