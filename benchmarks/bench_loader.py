@@ -8,8 +8,8 @@ folder, builds them with the project's own builders, and reads them through
 ``input_pipeline.make_loader``:
 
 - Figshare: MATLAB v7.3 (HDF5) ``N.mat`` files in the ``cjdata`` layout (int16 512x512 slices, about
-  one in twenty 256x256, with a tumour mask), written with h5py behind MATLAB's 512-byte header,
-  plus ``cvind.mat``;
+  one in twenty 256x256, with a tumour mask) and ``cvind.mat``, written by ``input_pipeline.synthetic``
+  as MATLAB writes them (HDF5 behind a 512-byte header);
 - Kaggle: 8-bit JPEGs (grayscale and RGB-encoded) of varying sizes around 512x512 in
   ``Training|Testing/<class>/`` folders.
 
@@ -41,7 +41,6 @@ import numpy as np
 
 # Training step rates measured on one H200 (benchmarks/results/h200_2026-11-27.md, bf16): image size -> rate.
 GPU_RATES = {224: ("ConvNeXt V2-T", 3066.0), 512: ("SegFormer-B0", 1129.0)}
-MATLAB_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Sun Nov 29 12:00:00 2026 HDF5 schema 1.00 ."
 FIGSHARE_LABELS = (1.0, 2.0, 3.0)  # meningioma, glioma, pituitary
 KAGGLE_CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
 
@@ -61,27 +60,10 @@ def mri_like(rng: np.random.Generator, h: int, w: int, peak: float) -> tuple[np.
     return np.clip(img, 0, None) * peak, lesion & head
 
 
-def write_mat_v73(path: Path, image: np.ndarray, mask: np.ndarray, label: float, pid: str) -> None:
-    """A ``cjdata`` .mat as MATLAB -v7.3 writes it: HDF5 behind a 512-byte header, arrays column-major
-    (h5py sees them transposed), label double, PID as uint16 character codes."""
-    import h5py
-
-    with h5py.File(path, "w", userblock_size=512) as f:
-        g = f.create_group("cjdata")
-        g.create_dataset("image", data=np.asarray(image, np.int16).T)
-        g.create_dataset("tumorMask", data=np.asarray(mask, np.uint8).T)
-        g.create_dataset("label", data=np.array([[label]], np.float64))
-        g.create_dataset("PID", data=np.array([[ord(c) for c in pid]], np.uint16).T)
-        g.create_dataset("tumorBorder", data=np.zeros((1, 4)))
-        g["PID"].attrs["MATLAB_class"] = np.bytes_("char")
-    with open(path, "r+b") as fh:
-        fh.write(MATLAB_HEADER.ljust(512, b" "))
-
-
 def write_figshare(folder: Path, count: int, seed: int = 0) -> tuple[Path, str]:
     """``count`` slices (every 20th at 256x256, 4 a patient, patients spread over the 5 folds) zipped as
     shipped, and ``cvind.mat``; returns the folder and the split holding every fold written."""
-    import h5py
+    from input_pipeline.synthetic import write_cvind, write_figshare_mat
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -92,14 +74,11 @@ def write_figshare(folder: Path, count: int, seed: int = 0) -> tuple[Path, str]:
             image, mask = mri_like(rng, size, size, peak=rng.uniform(600, 1400))
             patient = (n - 1) // 4
             path = folder / f"{n}.mat"
-            write_mat_v73(path, image.astype(np.int16), mask, FIGSHARE_LABELS[patient % 3], f"{100000 + patient}")
+            write_figshare_mat(path, image.astype(np.int16), mask, FIGSHARE_LABELS[patient % 3], f"{100000 + patient}")
             zf.write(path, f"{n}.mat")
             path.unlink()
             folds.append(patient % 5 + 1)
-    with h5py.File(folder / "cvind.mat", "w", userblock_size=512) as f:
-        f.create_dataset("cvind", data=np.asarray(folds, np.float64)[None, :])
-    with open(folder / "cvind.mat", "r+b") as fh:
-        fh.write(MATLAB_HEADER.ljust(512, b" "))
+    write_cvind(folder / "cvind.mat", folds)
     return folder, "+".join(f"fold{k}" for k in sorted(set(folds)))
 
 

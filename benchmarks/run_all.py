@@ -10,7 +10,7 @@ after each row and ``OUT/summary.md`` / ``summary.json`` at the
 end. ``torch.compile`` costs a minute or more per model; a row starts it only if the budget left covers
 ``--compile-cost-s`` (and the model is in ``--compile-models``), and the summary says which rows were
 compared against eager only. For context the
-summary also lists the peer figures measured earlier on an H200 (``../shared/REFERENCE.md``); the
+summary also lists peer figures measured earlier on an H200 (PyTorch 2.x, bf16 autocast, AdamW); the
 verdict uses the numbers measured in this run.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ SUITES = {
         ("segformer", "test", 2, 64, "auto"),
     ],
 }
-# Peer images/s (eager, torch.compile) measured on an H200, bf16 autocast (REFERENCE.md); context only.
+# Peer images/s (eager, torch.compile) measured earlier on an H200, bf16 autocast, AdamW; context only.
 REFERENCE_H200 = {"convnextv2": (1289, 3390), "convnext": (2822, 4224), "swin": (2220, 3756),
                   "vit": (2549, 1979), "segformer": (351, 508)}
 TARGET = 1.25
@@ -121,7 +121,7 @@ def _write(out: Path, summary: list[dict], args: argparse.Namespace) -> None:
                 for k in r["results"] if k.startswith("jax") and "device" in r["results"][k]), "?")
     lines = [f"# Training throughput, {'fp32' if args.fp32 else 'bf16'} compute, images/s ({dev})", "",
              "| model | batch @ px | JAX (best mode) | torch eager | torch.compile | JAX / best torch here | "
-             f"≥ {TARGET}× | REFERENCE H200 eager / compile |",
+             f"≥ {TARGET}× | earlier H200 peer eager / compile |",
              "|---|---|---|---|---|---|---|---|"]
     for r in summary:
         if "skipped" in r:

@@ -13,17 +13,25 @@ VERBS = {
     "train": ("train", "train (or resume) a model from a config file into a workdir"),
     "eval": ("evaluate", "evaluate a workdir's best (else latest) checkpoint on a dataset split"),
     "predict": ("predict", "classify or segment image files or folders with a trained workdir"),
-    "report": ("report", "write report.md and figures from a workdir's evaluation results"),
+    "explain": ("explain", "saliency maps (Grad-CAM, integrated gradients, attention rollout) of a trained workdir "
+                           "on image files"),
+    "report": ("report", "write report.md and figures from a workdir's evaluation results (or a compare / suite / "
+                         "study folder)"),
+    "compare": ("compare", "compare models evaluated on the same examples: intervals, McNemar, paired bootstrap"),
+    "suite": ("suite", "run configs over K folds or N seeds and tabulate mean ± sd with per-fold rows"),
+    "study": (None, "studies over several trainings (study leakage: random vs patient/group split)"),
     "convert": ("convert", "Hugging Face <-> brain-jax weights"),
     "data": (None, "build and audit datasets (data build / data audit)"),
 }
-CONFIG_VERBS = ("train", "eval")  # verbs that take --config.FIELD=VALUE overrides
+CONFIG_VERBS = ("train", "eval", "suite", "study")  # verbs that take --config.FIELD=VALUE overrides
 
 
 def _handler(name: str):
     def run(args: argparse.Namespace) -> int:
         # start-up: `brain-jax --help` must not pay for importing jax, orbax and TensorFlow
-        from brain_jax.app import commands
+        from brain_jax.app import commands, compile_cache
+
+        compile_cache.configure(compile_cache.resolve(args.compile_cache, args.no_compile_cache))
 
         return int(getattr(commands, name)(args) or 0)
 
@@ -35,13 +43,28 @@ def _verb(sub, verb: str, **kwargs) -> argparse.ArgumentParser:
     p = sub.add_parser(verb, help=text, description=text, **kwargs)
     if handler:
         p.set_defaults(func=_handler(handler))
+        _cache_options(p)
     return p
 
 
-def _config_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True,
-                   help="experiment config: configs/FILE.py[:ARG], e.g. configs/convnextv2_cls.py:variant=tiny")
+def _cache_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compile-cache", metavar="DIR", default=None,
+                   help="persistent XLA compilation cache (default: $BRAIN_JAX_COMPILATION_CACHE, else "
+                        "$XDG_CACHE_HOME/brain-jax/xla or ~/.cache/brain-jax/xla)")
+    p.add_argument("--no-compile-cache", action="store_true", help="compile everything afresh, keep nothing")
+
+
+def _config_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--config", required=required,
+                   help="experiment config: configs/FILE.py[:ARG], e.g. configs/convnextv2_cls.py:variant=tiny"
+                        + ("" if required else " (default: the workdir's own config.json)"))
     p.add_argument("--workdir", required=True, help="run folder (created by train; read by eval)")
+
+
+def _bootstrap_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resamples", type=int, default=2000,
+                   help="cluster-bootstrap resamples behind each 95%% interval (default: 2000)")
+    p.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap draws (default: 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     _config_options(tr)
 
     ev = _verb(sub, "eval")
-    _config_options(ev)
+    _config_options(ev, required=False)
     ev.add_argument("--split", default=None, help="dataset split (default: the config's data.eval_split)")
+    ev.add_argument("--explain", type=int, default=0, metavar="N",
+                    help="add N cases per class to the report as a saliency panel (every method the model "
+                         "supports) with localisation numbers where masks are known")
+    ev.add_argument("--explain-layer", type=int, default=None, metavar="K",
+                    help="Grad-CAM at stage / block K instead of the model's default layer")
+    _bootstrap_options(ev)
 
     pr = _verb(sub, "predict")
     pr.add_argument("--workdir", required=True, help="a training workdir")
@@ -71,8 +100,61 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
     pr.add_argument("images", nargs="+", help="PNG/JPG/TIFF, Figshare .mat, DICOM or NIfTI files, or folders of them")
 
+    ex = _verb(sub, "explain")
+    ex.add_argument("--workdir", required=True, help="a training workdir")
+    ex.add_argument("--method", default="gradcam",
+                    help="comma-separated: gradcam, ig (integrated gradients), rollout (ViT), or all "
+                         "(default: gradcam)")
+    ex.add_argument("--class", dest="class_name", default=None,
+                    help="explain this class (default: the predicted class; segmentation: tumour)")
+    ex.add_argument("--layer", type=int, default=None,
+                    help="Grad-CAM at stage / block K (default: the model's documented layer)")
+    ex.add_argument("--steps", type=int, default=50, help="integrated-gradient steps (default: 50)")
+    ex.add_argument("--baseline", default="zeros", choices=["zeros", "black"],
+                    help="integrated-gradient baseline: zeros of the normalised input (the mean image) or an "
+                         "image of intensity 0 (default: zeros)")
+    ex.add_argument("--out", default=None, help="folder for overlays, raw maps, explain.json and explain.csv "
+                                                "(default: WORKDIR/explain)")
+    ex.add_argument("--slice", type=int, default=None,
+                    help="axial slice of a NIfTI volume (default: middle) or frame of a multi-frame DICOM")
+    ex.add_argument("--batch-size", type=int, default=8, help="images per pass (default: 8)")
+    ex.add_argument("images", nargs="+", help="PNG/JPG/TIFF, Figshare .mat, DICOM or NIfTI files, or folders of them")
+
     re_ = _verb(sub, "report")
-    re_.add_argument("--workdir", required=True, help="a workdir with metrics.json (run eval first)")
+    re_.add_argument("--workdir", required=True,
+                     help="a workdir with metrics.json (run eval first), or the --out folder of compare / suite / "
+                          "study")
+
+    cm = _verb(sub, "compare")
+    cm.add_argument("workdirs", nargs="+", help="two or more workdirs evaluated on the same split")
+    cm.add_argument("--out", required=True, help="folder for compare.md, compare.json and figures")
+    cm.add_argument("--split", default="test", help="the evaluated split to compare (default: test)")
+    cm.add_argument("--names", default=None, help="comma-separated model names, one per workdir (default: "
+                                                  "model name and variant from each config)")
+    _bootstrap_options(cm)
+
+    su = _verb(sub, "suite")
+    su.add_argument("--config", required=True, help="experiment config: configs/FILE.py[:ARG]")
+    su.add_argument("--models", nargs="+", default=[], metavar="CONFIG",
+                    help="more configs (one per model) run over the same folds / seeds, e.g. "
+                         "configs/paper/classifier.py:model=swin")
+    runs = su.add_mutually_exclusive_group(required=True)
+    runs.add_argument("--folds", type=int, default=0, help="K folds (Figshare cvind folds, or grouped K-fold)")
+    runs.add_argument("--seeds", type=int, default=0, help="N seeds on one split")
+    su.add_argument("--out", required=True, help="suite folder (workdirs, tables); rerun to resume")
+    su.add_argument("--index", type=int, default=None,
+                    help="run only fold / seed I (0-based, e.g. $SLURM_ARRAY_TASK_ID); rerun without it to tabulate")
+    _bootstrap_options(su)
+
+    st = _verb(sub, "study")
+    ssub = st.add_subparsers(dest="study", required=True, metavar="STUDY")
+    lk = ssub.add_parser("leakage", help="train a config under a random slice-level split and a patient/group "
+                                         "split of the same pool; report the accuracy difference and the copies")
+    lk.add_argument("--config", required=True, help="classification config: configs/FILE.py[:ARG]")
+    lk.add_argument("--out", required=True, help="study folder (two workdirs, leakage.md, leakage.json)")
+    _bootstrap_options(lk)
+    lk.set_defaults(func=_handler("study_leakage"))
+    _cache_options(lk)
 
     co = _verb(sub, "convert")
     co.add_argument("--hf", help="HF Hub id or save_pretrained folder to import")
@@ -92,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="builder config (brain_phantoms: tiny, small, large; default: the builder's own)")
     db.add_argument("--skip-bad", action="store_true", help="skip unreadable files and report the count")
     db.set_defaults(func=_handler("data_build"))
+    _cache_options(db)
     dau = dsub.add_parser("audit", help="report exact / near duplicates within and across sources and splits")
     dau.add_argument("names", nargs="*", help="dataset names, optionally NAME:SPLIT (default: the --config's pool)")
     dau.add_argument("--data-dir", required=True, help="TFDS data folder the datasets were built into")
@@ -100,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="experiment config whose splits to tabulate (class x source x split, duplicates "
                           "dropped, largest duplicate groups), e.g. configs/convnextv2_cls.py:dataset=merged")
     dau.set_defaults(func=_handler("data_audit"))
+    _cache_options(dau)
     return p
 
 

@@ -28,6 +28,8 @@ def get_config(arg: str | None = None):
     c.optimizer.warmup_steps = 10
     c.batch_size = 32
     c.eval_batch_size = 64
+    # one device: the two models train at once, in two processes (brain_jax.app.demo), each on one core
+    c.mesh.num_devices = 1
     if a.task == "classification":
         c.model.name = "convnextv2"
         c.model.variant = "test"

@@ -15,6 +15,14 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _compilation_cache(tmp_path_factory):
+    """The CLI's persistent compilation cache (and that of the processes tests start) in a temporary
+    folder, never the user's own."""
+    os.environ["BRAIN_JAX_COMPILATION_CACHE"] = str(tmp_path_factory.mktemp("xla_cache"))
+    yield
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _torch_threads():
     try:
         import torch

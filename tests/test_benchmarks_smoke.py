@@ -51,3 +51,19 @@ def test_bench_loader_tiny(tmp_path):
         for rate in (r["images_per_s"], r["images_per_cpu_s"]):
             assert 0 < rate["q1"] <= rate["median"] <= rate["q3"]
     assert doc["feeding_cores"] == []  # no GPU rate is recorded for 64 px
+
+
+@pytest.mark.torch
+def test_bench_cpu_inference_tiny(tmp_path):
+    doc = run_script("bench_cpu_inference.py", tmp_path / "cpu.json", "--models", "convnextv2,segformer")
+    assert doc["benchmark"] == "cpu_inference" and doc["versions"]["torch"] and doc["versions"]["jax"]
+    rows = doc["rows"]
+    assert [(r["model"], r["batch"]) for r in rows] == [(m, b) for m in ("convnextv2", "segformer") for b in (1, 2)]
+    for r in rows:
+        assert r["variant"] == "test" and r["repeats"] == 2 and set(r["times_s"]) == {"brain_jax", "torch_eager"}
+        assert len(r["loadavg_1min"]) == 2 and min(r["loadavg_1min"]) >= 0
+        assert all(len(ts) == 2 and min(ts) > 0 for ts in r["times_s"].values())
+        # the same weights on both sides: the logits agree (SegFormer's at H/4, transposed to NHWC)
+        assert r["max_abs_diff"]["eager"] < 1e-4, r["max_abs_diff"]
+        ratio = r["ratio_vs_torch_eager"]
+        assert 0 < ratio["q1"] <= ratio["median"] <= ratio["q3"]

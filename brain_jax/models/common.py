@@ -35,6 +35,36 @@ def layer_norm(dim: int, eps: float, *, dtype: Any, rngs: nnx.Rngs) -> nnx.Layer
                          rngs=rngs)
 
 
+class PatchConv(nnx.Conv):
+    """``nnx.Conv`` with a k×k kernel, stride k and no padding (a patchify stem or downsampler; k = 1 is a
+    pointwise projection), computed as one matrix multiply over the non-overlapping k×k patches.
+
+    Same parameters, init and numbers as the convolution (sizes that k does not divide are floored, as
+    VALID and PyTorch do); XLA:CPU runs these convolutions, and their gradients, several times slower
+    than the equivalent dot. Build it with :func:`patch_conv`.
+    """
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        kh, kw = self.kernel_size
+        b, h, w, c = inputs.shape
+        ho, wo = h // kh, w // kw
+        x = inputs[:, : ho * kh, : wo * kw, :]
+        if kh * kw > 1:  # (B, ho, kh, wo, kw, C) -> (B, ho, wo, kh, kw, C): HWIO order of the kernel
+            x = x.reshape(b, ho, kh, wo, kw, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, ho, wo, kh * kw * c)
+        kernel = self.kernel[...].reshape(kh * kw * c, -1)
+        bias = self.bias[...] if self.bias is not None else None
+        x, kernel, bias = self.promote_dtype((x, kernel, bias), dtype=self.dtype)
+        y = jax.lax.dot_general(x, kernel, (((3,), (0,)), ((), ())), precision=self.precision)
+        return y if bias is None else y + bias
+
+
+def patch_conv(d_in: int, d_out: int, k: int, *, use_bias: bool = True, dtype: Any, kernel_init: Callable,
+               rngs: nnx.Rngs) -> PatchConv:
+    """A k×k stride-k unpadded convolution with float32 params (see :class:`PatchConv`)."""
+    return PatchConv(d_in, d_out, (k, k), strides=(k, k), padding="VALID", use_bias=use_bias, dtype=dtype,
+                     param_dtype=jnp.float32, kernel_init=kernel_init, rngs=rngs)
+
+
 class Dense(nnx.Module):
     """A holder for one Linear layer named ``dense`` (HF's ``*.output.dense`` / ``intermediate.dense``)."""
 
@@ -99,19 +129,61 @@ def depthwise_conv2d(
     return _shift_add(x, kernel, padding)
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _shift_add(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
-    # jitted so that eager callers compile one program per shape instead of ~3·k² tiny ones
+def _pad_hw(x: jax.Array, pad: int) -> jax.Array:
+    """Zero-pad the two spatial axes of NHWC ``x`` by ``pad`` on each side."""
+    return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+
+def _correlate(xp: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Valid depthwise correlation of the padded NHWC ``xp`` with a (k_h, k_w, 1, C) kernel: k_h·k_w
+    shifted multiply-adds, which XLA fuses into one loop over the output."""
     k_h, k_w = kernel.shape[0], kernel.shape[1]
-    h_out = x.shape[1] + 2 * padding - k_h + 1
-    w_out = x.shape[2] + 2 * padding - k_w + 1
-    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    h_out, w_out = xp.shape[1] - k_h + 1, xp.shape[2] - k_w + 1
     out = None
     for i in range(k_h):
         for j in range(k_w):
             term = xp[:, i : i + h_out, j : j + w_out, :] * kernel[i, j, 0]
             out = term if out is None else out + term
     return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _shift_add_vjp(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
+    return _correlate(_pad_hw(x, padding), kernel)
+
+
+def _shift_add_fwd(x: jax.Array, kernel: jax.Array, padding: int) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    return _correlate(_pad_hw(x, padding), kernel), (x, kernel)
+
+
+def _shift_add_bwd(padding: int, res: tuple[jax.Array, jax.Array], dy: jax.Array) -> tuple[jax.Array, jax.Array]:
+    # Autodiff of the forward sum would give one zero-padded copy of the output gradient per kernel tap,
+    # materialised one by one and summed (slow on XLA:CPU, to run and to compile). The input gradient
+    # is instead the correlation of the gradient, padded by k-1-padding, with the flipped kernel: one
+    # fused loop again. The kernel gradient is one reduction per tap, accumulated in float32.
+    x, kernel = res
+    k_h, k_w = kernel.shape[0], kernel.shape[1]
+    if k_h != k_w or padding > k_h - 1:
+        raise ValueError(f"depthwise conv backward needs a square kernel and padding <= k-1; got {kernel.shape}, "
+                         f"padding {padding}")
+    dx = _correlate(_pad_hw(dy, k_h - 1 - padding), kernel[::-1, ::-1])
+    xp = _pad_hw(x, padding)
+    h_out, w_out = dy.shape[1], dy.shape[2]
+    dyf = dy.astype(jnp.float32)
+    # one reduction per tap: faster on XLA:CPU than one reduction over a stack of the k² shifted inputs
+    taps = [jnp.sum(xp[:, i : i + h_out, j : j + w_out, :].astype(jnp.float32) * dyf, axis=(0, 1, 2))
+            for i in range(k_h) for j in range(k_w)]
+    dk = jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
+    return dx.astype(x.dtype), dk
+
+
+_shift_add_vjp.defvjp(_shift_add_fwd, _shift_add_bwd)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _shift_add(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
+    # jitted so that eager callers compile one program per shape instead of ~3·k² tiny ones
+    return _shift_add_vjp(x, kernel, padding)
 
 
 class DepthwiseConv(nnx.Module):

@@ -55,8 +55,7 @@ class ConvNeXtConfig:
 
 def _patch_conv(d_in: int, d_out: int, k: int, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Conv:
     """k×k stride-k conv, no padding (PyTorch floors odd sizes the same way as VALID)."""
-    return nnx.Conv(d_in, d_out, (k, k), strides=(k, k), padding="VALID", dtype=dtype, param_dtype=jnp.float32,
-                    kernel_init=common.TRUNC_NORMAL, rngs=rngs)
+    return common.patch_conv(d_in, d_out, k, dtype=dtype, kernel_init=common.TRUNC_NORMAL, rngs=rngs)
 
 
 class GRN(nnx.Module):

@@ -77,6 +77,8 @@ class SegformerConfig:
 def _conv(din: int, dout: int, k: int, stride: int, pad: int, dtype, rngs: nnx.Rngs, use_bias: bool = True):
     # SegFormer's own init: normal(0, sqrt(2 / fan_out)), fan_out = k*k*out.
     init = nnx.initializers.normal(stddev=math.sqrt(2.0 / (k * k * dout)))
+    if k == stride and pad == 0:  # patchify / pointwise: computed as a matrix multiply
+        return common.patch_conv(din, dout, k, use_bias=use_bias, dtype=dtype, kernel_init=init, rngs=rngs)
     return nnx.Conv(din, dout, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
                     use_bias=use_bias, dtype=dtype, kernel_init=init, rngs=rngs)
 
@@ -287,8 +289,8 @@ class DecodeHead(nnx.Module):
         self.dropout = _dropout(cfg.classifier_dropout, rngs)
         # normal(0, 0.02) as HF (initializer_range): the fan-out rule of the encoder convs would give a
         # 1x1 conv to a few labels std sqrt(2 / num_labels) and a first loss far above log(num_labels).
-        self.classifier = nnx.Conv(d, cfg.num_labels, (1, 1), dtype=dtype,
-                                   kernel_init=nnx.initializers.normal(stddev=0.02), rngs=rngs)
+        self.classifier = common.patch_conv(d, cfg.num_labels, 1, dtype=dtype,
+                                            kernel_init=nnx.initializers.normal(stddev=0.02), rngs=rngs)
 
     def __call__(self, feats: list[jax.Array]) -> jax.Array:
         size = feats[0].shape[1:3]

@@ -256,8 +256,8 @@ class SwinEncoder(nnx.Module):
 class PatchEmbeddings(nnx.Module):
     def __init__(self, cfg: SwinConfig, dim: int, *, dtype, rngs: nnx.Rngs):
         p = cfg.patch_size
-        self.projection = nnx.Conv(cfg.num_channels, dim, kernel_size=(p, p), strides=(p, p), padding="VALID",
-                                   dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+        self.projection = common.patch_conv(cfg.num_channels, dim, p, dtype=dtype,
+                                            kernel_init=nnx.initializers.lecun_normal(), rngs=rngs)
         self.patch_size = p
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -182,8 +182,8 @@ class ViTEncoder(nnx.Module):
 class PatchEmbeddings(nnx.Module):
     def __init__(self, cfg: ViTConfig, *, dtype, rngs: nnx.Rngs):
         p = cfg.patch_size
-        self.projection = nnx.Conv(cfg.num_channels, cfg.hidden_size, kernel_size=(p, p), strides=(p, p),
-                                   padding="VALID", dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+        self.projection = common.patch_conv(cfg.num_channels, cfg.hidden_size, p, dtype=dtype,
+                                            kernel_init=nnx.initializers.lecun_normal(), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.projection(x)
