@@ -4,8 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from tensorboardX import SummaryWriter
-
 from brain_jax import workdir
 from brain_jax.train import faults
 
@@ -29,8 +27,12 @@ class MetricWriter:
         if enabled:
             workdir.truncate_log(self.workdir, resumed_from or 0)
         purge = None if resumed_from is None else resumed_from + 1
-        self._tb = (SummaryWriter(str(self.workdir / workdir.TENSORBOARD), purge_step=purge)
-                    if enabled and tensorboard else None)
+        self._tb = None
+        if enabled and tensorboard:
+            # start-up: tensorboardX imports torch when installed (~1.4 s); only training writes events
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.workdir / workdir.TENSORBOARD), purge_step=purge)
 
     def write(self, step: int, split: str, scalars: Mapping[str, Any]) -> None:
         if not self.enabled:
