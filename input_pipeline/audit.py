@@ -171,7 +171,8 @@ def split_composition(data_cfg, splits: Sequence[str] | None = None, *, max_grou
     the largest duplicate groups (exact and near copies, bounded as in ``dedup.duplicate_groups``) over
     the splits before de-duplication."""
     if splits is None:
-        splits = list(dict.fromkeys([data_cfg.train_split, data_cfg.eval_split, data_cfg.test_split]))
+        # an empty eval_split (no periodic evaluation) is not a split
+        splits = [s for s in dict.fromkeys([data_cfg.train_split, data_cfg.eval_split, data_cfg.test_split]) if s]
     bits = int(data_cfg.near_dup_bits)
     raw_cfg = data_cfg.copy_and_resolve_references()
     raw_cfg.dedup = "none"

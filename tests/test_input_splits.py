@@ -244,3 +244,5 @@ def test_split_composition(pool, tmp_path):
     assert len(csv_lines) == 1 + len({(r["source"], r["class"]) for r in comp["counts"]})
     md = paths["md"].read_text()
     assert comp["protocol"] in md and "| source | class | train | validation | test | total |" in md
+    cfg.eval_split = ""  # no periodic evaluation: not a split of the table
+    assert ip.split_composition(cfg)["splits"] == [SPLITS[0], SPLITS[2]]

@@ -6,7 +6,8 @@
   triggers through ``--signal=B:USR1@120``) saves, requeues, resumes and ends on the weights of an
   uninterrupted job, with every step logged once;
 - a rank killed with SIGKILL ends the job within 60 s with a message naming it, and a resubmission resumes;
-- the same two faults through local_multiprocess.sh, where the SIGTERM reaches one process only.
+- the same two faults through local_multiprocess.sh, where the SIGTERM reaches one process only;
+- launch/suite_array.sbatch as a 2-task array whose task 0 is signalled: it requeues and resumes.
 
 Marked ``cluster``: excluded from the main suite, run serially by ``pytest -m cluster`` (README's test
 command). SLURM needs root and Debian's slurm-wlm + munge; without them the SLURM tests are skipped, except
@@ -14,6 +15,7 @@ under CI (``CI=true``), where a cluster that cannot start is a failure.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -245,6 +247,44 @@ def test_slurm_task_killed_ends_the_job_within_60s_and_a_resubmission_resumes(sl
     assert f"job {job2} (restart 0) started" in out2.read_text()
     assert logged_steps(wd) == list(range(1, STEPS + 1))
     assert_same_weights(final_weights(wd), final_weights(two_tasks))
+
+
+def test_slurm_suite_array_task_preempted_requeues_and_the_suite_tabulates(slurm, tiny_phantoms, tmp_path):
+    """launch/suite_array.sbatch as a 2-task array (2 seeds): task 0 gets the script's SIGTERM (what
+    --signal=B:TERM@120 sends), saves, requeues and finishes; then the suite command trains nothing and
+    writes its tables."""
+    out = tmp_path / "suite"
+    suite_args = [CONFIG, "--seeds", "2", *train_args(tiny_phantoms)]
+    e = dict(slurm, **{faults.ENV: "step_delay=0.5"})
+    cmd = ["sbatch", "--parsable", "--array=0-1", "--gpus-per-node=0", "--cpus-per-task=1",
+           f"--output={tmp_path}/array-%A_%a.out", f"--chdir={ROOT}",
+           str(ROOT / "launch" / "suite_array.sbatch"), str(out), *suite_args]
+    p = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=60)
+    job = p.stdout.strip().split(";")[0]
+    assert p.returncode == 0 and job.isdigit(), p.stderr
+    task0, out0 = f"{job}_0", tmp_path / f"array-{job}_0.out"
+
+    def seed0_steps() -> list[int]:
+        return [s for wd in out.glob("runs/*/seed0") for s in logged_steps(wd)]
+
+    wait_for(lambda: len(seed0_steps()) >= 3, 600, "seed 0's step 3")
+    subprocess.run(["scancel", "--batch", "--signal=TERM", task0], env=slurm, check=True, timeout=30)
+    wait_requeued(slurm, task0, 1, out0)
+    assert "requeueing the task" in out0.read_text()
+    for task in (task0, f"{job}_1"):
+        assert wait_job_done(slurm, task, out0) == "COMPLETED", out0.read_text()[-4000:]
+    text = out0.read_text()
+    assert "(restart 1)" in text, text[-4000:]
+    assert seed0_steps() == list(range(1, STEPS + 1))  # resumed from its checkpoint: each step logged once
+
+    tab = subprocess.run(["brain-jax", "suite", "--config", *suite_args, "--out", str(out)], cwd=ROOT, env=slurm,
+                         capture_output=True, text=True, timeout=600)
+    assert tab.returncode == 0, tab.stderr[-3000:]
+    assert tab.stdout.count("already finished, kept") == 2, tab.stdout
+    t = json.loads((out / workdir.SUITE_JSON).read_text())
+    assert t["runs"] == ["seed0", "seed1"] and (out / workdir.SUITE_MD).is_file()
+    (model,) = t["rows"]
+    assert len(t["rows"][model]) == 2 and all(0 <= r["accuracy"]["estimate"] <= 1 for r in t["rows"][model])
 
 
 # ------------------------------------------------------------------------------------ local_multiprocess

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -151,12 +152,15 @@ def _check_spec(out: Path, spec: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / workdir.SUITE_SPEC
     text = json.dumps(spec, indent=2, sort_keys=True) + "\n"
-    try:
-        with open(path, "x") as f:  # exclusive: concurrent array tasks write it once
-            f.write(text)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    try:  # a hard link appears whole and only once: concurrent array tasks write it once, none reads half
+        os.link(tmp, path)
         return
     except FileExistsError:
         pass
+    finally:
+        tmp.unlink(missing_ok=True)
     saved = workdir.read_json(path, "the settings this suite was started with")
     if saved != json.loads(text):
         diff = [k for k in sorted(set(saved) | set(spec)) if saved.get(k) != spec.get(k)]
