@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "supports) with localisation numbers where masks are known")
     ev.add_argument("--explain-layer", type=int, default=None, metavar="K",
                     help="Grad-CAM at stage / block K instead of the model's default layer")
+    ev.add_argument("--explain-baseline", default="zeros", choices=["zeros", "black", "blur"],
+                    help="integrated-gradient baseline of the panel (as explain --baseline; default: zeros)")
     _bootstrap_options(ev)
 
     pr = _verb(sub, "predict")
@@ -103,16 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     ex = _verb(sub, "explain")
     ex.add_argument("--workdir", required=True, help="a training workdir")
     ex.add_argument("--method", default="gradcam",
-                    help="comma-separated: gradcam, ig (integrated gradients), rollout (ViT), or all "
-                         "(default: gradcam)")
+                    help="comma-separated: gradcam, ig (integrated gradients from --baseline), ig@zeros / "
+                         "ig@black / ig@blur (from that baseline, to compare baselines in one run), rollout "
+                         "(ViT), or all (default: gradcam)")
     ex.add_argument("--class", dest="class_name", default=None,
                     help="explain this class (default: the predicted class; segmentation: tumour)")
     ex.add_argument("--layer", type=int, default=None,
                     help="Grad-CAM at stage / block K (default: the model's documented layer)")
     ex.add_argument("--steps", type=int, default=50, help="integrated-gradient steps (default: 50)")
-    ex.add_argument("--baseline", default="zeros", choices=["zeros", "black"],
-                    help="integrated-gradient baseline: zeros of the normalised input (the mean image) or an "
-                         "image of intensity 0 (default: zeros)")
+    ex.add_argument("--baseline", default="zeros", choices=["zeros", "black", "blur"],
+                    help="integrated-gradient baseline: zeros of the normalised input (the mean image), an "
+                         "image of intensity 0, or the image Gaussian-blurred (sigma = side/16) (default: zeros)")
     ex.add_argument("--out", default=None, help="folder for overlays, raw maps, explain.json and explain.csv "
                                                 "(default: WORKDIR/explain)")
     ex.add_argument("--slice", type=int, default=None,

@@ -30,15 +30,15 @@ def test_demo_meets_its_targets(tmp_path, capsys):
         assert (wd / "figures" / fig).stat().st_size > 1000, fig
     report = (wd / "report.md").read_text()
     assert "Classification" in report and "Segmentation" in report and "synthetic" in report
-    # the saliency panel with its localisation numbers: on the tumour classes (every held-out case with a
-    # mask) at least one method points into the tumour far more often than chance (~0.05). Measured 0.67-0.69
-    # (integrated gradients); the goal of 0.8 is not met by this demo classifier (see README).
+    # the saliency panel with its localisation numbers, scored on every held-out case with a mask (12 per
+    # tumour class): integrated gradients from a blurred copy of each image point into the tumour in >= 0.8
+    # of them (the goal; measured 0.89, chance ~0.05). From the mean-grey (zeros) baseline they
+    # measured 0.69 and Grad-CAM at stage 1 0.03: both are reported, neither is required.
     assert (wd / "figures" / "saliency.png").stat().st_size > 1000
     loc = metrics["saliency"]["localisation"]
-    assert set(loc) == {"gradcam", "ig"}, loc.keys()
-    assert "notumor" not in loc["ig"]["per_class"]  # no mask: not scored
-    best = max(loc, key=lambda m: loc[m]["all"]["pointing_game"])
-    top = loc[best]["all"]
-    assert top["pointing_game"] >= 0.5 and top["pointing_game"] >= 5 * top["chance_pointing"], loc
-    assert all(loc[m]["all"]["n"] >= 24 for m in loc), loc
+    assert set(loc) == {"gradcam", "ig", "ig@blur"}, loc.keys()
+    assert "notumor" not in loc["ig@blur"]["per_class"]  # no mask: not scored
+    assert all(loc[m]["all"]["n"] == 36 for m in loc), loc
+    top = loc["ig@blur"]["all"]
+    assert top["pointing_game"] >= 0.8 and top["chance_pointing"] < 0.1, loc
     assert "## Saliency" in report and "pointing game" in report

@@ -6,6 +6,8 @@ CPU default (shift-and-add), but several times faster to compile under autodiff.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from flax import nnx
@@ -157,10 +159,10 @@ def test_maps_are_per_image_whatever_the_batch():
 # --------------------------------------------------------------------------- completeness
 
 
-def _scores(model, x, targets, baseline: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def _scores(model, x, targets, baseline: Any = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """y(x) and y(baseline) per image, from plain forward passes (segmentation: the region at x, fixed)."""
     fx = np.asarray(saliency.logits(model, x), np.float64)
-    f0 = np.asarray(saliency.logits(model, np.full_like(x, baseline)), np.float64)
+    f0 = np.asarray(saliency.logits(model, np.broadcast_to(np.asarray(baseline, np.float32), x.shape)), np.float64)
     idx = np.arange(len(x))
     if fx.ndim == 2:
         return fx[idx, targets], f0[idx, targets]
@@ -201,6 +203,37 @@ def test_completeness_holds_for_another_baseline():
     black = -2.0
     total = np.asarray(saliency.integrated_gradients(model, x, t, baseline=black, steps=32)).sum(axis=(1, 2, 3))
     _check_complete(total, *_scores(model, x, t, baseline=black))
+
+
+def test_completeness_holds_for_the_blurred_baseline():
+    """A baseline given as a function of the images (``saliency.blurred``): the path starts at each image's
+    own blurred copy, and the attributions sum to y(x) − y(blurred x)."""
+    model = _model("convnextv2")
+    x = _images(4, seed=4)
+    t = np.array([2, 0, 1, 1])
+    total = np.asarray(saliency.integrated_gradients(model, x, t, baseline=saliency.blurred, steps=32))
+    _check_complete(total.sum(axis=(1, 2, 3)), *_scores(model, x, t, baseline=np.asarray(saliency.blurred(x))))
+
+
+@pytest.mark.parametrize("shape,sigma", [((2, 64, 64, 3), None), ((1, 37, 50, 2), 2.3), ((1, 224, 224, 1), None),
+                                         ((1, 9, 9, 1), 1.0)])
+def test_blurred_matches_scipy(shape, sigma):
+    """The blurred baseline is scipy's Gaussian filter over H and W (reflected borders, truncate 4), with
+    sigma = the shorter side / 16 by default."""
+    from scipy import ndimage
+
+    x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    s = min(shape[1:3]) / 16 if sigma is None else sigma
+    ref = ndimage.gaussian_filter(x.astype(np.float64), (0, s, s, 0), mode="reflect", truncate=4.0)
+    np.testing.assert_allclose(np.asarray(saliency.blurred(x, sigma)), ref, atol=1e-6)
+    assert saliency.blur_sigma(shape[1:3]) == min(shape[1:3]) / 16
+
+
+def test_blurred_rejects_bad_input():
+    with pytest.raises(ValueError, match=r"must be \(B, H, W, C\), got shape \(8, 8\)"):
+        saliency.blurred(np.zeros((8, 8)))
+    with pytest.raises(ValueError, match="sigma must be > 0 pixels, got 0.0"):
+        saliency.blurred(np.zeros((1, 8, 8, 1)), 0.0)
 
 
 # --------------------------------------------------------------------------- bad input

@@ -39,7 +39,7 @@ def _mat_files(folder: Path) -> list[Path]:
 def _hit(raw: np.ndarray, method: str, mask_64: np.ndarray, tolerance: int = 1) -> bool:
     """The pointing game from the definition: the heat map's top cell centre, in the mask grown by a disk
     of ``tolerance`` px at the model's 32 px input."""
-    heat = np.maximum(raw.sum(-1) if method == "ig" else raw, 0)
+    heat = np.maximum(raw.sum(-1) if method.startswith("ig") else raw, 0)
     i, j = np.unravel_index(np.argmax(heat), heat.shape)
     row, col = int((i + 0.5) * 32 / heat.shape[0]), int((j + 0.5) * 32 / heat.shape[1])
     mask = np.asarray(Image.fromarray(mask_64).resize((32, 32), Image.NEAREST)) > 0
@@ -52,14 +52,15 @@ def test_explain_writes_maps_overlays_and_localisation(tmp_path, capsys):
     png = tmp_path / "in" / "plain.png"
     Image.fromarray(phantoms.render_slice(0, 7, 0, 48)[0].astype(np.float32) / 1000 * 255).convert("L").save(png)
     out = tmp_path / "out"
-    rc = cli.main(["explain", "--workdir", str(OLD / "cls"), "--method", "gradcam,ig", "--layer", "0",
+    rc = cli.main(["explain", "--workdir", str(OLD / "cls"), "--method", "gradcam,ig,ig@blur", "--layer", "0",
                    "--steps", "8", "--out", str(out), *map(str, mats), str(png)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "pointing" in printed and "wrote" in printed
     doc = json.loads((out / "explain.json").read_text())
-    assert doc["task"] == "classification" and set(doc["methods"]) == {"gradcam", "ig"}
-    assert "stage 0 output" in doc["methods"]["gradcam"] and "8 steps" in doc["methods"]["ig"]
+    assert doc["task"] == "classification" and set(doc["methods"]) == {"gradcam", "ig", "ig@blur"}
+    assert "stage 0 output" in doc["methods"]["gradcam"] and "8 steps, zeros baseline" in doc["methods"]["ig"]
+    assert "blurred-image baseline, Gaussian sigma = side/16" in doc["methods"]["ig@blur"]
     images = {Path(r["file"]).name: r for r in doc["images"]}
     assert set(images) == {"1000.mat", "1003.mat", "plain.png"}
     names = ["glioma", "meningioma", "notumor", "pituitary"]
@@ -68,13 +69,13 @@ def test_explain_writes_maps_overlays_and_localisation(tmp_path, capsys):
         assert rec["target_class"] == rec["predicted_class"] and rec["predicted_class"] in names
         assert abs(sum(rec["probabilities"].values()) - 1) < 1e-5
         stem = Path(name).stem
-        for method, shape in (("gradcam", (8, 8)), ("ig", (32, 32, 3))):
+        for method, shape in (("gradcam", (8, 8)), ("ig", (32, 32, 3)), ("ig@blur", (32, 32, 3))):
             entry = rec["maps"][method]
             raw = np.load(out / entry["raw_npy"])
             assert raw.shape == shape and tuple(entry["raw_shape"]) == shape and np.isfinite(raw).all()
             overlay = np.asarray(Image.open(out / entry["overlay_png"]))
             assert overlay.shape == ((64, 64, 3) if name.endswith(".mat") else (48, 48, 3))
-            assert entry["overlay_png"] == f"{stem}_{method}.png"
+            assert entry["overlay_png"] == f"{stem}_{method.replace('@', '-')}.png"
             if name.endswith(".mat"):
                 mask = phantoms.render_slice(0, int(stem), 0, 64)[1]
                 assert entry["pointing_hit"] == _hit(raw, method, mask)
@@ -83,16 +84,19 @@ def test_explain_writes_maps_overlays_and_localisation(tmp_path, capsys):
                 hits.append(entry["pointing_hit"])
             else:
                 assert "pointing_hit" not in entry and "mass_inside" not in entry
+        # the other baseline gives other attributions (the override reached the computation)
+        ig, ig_blur = (np.load(out / rec["maps"][m]["raw_npy"]) for m in ("ig", "ig@blur"))
+        assert not np.allclose(ig, ig_blur)
     loc = doc["localisation"]
-    assert set(loc) == {"gradcam", "ig"}
-    for method in ("gradcam", "ig"):
+    assert set(loc) == {"gradcam", "ig", "ig@blur"}
+    for method in ("gradcam", "ig", "ig@blur"):
         assert loc[method]["all"]["n"] == 2 and loc[method]["tolerance_px"] == 1
         got = [images[f"{p}.mat"]["maps"][method]["pointing_hit"] for p in (1000, 1003)]
         assert loc[method]["all"]["pointing_game"] == pytest.approx(np.mean(got))
     with open(out / "explain.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 6 and {r["method"] for r in rows} == {"gradcam", "ig"}
-    assert [r["pointing_hit"] for r in rows if r["file"].endswith(".png")] == ["", ""]
+    assert len(rows) == 9 and {r["method"] for r in rows} == {"gradcam", "ig", "ig@blur"}
+    assert [r["pointing_hit"] for r in rows if r["file"].endswith(".png")] == ["", "", ""]
 
 
 def test_explain_segmentation_workdir_maps_the_tumour(tmp_path):
@@ -114,6 +118,9 @@ def test_explain_segmentation_workdir_maps_the_tumour(tmp_path):
     ("cls", ["--method", "rollout"], "saliency method 'rollout' needs a ViT; a convnextv2 .* supports gradcam, ig"),
     ("cls", ["--method", "shap"], "unknown saliency method 'shap'"),
     ("cls", ["--layer", "7"], "layer 7 is out of range for 4 ConvNeXt stages"),
+    ("cls", ["--method", "ig@grey"], "--method 'ig@grey': only integrated gradients take a baseline after '@' "
+                                     "\\(ig@zeros, ig@black, ig@blur\\)"),
+    ("cls", ["--method", "gradcam@blur"], "--method 'gradcam@blur': only integrated gradients take a baseline"),
     ("seg", ["--method", "gradcam,rollout"], "'rollout' is classification-only; a segformer \\(segmentation\\) "
                                              "model supports gradcam, ig"),
 ])
@@ -132,11 +139,13 @@ def test_eval_explain_adds_a_panel_and_localisation_to_the_report(tmp_path, tiny
     shutil.copytree(OLD / "cls", wd)
     args = ["eval", "--config", "configs/convnextv2_cls.py:runlocal", "--workdir", str(wd), "--split", "test",
             f"--config.data.data_dir={tiny_phantoms}", "--config.data.builder_config=tiny",
-            "--config.data.image_size=32", "--config.eval_batch_size=8", "--explain", "1", "--explain-layer", "0"]
+            "--config.data.image_size=32", "--config.eval_batch_size=8", "--explain", "1", "--explain-layer", "0",
+            "--explain-baseline", "blur"]
     assert cli.main(args) == 0
     sal = workdir.read_metrics(wd)["saliency"]
     assert sal["split"] == "test" and sal["n_per_class"] == 1 and set(sal["methods"]) == {"gradcam", "ig"}
     assert sal["map_shape"] == {"gradcam": [8, 8], "ig": [32, 32]}
+    assert "blurred-image baseline" in sal["methods"]["ig"]
     loc = sal["localisation"]["ig"]
     assert set(loc["per_class"]) == {"glioma", "meningioma", "pituitary"}  # notumor has no mask
     assert all(r["n"] == 1 and r["pointing_game"] in (0.0, 1.0) for r in loc["per_class"].values())

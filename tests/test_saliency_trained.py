@@ -120,9 +120,14 @@ def test_the_shared_model_is_trained(trained, held_out):
 
 def test_integrated_gradients_point_at_held_out_tumours(trained, held_out):
     """Pointing game on the tumour classes (pooled) ≥ 0.8 from 32x32 integrated-gradient maps (measured
-    0.92; chance ~0.05, the share of pixels in the grown masks). Grad-CAM at stage 0 (8x8, the finest
-    ConvNeXt map) is measured beside it: on this small model it hardly localises (0.17, see README)."""
+    0.92; chance ~0.05, the share of pixels in the grown masks). From a blurred copy of each image (sigma 2
+    px) this model measures 0.72, against 0.89 for the demo's 64 px classifier, where the zeros baseline
+    gives 0.69: neither baseline wins on every model, so the blurred one is only required to localise (10x
+    chance). Grad-CAM at stage 0 (8x8, the finest ConvNeXt map) is measured beside them: on this small
+    model it hardly localises (0.17, see README)."""
     x, m, y = _tumour_cases(held_out, per_class=24)
+    blur = np.asarray(saliency.integrated_gradients(trained, x, y, steps=16, baseline=saliency.blurred))
+    s_blur = saliency.summarise(saliency.heatmap(blur, "ig"), m, y, phantoms.CLASS_NAMES)
     ig = np.asarray(saliency.integrated_gradients(trained, x, y, steps=16))
     cam = np.asarray(saliency.grad_cam(trained, x, y, layer=0).raw)
     names = phantoms.CLASS_NAMES
@@ -132,6 +137,7 @@ def test_integrated_gradients_point_at_held_out_tumours(trained, held_out):
     report = {k: round(v["pointing_game"], 2) for k, v in s_ig["per_class"].items()}
     report_cam = {k: round(v["pointing_game"], 2) for k, v in s_cam["per_class"].items()}
     assert s_ig["all"]["pointing_game"] >= 0.8, (report, report_cam)
+    assert s_blur["all"]["pointing_game"] >= 10 * s_blur["all"]["chance_pointing"], s_blur["per_class"]
     assert s_ig["all"]["chance_pointing"] < 0.1
     assert s_ig["all"]["mass_inside"] > 2 * s_ig["all"]["chance_mass"], s_ig["all"]
 
@@ -157,10 +163,12 @@ def test_maps_change_when_the_top_layers_are_randomised(trained, held_out):
     learned must change when the weights behind it are re-drawn; one that does not (an edge detector,
     the image itself) keeps a rank correlation of 1 with the trained map. We require the median Spearman
     correlation (per image, over the map's cells, signed maps) to fall below 0.5, i.e. under a quarter of
-    the rank variance shared; this model measured about -0.6 for Grad-CAM and -0.2 for integrated
-    gradients (their absolute values keep more of the image's structure: about 0.5, as Adebayo et al.
-    saw). A map blind to the top layers shows the check can fail: the mean absolute
-    activation of stage 0, which randomising the layers above cannot change, keeps a correlation of 1."""
+    the rank variance shared; this model measured about -0.6 for Grad-CAM, -0.2 for integrated gradients
+    and -0.3 for them from the blurred baseline, whose x − x′ is the image's fine detail: were those maps
+    an edge detector, their correlation would stay near 1. (Absolute values keep more of the image's
+    structure: about 0.5, as Adebayo et al. saw.) A map blind to the top layers shows the check can fail:
+    the mean absolute activation of stage 0, which randomising the layers above cannot change, keeps a
+    correlation of 1."""
     x, _, y = _tumour_cases(held_out, per_class=6)
     random_top = _randomised_top(trained)
     assert not np.allclose(np.asarray(saliency.logits(random_top, x)), np.asarray(saliency.logits(trained, x)))
@@ -169,9 +177,11 @@ def test_maps_change_when_the_top_layers_are_randomised(trained, held_out):
         stage0 = nnx.jit(lambda m, b: m(b, output_hidden_states=True)[1][1])(model, x)
         return {"gradcam": np.asarray(saliency.grad_cam(model, x, y, layer=0).raw),
                 "ig": np.asarray(saliency.integrated_gradients(model, x, y, steps=16)).sum(axis=-1),
+                "ig_blur": np.asarray(saliency.integrated_gradients(model, x, y, steps=16,
+                                                                    baseline=saliency.blurred)).sum(axis=-1),
                 "control": np.abs(np.asarray(stage0)).mean(axis=-1)}
 
     before, after = maps(trained), maps(random_top)
     rho = {m: _median_rho(before[m], after[m]) for m in before}
-    assert rho["gradcam"] < 0.5 and rho["ig"] < 0.5, rho
+    assert rho["gradcam"] < 0.5 and rho["ig"] < 0.5 and rho["ig_blur"] < 0.5, rho
     assert rho["control"] > 0.99, rho  # the weight-blind map fails the same threshold

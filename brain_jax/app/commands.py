@@ -68,7 +68,7 @@ def evaluate(args: argparse.Namespace) -> int:
         print(f"wrote {p}")
     if args.explain:
         sal = explain_app.explain_split(config, args.workdir, split=out["split"], n_per_class=args.explain,
-                                        layer=args.explain_layer)
+                                        layer=args.explain_layer, baseline=args.explain_baseline)
         print(explain_app.localisation_table(sal["section"]["localisation"]))
         print(f"wrote {sal['figure']} and the saliency section of {out['metrics_json']}")
     return 0

@@ -40,7 +40,7 @@ from input_pipeline import transforms
 EXPLAIN_DIR = "explain"  # default output folder of `brain-jax explain`, inside the workdir
 PANEL_PNG = "saliency.png"  # eval --explain / demo panel, in the workdir's figures folder
 SECTION = "saliency"  # metrics.json section read by the report
-BASELINES = ("zeros", "black")
+BASELINES = ("zeros", "black", "blur")
 SEG_TARGET = "tumour"
 
 
@@ -48,7 +48,7 @@ SEG_TARGET = "tumour"
 class Settings:
     """What to compute: methods, Grad-CAM layer (None: the model's default), integrated-gradient steps,
     quadrature and baseline ("zeros": the normalised input's zero, i.e. the mean image; "black": an
-    image of intensity 0), and images per batch."""
+    image of intensity 0; "blur": each image Gaussian-blurred, ``saliency.blurred``), and images per batch."""
 
     methods: tuple[str, ...]
     layer: int | None = None
@@ -57,25 +57,45 @@ class Settings:
     baseline: str = "zeros"
     batch_size: int = 8
 
-    def describe(self, model: Any, method: str) -> str:
+    def describe(self, model: Any, spec: str) -> str:
+        method, baseline = parse_method(spec)
+        baseline = baseline or self.baseline
         if method == "gradcam":
             return f"Grad-CAM at {saliency.gradcam_layer(model, self.layer).description}"
         if method == "ig":
-            return (f"integrated gradients ({self.ig_quadrature}, {self.ig_steps} steps, {self.baseline} "
-                    "baseline), channels summed")
+            base = (f"blurred-image baseline, Gaussian sigma = side/{saliency.BLUR_FRACTION}" if baseline == "blur"
+                    else f"{baseline} baseline")
+            return f"integrated gradients ({self.ig_quadrature}, {self.ig_steps} steps, {base}), channels summed"
         return "attention rollout (mean over heads, residual 0.5), patch grid"
 
 
+def parse_method(spec: str) -> tuple[str, str | None]:
+    """``"ig@blur"`` -> ``("ig", "blur")``: integrated gradients from a named baseline (``BASELINES``) instead
+    of the run's ``--baseline``, so that one run can compare baselines; any other spec -> ``(spec, None)``."""
+    method, at, baseline = spec.partition("@")
+    if not at:
+        return spec, None
+    if method != "ig" or baseline not in BASELINES:
+        raise ValueError(f"--method {spec!r}: only integrated gradients take a baseline after '@' "
+                         f"(ig@{', ig@'.join(BASELINES)})")
+    return method, baseline
+
+
 def resolve_methods(spec: str | Sequence[str] | None, model: Any) -> tuple[str, ...]:
-    """``"gradcam,ig"`` / a list -> checked method names; None or "all" -> every method the model supports."""
+    """``"gradcam,ig"`` / a list -> checked method names (``ig@BASELINE`` included, see ``parse_method``);
+    None or "all" -> every method the model supports."""
     if spec is None or spec == "all" or spec == ["all"]:
         return saliency.supported_methods(model)
     names = [m.strip() for m in (spec.split(",") if isinstance(spec, str) else spec) if m.strip()]
     if not names:
-        raise ValueError("--method: no method given; expected e.g. gradcam, ig, rollout or all")
+        raise ValueError("--method: no method given; expected e.g. gradcam, ig, ig@blur, rollout or all")
     for m in names:
-        saliency.check_method(model, m)
+        saliency.check_method(model, parse_method(m)[0])
     return tuple(dict.fromkeys(names))
+
+
+def _file_tag(spec: str) -> str:
+    return spec.replace("@", "-")  # ig@blur -> <stem>_ig-blur.png
 
 
 def class_index(name: str, names: Sequence[str], where: str) -> int:
@@ -86,10 +106,13 @@ def class_index(name: str, names: Sequence[str], where: str) -> int:
 
 
 def baseline_value(name: str, cfg: ml_collections.ConfigDict) -> Any:
+    """The ``baseline`` argument of ``saliency.integrated_gradients`` for a baseline's name."""
     if name not in BASELINES:
         raise ValueError(f"--baseline {name!r}; expected one of {', '.join(BASELINES)}")
     if name == "zeros":
         return 0.0
+    if name == "blur":
+        return saliency.blurred
     return transforms.to_model_input(np.zeros((1, 1), np.float32), cfg.data.mean, cfg.data.std)[0, 0]
 
 
@@ -116,18 +139,22 @@ def _batched(fn, arrays: Sequence[np.ndarray], batch_size: int, *, pad_to: int |
 
 
 def compute_maps(model: Any, inputs: np.ndarray, targets: np.ndarray, settings: Settings,
-                 baseline: Any = 0.0, *, pad_to: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+                 cfg: ml_collections.ConfigDict, *,
+                 pad_to: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """``({method: raw output}, logits)`` for each image and its target class (see ``saliency.heatmap``);
-    the logits come with Grad-CAM's forward pass (None without Grad-CAM)."""
+    the logits come with Grad-CAM's forward pass (None without Grad-CAM). ``cfg``: the workdir's config
+    (the input normalisation, for the black baseline)."""
     targets = np.asarray(targets, np.int32)
     out, logits = {}, None
-    for method in settings.methods:
+    for spec in settings.methods:
+        method, base = parse_method(spec)
+        baseline = baseline_value(base or settings.baseline, cfg)
         if method == "gradcam":
             def fn(x, t):
                 cam = saliency.grad_cam(model, x, t, layer=settings.layer)
                 return cam.raw, cam.logits
 
-            out[method], logits = _batched(fn, [inputs, targets], settings.batch_size, pad_to=pad_to)
+            out[spec], logits = _batched(fn, [inputs, targets], settings.batch_size, pad_to=pad_to)
             continue
         if method == "ig":
             def fn(x, t):
@@ -136,7 +163,7 @@ def compute_maps(model: Any, inputs: np.ndarray, targets: np.ndarray, settings: 
         else:
             def fn(x, t):
                 return saliency.attention_rollout(model, x)
-        out[method] = _batched(fn, [inputs, targets], settings.batch_size, pad_to=pad_to)
+        out[spec] = _batched(fn, [inputs, targets], settings.batch_size, pad_to=pad_to)
     return out, logits
 
 
@@ -146,7 +173,7 @@ def localisation(raw: Mapping[str, np.ndarray], masks: np.ndarray, labels: np.nd
     has = masks.reshape(len(masks), -1).any(axis=1)
     if not has.any():
         return {}
-    return {m: saliency.summarise(saliency.heatmap(r[has], m), masks[has], labels[has], names)
+    return {m: saliency.summarise(saliency.heatmap(r[has], parse_method(m)[0]), masks[has], labels[has], names)
             for m, r in raw.items()}
 
 
@@ -178,7 +205,7 @@ DISPLAY_PERCENTILE = 99.0  # heat maps are drawn on [0, this percentile]: one ho
 
 def display_map(raw: np.ndarray, method: str, size: Sequence[int]) -> np.ndarray:
     """(H, W) map in [0, 1] for drawing: heat map, upsampled bilinearly, scaled to its 99th percentile."""
-    up = saliency.upsample(saliency.heatmap(raw[None], method), size)[0]
+    up = saliency.upsample(saliency.heatmap(raw[None], parse_method(method)[0]), size)[0]
     top = float(np.percentile(up, DISPLAY_PERCENTILE))
     top = top if top > 0 else float(up.max())
     return np.clip(up / top, 0, 1) if top > 0 else up
@@ -247,7 +274,7 @@ def explain_arrays(model: Any, cfg: ml_collections.ConfigDict, inputs: np.ndarra
         probs, predicted = None, (out.argmax(axis=-1) == names.index(SEG_TARGET)).any(axis=(1, 2)).astype(int)
     default = predicted if task == "classification" else np.full(len(inputs), names.index(SEG_TARGET))
     targets = default if target is None else np.full(len(inputs), target)
-    raw, _ = compute_maps(model, inputs, targets, settings, baseline_value(settings.baseline, cfg))
+    raw, _ = compute_maps(model, inputs, targets, settings, cfg)
     return {"task": task, "class_names": names, "probabilities": probs, "predicted": predicted,
             "targets": targets, "raw": raw, "localisation": localisation(raw, masks, targets, names)}
 
@@ -267,10 +294,10 @@ def _image_record(i: int, s: Slice, stem: str, res: Mapping[str, Any], masks: np
         rec["tumour_predicted"] = bool(res["predicted"][i])
     rec["maps"] = {}
     for m, raw in res["raw"].items():
-        entry: dict[str, Any] = {"raw_npy": f"{stem}_{m}.npy", "overlay_png": f"{stem}_{m}.png",
+        entry: dict[str, Any] = {"raw_npy": f"{stem}_{_file_tag(m)}.npy", "overlay_png": f"{stem}_{_file_tag(m)}.png",
                                  "raw_shape": list(raw[i].shape)}
         if masks[i].any():
-            heat = saliency.heatmap(raw[i:i + 1], m)
+            heat = saliency.heatmap(raw[i:i + 1], parse_method(m)[0])
             entry["pointing_hit"] = bool(saliency.pointing_game(heat, masks[i:i + 1])[0])
             entry["mass_inside"] = _num(saliency.mass_inside(heat, masks[i:i + 1])[0])
         rec["maps"][m] = entry
@@ -291,9 +318,9 @@ def write_explanations(out_dir: Path, slices: Sequence[Slice], res: Mapping[str,
     records = []
     for i, (s, stem) in enumerate(zip(slices, stems)):
         for m, raw in res["raw"].items():
-            np.save(out_dir / f"{stem}_{m}.npy", raw[i])
+            np.save(out_dir / f"{stem}_{_file_tag(m)}.npy", raw[i])
             heat = display_map(raw[i], m, s.shape)
-            Image.fromarray(overlay(s.image, heat, s.mask)).save(out_dir / f"{stem}_{m}.png")
+            Image.fromarray(overlay(s.image, heat, s.mask)).save(out_dir / f"{stem}_{_file_tag(m)}.png")
         records.append(_image_record(i, s, stem, res, masks))
     doc = {**meta, "task": res["task"], "images": records, "localisation": res["localisation"]}
     path = workdir.write_json(out_dir / "explain.json", doc)
@@ -382,7 +409,7 @@ def _first_per_label(labels: np.ndarray, k: int) -> np.ndarray:
 
 def explain_split(config: ml_collections.ConfigDict, wd: str | Path, *, split: str, n_per_class: int,
                   scored_per_class: int | None = None, methods: str | Sequence[str] | None = None,
-                  layer: int | None = None, ig_steps: int = saliency.IG_STEPS,
+                  layer: int | None = None, ig_steps: int = saliency.IG_STEPS, baseline: str = "zeros",
                   out: str | Path | None = None) -> dict[str, Any]:
     """Saliency panel and localisation numbers of a workdir's model on ``n_per_class`` cases per class of
     ``split`` (classification: per true class; segmentation: per tumour type, maps of the tumour class).
@@ -396,8 +423,9 @@ def explain_split(config: ml_collections.ConfigDict, wd: str | Path, *, split: s
         raise ValueError(f"--explain {n_per_class}: expected a number of cases per class >= 1")
     wd, out = Path(wd), Path(out or wd)
     model = builders.load_model_from_workdir(wd, builders.compute_dtype(config))
-    settings = Settings(resolve_methods(methods, model), layer=layer, ig_steps=ig_steps,
+    settings = Settings(resolve_methods(methods, model), layer=layer, ig_steps=ig_steps, baseline=baseline,
                         batch_size=int(config.eval_batch_size))
+    baseline_value(baseline, config)  # an unknown baseline fails before any work
     saliency.gradcam_layer(model, layer)
     task, head = config.data.task, builders.class_names(config)
     groups = head if task == "classification" else dataset_class_names(config.data)
@@ -430,8 +458,7 @@ def _case_maps(model, config, settings: Settings, x: np.ndarray, labels: np.ndar
     task, head = config.data.task, builders.class_names(config)
     seg_target = head.index(SEG_TARGET) if task == "segmentation" else -1
     targets = labels if task == "classification" else np.full(len(x), seg_target)
-    baseline = baseline_value(settings.baseline, config)
-    raw, out_logits = compute_maps(model, x, targets, settings, baseline)
+    raw, out_logits = compute_maps(model, x, targets, settings, config)
     if out_logits is None:
         out_logits = _batched(lambda b: saliency.logits(model, b), [x], settings.batch_size)
     probs = _softmax(out_logits) if task == "classification" else None
@@ -439,7 +466,7 @@ def _case_maps(model, config, settings: Settings, x: np.ndarray, labels: np.ndar
     wrong = [int(i) for i in shown if task == "classification" and pred[i] != labels[i]]
     raw_pred: dict[str, dict[int, np.ndarray]] = {m: {} for m in raw}
     if wrong:  # padded to the first pass's batch: no recompilation
-        again, _ = compute_maps(model, x[wrong], pred[wrong], settings, baseline,
+        again, _ = compute_maps(model, x[wrong], pred[wrong], settings, config,
                                 pad_to=min(settings.batch_size, len(x)))
         raw_pred = {m: dict(zip(wrong, r)) for m, r in again.items()}
     return raw, raw_pred, probs, pred

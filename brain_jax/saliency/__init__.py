@@ -20,7 +20,8 @@ Methods (``methods.py``; jitted, batched, on an eval-mode copy of the model, NHW
 
   ``layer=k`` picks stage/block k instead (for small inputs whose last map is only a few pixels wide).
 - ``integrated_gradients(model, images, targets, baseline=0, steps=50, method="gausslegendre")``:
-  (B, H, W, C) attributions; quadratures as Captum names them.
+  (B, H, W, C) attributions; quadratures as Captum names them. ``baseline=saliency.blurred`` uses a
+  Gaussian-blurred copy of each image (sigma = the shorter side / 16) instead of a constant image.
 - ``attention_rollout(model, images, head_fusion="mean")``: ViT only, class-agnostic, on the patch grid.
 
 Targets: a class logit; for a segmentation model the target class's logits summed over the pixels
@@ -38,11 +39,14 @@ from brain_jax.saliency.localisation import (
     upsample,
 )
 from brain_jax.saliency.methods import (
+    BLUR_FRACTION,
     IG_QUADRATURES,
     IG_STEPS,
     METHODS,
     GradCam,
     attention_rollout,
+    blur_sigma,
+    blurred,
     check_method,
     grad_cam,
     integrated_gradients,
@@ -54,8 +58,8 @@ from brain_jax.saliency.methods import (
 from brain_jax.saliency.taps import Layer, architecture, gradcam_layer, task
 
 __all__ = [
-    "IG_QUADRATURES", "IG_STEPS", "METHODS", "GradCam", "Layer", "architecture", "attention_rollout",
-    "chance_levels", "check_method", "default_tolerance", "grad_cam", "gradcam_layer", "heatmap",
-    "integrated_gradients", "logits", "mass_inside", "normalise", "pointing_game", "quadrature", "summarise",
-    "supported_methods", "target_score", "task", "upsample",
+    "BLUR_FRACTION", "IG_QUADRATURES", "IG_STEPS", "METHODS", "GradCam", "Layer", "architecture",
+    "attention_rollout", "blur_sigma", "blurred", "chance_levels", "check_method", "default_tolerance", "grad_cam",
+    "gradcam_layer", "heatmap", "integrated_gradients", "logits", "mass_inside", "normalise", "pointing_game",
+    "quadrature", "summarise", "supported_methods", "target_score", "task", "upsample",
 ]
