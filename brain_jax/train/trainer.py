@@ -311,7 +311,8 @@ def train_and_evaluate(
                 pending = []
                 dt = time.perf_counter() - t_log
                 row["images_per_s"] = n_log / dt if dt > 0 else float("nan")
-                # share of the wall time spent waiting for the input pipeline (host-bound when high)
+                # share of the wall time spent in the input pipeline (host-bound when high on an accelerator;
+                # on a CPU backend the step runs on the same cores meanwhile, so there it overstates the wait)
                 row["data_wait_frac"] = waited / dt if dt > 0 else float("nan")
                 t_log, n_log, waited = time.perf_counter(), 0, 0.0
                 writer.write(step, "train", row)
