@@ -98,6 +98,11 @@ def _file_tag(spec: str) -> str:
     return spec.replace("@", "-")  # ig@blur -> <stem>_ig-blur.png
 
 
+def _heatmap(raw: Any, spec: str) -> np.ndarray:
+    """``saliency.heatmap`` of a method spec's raw output (``ig@blur`` draws like ``ig``)."""
+    return saliency.heatmap(raw, parse_method(spec)[0])
+
+
 def class_index(name: str, names: Sequence[str], where: str) -> int:
     """Index of class ``name`` among the model's outputs; ValueError listing the classes ``where`` knows."""
     if name not in names:
@@ -148,7 +153,6 @@ def compute_maps(model: Any, inputs: np.ndarray, targets: np.ndarray, settings: 
     out, logits = {}, None
     for spec in settings.methods:
         method, base = parse_method(spec)
-        baseline = baseline_value(base or settings.baseline, cfg)
         if method == "gradcam":
             def fn(x, t):
                 cam = saliency.grad_cam(model, x, t, layer=settings.layer)
@@ -157,6 +161,8 @@ def compute_maps(model: Any, inputs: np.ndarray, targets: np.ndarray, settings: 
             out[spec], logits = _batched(fn, [inputs, targets], settings.batch_size, pad_to=pad_to)
             continue
         if method == "ig":
+            baseline = baseline_value(base or settings.baseline, cfg)
+
             def fn(x, t):
                 return saliency.integrated_gradients(model, x, t, baseline=baseline, steps=settings.ig_steps,
                                                      method=settings.ig_quadrature)
@@ -173,7 +179,7 @@ def localisation(raw: Mapping[str, np.ndarray], masks: np.ndarray, labels: np.nd
     has = masks.reshape(len(masks), -1).any(axis=1)
     if not has.any():
         return {}
-    return {m: saliency.summarise(saliency.heatmap(r[has], parse_method(m)[0]), masks[has], labels[has], names)
+    return {m: saliency.summarise(_heatmap(r[has], m), masks[has], labels[has], names)
             for m, r in raw.items()}
 
 
@@ -205,7 +211,7 @@ DISPLAY_PERCENTILE = 99.0  # heat maps are drawn on [0, this percentile]: one ho
 
 def display_map(raw: np.ndarray, method: str, size: Sequence[int]) -> np.ndarray:
     """(H, W) map in [0, 1] for drawing: heat map, upsampled bilinearly, scaled to its 99th percentile."""
-    up = saliency.upsample(saliency.heatmap(raw[None], parse_method(method)[0]), size)[0]
+    up = saliency.upsample(_heatmap(raw[None], method), size)[0]
     top = float(np.percentile(up, DISPLAY_PERCENTILE))
     top = top if top > 0 else float(up.max())
     return np.clip(up / top, 0, 1) if top > 0 else up
@@ -297,7 +303,7 @@ def _image_record(i: int, s: Slice, stem: str, res: Mapping[str, Any], masks: np
         entry: dict[str, Any] = {"raw_npy": f"{stem}_{_file_tag(m)}.npy", "overlay_png": f"{stem}_{_file_tag(m)}.png",
                                  "raw_shape": list(raw[i].shape)}
         if masks[i].any():
-            heat = saliency.heatmap(raw[i:i + 1], parse_method(m)[0])
+            heat = _heatmap(raw[i:i + 1], m)
             entry["pointing_hit"] = bool(saliency.pointing_game(heat, masks[i:i + 1])[0])
             entry["mass_inside"] = _num(saliency.mass_inside(heat, masks[i:i + 1])[0])
         rec["maps"][m] = entry
