@@ -66,15 +66,16 @@ def make_workdir(wd: Path, variant: str, size: int, seed: int = 0) -> None:
     from flax import nnx
 
     from brain_jax import models, workdir
-    from brain_jax.train import builders, engine
+    from brain_jax.train import engine
     from brain_jax.train.checkpoints import Checkpointer
     from brain_jax.train.config import load_config
+    from brain_jax.train.spec import RunSpec
 
     config = load_config(f"convnextv2_cls.py:variant={variant}", [f"--config.data.image_size={size}"])
     config.model.variant = variant
     wd.mkdir(parents=True)
     workdir.write_config(wd, config)
-    num = builders.num_classes(config)
+    num = RunSpec.from_config(config).num_classes
     abstract = nnx.eval_shape(lambda: models.create("convnextv2", variant, num, rngs=nnx.Rngs(seed)))
     graphdef, state = nnx.split(abstract)
     rng = np.random.default_rng(seed)

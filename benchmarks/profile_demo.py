@@ -45,15 +45,18 @@ def main(argv: list[str] | None = None) -> None:
     import jax
     import jax.numpy as jnp
 
-    from brain_jax.train import builders, engine, optim
+    from brain_jax.train import engine, optim
+    from brain_jax.train.model_factory import create_model
+    from brain_jax.train.spec import RunSpec
     from brain_jax.train.config import load_config
 
     config = load_config(f"demo.py:task={args.task}", list(args.override))
     seg = args.task == "segmentation"
-    model, t_init, _ = _timed(lambda: builders.create_model(config))
+    spec = RunSpec.from_config(config)
+    model, t_init, _ = _timed(lambda: create_model(spec))
     parts = engine.split_model(model)
     tx, schedule = optim.make_optimizer(config.optimizer, int(config.num_train_steps))
-    lc = engine.LossConfig.from_config(config.data.task, config.loss)
+    lc = engine.LossConfig.from_config(spec.task, config.loss)
     mesh = engine.make_mesh(int(config.mesh.num_devices))
     ema = float(config.optimizer.ema_decay) > 0
     state = engine.replicate(engine.init_train_state(parts, tx, ema=ema), mesh)
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     batch = engine.to_global(engine.pad_local_batch(host, engine.local_batch_multiple(mesh)), mesh)
     lowered, t_lower, _ = _timed(lambda: step_fn.lower(state, batch, rest))
     compiled, t_compile, c_compile = _timed(lowered.compile)
-    print(f"{args.task}: {config.model.name}-{config.model.variant}, batch {b} at {s} px, "
+    print(f"{args.task}: {spec.label}, batch {b} at {s} px, "
           f"{len(jax.devices())} device(s), {config.num_train_steps} steps in the demo")
     print(f"  model init {t_init:.1f} s; trace + lower {t_lower:.1f} s; XLA compile {t_compile:.1f} s wall "
           f"({c_compile:.1f} s CPU)")

@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from brain_jax import __version__
+from brain_jax import N_RESAMPLES, __version__
 
 # verb -> (handler name in brain_jax.app.commands, one-line help)
 VERBS = {
@@ -62,8 +62,8 @@ def _config_options(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def _bootstrap_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--resamples", type=int, default=2000,
-                   help="cluster-bootstrap resamples behind each 95%% interval (default: 2000)")
+    p.add_argument("--resamples", type=int, default=N_RESAMPLES,
+                   help=f"cluster-bootstrap resamples behind each 95%% interval (default: {N_RESAMPLES})")
     p.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap draws (default: 0)")
 
 
@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     _bootstrap_options(su)
 
     st = _verb(sub, "study")
-    ssub = st.add_subparsers(dest="study", required=True, metavar="STUDY")
+    ssub = st.add_subparsers(dest="study", required=True, metavar="STUDY",
+                             help="which study to run (leakage: what a slice-level split adds to the score)")
     lk = ssub.add_parser("leakage", help="train a config under a random slice-level split and a patient/group "
                                          "split of the same pool; report the accuracy difference and the copies")
     lk.add_argument("--config", required=True, help="classification config: configs/FILE.py[:ARG]")
@@ -164,11 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--to-hf", action="store_true", help="export a brain-jax checkpoint to HF format")
     co.add_argument("--from", dest="src", help="converted folder or training workdir to export (with --to-hf)")
     co.add_argument("--out", required=True, help="output folder")
-    co.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                    help="compute dtype of the loaded model (weights are stored as float32)")
+    co.add_argument("--dtype", default="float32",
+                    help="compute dtype of the loaded model: float32 (default) or bfloat16; weights are stored as "
+                         "float32")
 
     da = _verb(sub, "data")
-    dsub = da.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
+    dsub = da.add_subparsers(dest="data_verb", required=True, metavar="ACTION",
+                             help="build: a TFDS dataset from your downloads; audit: duplicates and split composition")
     db = dsub.add_parser("build", help="build a TFDS dataset (figshare_brain_tumor, brain_tumor_mri, brain_phantoms)")
     db.add_argument("name", help="dataset name")
     db.add_argument("--manual-dir", default=None, help="folder with the files you downloaded (Figshare, Kaggle)")

@@ -10,21 +10,23 @@ A workdir is what ``brain-jax train`` creates and every later verb reads::
       damaged/           checkpoint steps a resume could not restore (cut short, files lost), kept aside
       metrics.jsonl      one JSON object per logged step and split, each once: {"step", "split", scalars...}
       metrics.json       evaluation results, one section per task and split (``METRICS_SCHEMA``)
-      predictions_<split>.csv   per-example results of ``eval`` on a split
-      figures/           PNG figures of ``eval`` / ``report``
+      predictions_<split>.csv   per-example results of ``eval`` on a split (``write_predictions``)
+      figures/           PNG figures of ``eval`` / ``report`` (``CONFUSION_MATRIX_PNG``, ``OVERLAYS_PNG`` ...)
       report.md          ``brain-jax report``
-      predictions/       default output folder of ``brain-jax predict``
+      predictions/       default output folder of ``brain-jax predict`` (predictions.json, masks, overlays)
+      explain/           default output folder of ``brain-jax explain`` (explain.json / .csv, maps, overlays)
       tensorboard/       TensorBoard events of training
 
 This module is the only one that knows these names. It imports nothing of brain_jax above it.
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import ml_collections
 import numpy as np
@@ -39,12 +41,27 @@ METRICS = "metrics.json"
 FIGURES = "figures"
 REPORT = "report.md"
 PREDICT_DIR = "predictions"
+PREDICTIONS_JSON = "predictions.json"  # predict's results, in its output folder
+EXPLAIN_DIR = "explain"
+EXPLAIN_JSON, EXPLAIN_CSV = "explain.json", "explain.csv"  # explain's results, in its output folder
+PANEL_PNG = "saliency.png"  # eval --explain / the demo's saliency panel, in FIGURES
+SALIENCY = "saliency"  # metrics.json section of that panel: its settings and localisation numbers
 TENSORBOARD = "tensorboard"
 # outputs of the experiment verbs (in a workdir or their --out folder)
 COMPOSITION = "composition"  # composition.json / .csv / .md: class x source x split table
 COMPARE_JSON, COMPARE_MD = "compare.json", "compare.md"
 SUITE_SPEC, SUITE_JSON, SUITE_MD = "suite_spec.json", "suite.json", "suite.md"
 LEAKAGE_JSON, LEAKAGE_MD = "leakage.json", "leakage.md"
+RUNS = "runs"  # suite / study --out: runs/<model>/<fold|seed>/ and runs/<arm>/, one training workdir each
+COMPARE = "compare"  # suite --out: compare/<fold|seed>/, the compare outputs of one test set
+# figures: in FIGURES of a workdir / a suite or study --out, or in a compare --out folder itself
+CONFUSION_MATRIX_PNG = "confusion_matrix.png"
+CONFUSION_MATRIX_NORMALIZED_PNG = "confusion_matrix_normalized.png"
+OVERLAYS_PNG = "overlays.png"  # Fig. 10: best / median / worst segmentation case
+TRAINING_CURVES_PNG = "training_curves.png"
+MODEL_COMPARISON_PNG, PER_CLASS_PNG, DIFFERENCES_PNG = "model_comparison.png", "per_class.png", "differences.png"
+LEAKAGE_PNG = "leakage.png"
+SUITE_PNG = "suite_{metric}.png"  # one forest plot per metric of a suite
 
 # metrics.json schema. 1 (before 2026-11-30): {"<task>": summary, "meta": {...}} with the split in
 # meta["<task>_split"]. 2: {"schema_version": 2, "meta": {...}, "<task>": {"<split>": summary}}.
@@ -56,6 +73,15 @@ def predictions_csv(workdir: str | os.PathLike, split: str) -> Path:
     """Per-example results of evaluating ``split`` (split strings may hold '+', ':' or '%')."""
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in split)
     return Path(workdir) / f"predictions_{safe}.csv"
+
+
+def has_checkpoint(workdir: str | os.PathLike) -> bool:
+    """Whether ``workdir`` holds a committed checkpoint step (latest or best; orbax renames a finished
+    step's folder into place last)."""
+    wd = Path(workdir)
+    return any(
+        p.is_dir() and p.name.isdigit() for d in (wd / CHECKPOINTS, wd / BEST) if d.is_dir() for p in d.iterdir()
+    )
 
 
 def has_run(workdir: str | os.PathLike) -> bool:
@@ -216,6 +242,131 @@ def headline(metrics: Mapping[str, Any], task: str) -> tuple[str, dict] | None:
         return None
     split = "test" if "test" in sec else list(sec)[-1]
     return split, sec[split]
+
+
+# ------------------------------------------------------------------------------- predictions CSV
+#
+# ``predictions_<split>.csv`` (``predictions_csv``): one row per evaluated example, in the order of
+# evaluation, written by ``eval`` and read back by ``compare``, ``suite``, ``study`` and ``report``. Every row
+# starts with the example's identity (``ID_COLUMNS``):
+#
+# - ``example_id``: ``dataset:file_name#k``, unique across merged sources and the same in every run;
+# - ``dataset`` (``name/config``) and ``source`` (the record's source field, e.g. ``brain_tumor_mri:<root>``);
+# - ``cluster_id`` / ``cluster_kind``: the unit a bootstrap resamples: the patient (``patient``), else the
+#   group of exact / near copies (``duplicate_group``), else the slice itself (``slice``).
+#
+# Classification rows add ``label`` and ``prediction`` (class names), ``correct`` (0/1) and one
+# ``prob_<class>`` column per class of the head, in head order. Segmentation rows add ``dice``, ``iou``,
+# ``hd_mm``, ``hd95_mm`` (mm, a miss scored with the image diagonal), ``true_area_mm2``, ``pred_area_mm2`` and
+# the 0/1 flags ``missed_tumour``, ``false_alarm``, ``both_empty``. Floats are written with 9 significant
+# digits, which round-trips float32 exactly.
+
+ID_COLUMNS = ("example_id", "dataset", "source", "cluster_id", "cluster_kind")
+PROB_PREFIX = "prob_"
+SEG_VALUES = ("dice", "iou", "hd_mm", "hd95_mm", "true_area_mm2", "pred_area_mm2")
+SEG_FLAGS = ("missed_tumour", "false_alarm", "both_empty")
+
+
+def _num(v: float) -> str:
+    return format(float(v), ".9g")
+
+
+def write_predictions(path: str | os.PathLike, ids: Mapping[str, np.ndarray], examples: Mapping[str, np.ndarray],
+                      task: str, class_names: Sequence[str]) -> Path:
+    """Write the predictions CSV of one evaluated split (``ids``: ``ID_COLUMNS`` arrays; ``examples``: the
+    accumulator's ``examples()``, same order)."""
+    path = Path(path)
+    n = len(ids["example_id"])
+    if task == "classification":
+        header = [*ID_COLUMNS, "label", "prediction", "correct", *(PROB_PREFIX + c for c in class_names)]
+        label, pred, probs = examples["label"], examples["pred"], examples["probs"]
+        rows = ([*(ids[k][i] for k in ID_COLUMNS), class_names[label[i]], class_names[pred[i]],
+                 int(label[i] == pred[i]), *(_num(p) for p in probs[i])] for i in range(n))
+    else:
+        header = [*ID_COLUMNS, *SEG_VALUES, *SEG_FLAGS]
+        rows = ([*(ids[k][i] for k in ID_COLUMNS), *(_num(examples[k][i]) for k in SEG_VALUES),
+                 *(int(examples[k][i]) for k in SEG_FLAGS)] for i in range(n))
+    lengths = {k: len(v) for k, v in {**ids, **examples}.items()}
+    if set(lengths.values()) != {n}:
+        raise ValueError(f"write_predictions: per-example arrays differ in length: {lengths}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    os.replace(tmp, path)
+    return path
+
+
+class Predictions:
+    """A predictions CSV read back: ``ids`` (``ID_COLUMNS`` string arrays), ``task`` and, for classification,
+    ``class_names``, ``label`` / ``pred`` (head indices) and ``probs`` (n, C); for segmentation ``values``
+    (``SEG_VALUES`` float arrays and ``SEG_FLAGS`` bool arrays)."""
+
+    def __init__(self, path: Path, ids: dict[str, np.ndarray], task: str, class_names: tuple[str, ...] = (),
+                 label: np.ndarray | None = None, pred: np.ndarray | None = None, probs: np.ndarray | None = None,
+                 values: dict[str, np.ndarray] | None = None):
+        self.path, self.ids, self.task, self.class_names = path, ids, task, class_names
+        self.label, self.pred, self.probs, self.values = label, pred, probs, values or {}
+
+    def __len__(self) -> int:
+        return len(self.ids["example_id"])
+
+    def take(self, order: np.ndarray) -> Predictions:
+        """The same results with rows in ``order`` (indices into this file's rows)."""
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[order]
+
+        return Predictions(self.path, {k: v[order] for k, v in self.ids.items()}, self.task, self.class_names,
+                           pick(self.label), pick(self.pred), pick(self.probs),
+                           {k: v[order] for k, v in self.values.items()})
+
+
+def read_predictions(path: str | os.PathLike) -> Predictions:
+    """Parse a predictions CSV; FileNotFoundError / ValueError naming the file, row and column at fault."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no predictions file (written by `brain-jax eval`)")
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise ValueError(f"{path}: empty; expected a header and one row per example")
+    header, body = rows[0], rows[1:]
+    missing = [c for c in ID_COLUMNS if c not in header]
+    probs_cols = [c for c in header if c.startswith(PROB_PREFIX)]
+    task = "classification" if probs_cols else "segmentation"
+    needed = ["label", "prediction"] if task == "classification" else [*SEG_VALUES, *SEG_FLAGS]
+    missing += [c for c in needed if c not in header]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected a predictions CSV of `brain-jax eval`")
+    for i, r in enumerate(body, 2):
+        if len(r) != len(header):
+            raise ValueError(f"{path}:{i}: {len(r)} fields, the header has {len(header)}")
+    col = {c: np.array([r[j] for r in body], dtype=str) for j, c in enumerate(header)}
+    ids = {c: col[c] for c in ID_COLUMNS}
+    if len(set(ids["example_id"].tolist())) != len(body):
+        raise ValueError(f"{path}: example_id repeats; each example must appear once")
+
+    def numbers(c: str) -> np.ndarray:
+        try:
+            return col[c].astype(np.float64)
+        except ValueError:
+            raise ValueError(f"{path}: column {c!r} holds a non-number") from None
+
+    if task == "segmentation":
+        values = {c: numbers(c) for c in SEG_VALUES} | {c: numbers(c).astype(bool) for c in SEG_FLAGS}
+        return Predictions(path, ids, task, values=values)
+    names = tuple(c[len(PROB_PREFIX):] for c in probs_cols)
+    index = {n: i for i, n in enumerate(names)}
+    out = {}
+    for c in ("label", "prediction"):
+        unknown = sorted(set(col[c].tolist()) - set(names))
+        if unknown:
+            raise ValueError(f"{path}: column {c!r} names class(es) {unknown} that have no {PROB_PREFIX}* column")
+        out[c] = np.array([index[v] for v in col[c].tolist()], np.int64)
+    probs = np.stack([numbers(c) for c in probs_cols], axis=1) if body else np.zeros((0, len(names)))
+    return Predictions(path, ids, task, names, out["label"], out["prediction"], probs)
 
 
 # ----------------------------------------------------------------------------------- metrics log

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import ml_collections
 import numpy as np
@@ -87,10 +87,12 @@ class _Example:
     """Position in this host's stream -> transformed example (picklable for grain workers)."""
 
     def __init__(self, cfg, index: Index, *, global_batch: int, train: bool, seed: int,
-                 process_index: int, process_count: int, ids: dict[str, np.ndarray] | None = None):
+                 process_index: int, process_count: int, ids: dict[str, np.ndarray] | None = None,
+                 head_classes: Sequence[str] | None = None):
         self.data_dir = data_dir_of(cfg)
         self.parts, self.part, self.record = index.parts, index.part, index.record
-        self.head = label_map(class_names(cfg))  # stored label -> head index
+        # stored label -> head index; a run passes its RunSpec's classes, data tools use the config's
+        self.head = label_map(class_names(cfg) if head_classes is None else head_classes)
         self.ids = ids  # host-side per-example strings (evaluation only)
         self.n = len(index)
         self.global_batch, self.train, self.seed = global_batch, train, seed
@@ -176,7 +178,7 @@ class Loader:
 
 def make_loader(data_cfg, split: str, *, global_batch_size: int, train: bool, seed: int,
                 num_epochs: int | None = None, process_index: int | None = None,
-                process_count: int | None = None) -> Loader:
+                process_count: int | None = None, class_names: Sequence[str] | None = None) -> Loader:
     """Per-host loader of `split`.
 
     Batch keys: ``image`` (B, S, S, 3) float32, ``label`` (B,) int32 head index (``class_names``),
@@ -186,7 +188,8 @@ def make_loader(data_cfg, split: str, *, global_batch_size: int, train: bool, se
     last batch padded with ``valid=False`` so every example is counted exactly once over all hosts; its
     batches also carry host-side string arrays ``example_id``, ``cluster_id``, ``cluster_kind``,
     ``source`` and ``dataset`` (``splits.identities``; "" on padding) that are not sent to devices.
-    process_index / process_count default to jax.process_index() / jax.process_count().
+    process_index / process_count default to jax.process_index() / jax.process_count(). ``class_names``: the
+    head's classes (a run's ``RunSpec.class_names``); by default ``labels.class_names(data_cfg)``.
     """
     import grain
 
@@ -204,7 +207,7 @@ def make_loader(data_cfg, split: str, *, global_batch_size: int, train: bool, se
         raise ValueError(f"split {split!r} of {data_cfg.name} has {len(index)} examples, fewer than "
                          f"global_batch_size {global_batch_size} (training drops the remainder)")
     ex = _Example(data_cfg, index, global_batch=global_batch_size, train=train, seed=seed,
-                  process_index=process_index, process_count=process_count,
+                  process_index=process_index, process_count=process_count, head_classes=class_names,
                   ids=None if train else identities(data_cfg, index))
     epochs = num_epochs if (num_epochs is not None or train) else 1
     num_batches = None if epochs is None else epochs * ex.steps_per_epoch

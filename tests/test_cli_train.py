@@ -104,9 +104,10 @@ def test_train_eval_segmentation_writes_overlays(tmp_path, data_dir):
     assert 0.0 <= seg["dice"] <= 1.0 and seg["num_cases"] > 0 and "hd95_mm" in seg and "miou" in seg
     assert (wd / "figures" / "overlays.png").stat().st_size > 1000
     # per-case results: the CSV's cases are the summary's, Fig. 10 shows the best / median / worst of them
+    from brain_jax import workdir
     from brain_jax.app import results
 
-    p = results.read_predictions(wd / "predictions_test.csv")
+    p = workdir.read_predictions(wd / "predictions_test.csv")
     assert p.task == "segmentation" and len(p) == seg["num_cases"]
     for k in ("dice", "iou", "hd_mm", "hd95_mm"):
         assert seg[k] == pytest.approx(p.values[k].mean(), rel=1e-6), k

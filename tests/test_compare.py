@@ -14,7 +14,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
 from brain_jax import cli, workdir
-from brain_jax.app import compare, report, results
+from brain_jax.app import compare, report
 from brain_jax.metrics import stats
 
 NAMES = ("glioma", "meningioma", "notumor", "pituitary")
@@ -50,7 +50,7 @@ def _workdir(root, name: str, examples, task: str = "classification", ids=None, 
         examples = {k: v[order] for k, v in examples.items()}
     workdir.write_json(wd / workdir.CONFIG, {"model": {"name": model[0], "variant": model[1]},
                                              "data": {"name": "figshare_brain_tumor", "task": task}})
-    results.write_predictions(workdir.predictions_csv(wd, "test"), ids, examples, task, NAMES if task ==
+    workdir.write_predictions(workdir.predictions_csv(wd, "test"), ids, examples, task, NAMES if task ==
                               "classification" else ())
     return wd
 
@@ -186,7 +186,7 @@ def test_segmentation_pairs_use_wilcoxon_on_per_case_dice(tmp_path):
         wds.append(_workdir(tmp_path, f"s{i}", ex, task="segmentation", ids=_ids(n), model=("segformer", f"b{i}")))
     c = compare.compare(wds, tmp_path / "out", n_resamples=300)["comparison"]
     assert c["task"] == "segmentation"
-    dice = {f"segformer-b{i}": results.read_predictions(workdir.predictions_csv(w, "test")).values["dice"]
+    dice = {f"segformer-b{i}": workdir.read_predictions(workdir.predictions_csv(w, "test")).values["dice"]
             for i, w in enumerate(wds)}
     ps = []
     for p in c["pairs"]:

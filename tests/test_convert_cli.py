@@ -78,14 +78,16 @@ def test_training_workdir_exports_to_transformers(tmp_path):
     from transformers import AutoModelForImageClassification
 
     from brain_jax import workdir
-    from brain_jax.app.predict import preprocess
     from brain_jax.io import read_slice
+    from brain_jax.train.forward import preprocess
+    from brain_jax.train.spec import RunSpec
 
     old = Path(__file__).parent / "fixtures" / "workdir_v0"
     out = tmp_path / "hf"
     assert main(["convert", "--to-hf", "--from", str(old / "cls"), "--out", str(out)]) == 0
     hf = AutoModelForImageClassification.from_pretrained(out).eval()
-    x = preprocess(read_slice(old / "scan.png"), workdir.read_config(old / "cls"))[None]
+    spec = RunSpec.from_config(workdir.read_config(old / "cls"))
+    x = preprocess(read_slice(old / "scan.png").image, spec.input)[None]
     with torch.no_grad():
         logits = hf(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).logits.numpy()
     np.testing.assert_allclose(logits, np.load(old / "logits_cls.npy"), atol=1e-5)

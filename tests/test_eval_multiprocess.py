@@ -35,7 +35,7 @@ def step(params, bs, rest, batch):  # predicts each example's label: the kept la
     return {"stats": metrics.classification_batch_stats(logits, batch["label"], batch["valid"], 4),
             "pred": batch["label"]}
 
-res = run_split(step, None, None, None, loader, mesh=engine.make_mesh(), task="classification", num_classes=4,
+res = run_split(step, None, None, None, loader, mesh=engine.make_mesh(), task="classification",
                 class_names=ip.CLASS_NAMES, keep_examples=True)
 json.dump({"ids": res.ids["example_id"].tolist(), "source": res.ids["source"].tolist(),
            "label": res.examples["label"].tolist()}, open(f"{out}.{pid}.json", "w"))

@@ -9,7 +9,7 @@ import pytest
 
 import jax.numpy as jnp
 
-from brain_jax import metrics
+from brain_jax import metrics, workdir
 from brain_jax.app import results
 from brain_jax.app.evaluate import add_uncertainty, intervals_for, print_table
 from brain_jax.metrics import stats
@@ -18,6 +18,11 @@ from brain_jax.train.evaluate import (ID_KEYS, SplitResult, decode_strings, enco
                                       interleave, run_split)
 
 NAMES = ("glioma", "meningioma", "pituitary")
+SEG_NAMES = ("background", "tumour")
+
+
+def _names(task: str) -> tuple[str, ...]:
+    return NAMES if task == "classification" else SEG_NAMES
 
 
 def _batches(task: str, rows: list[list[str]], has_mask: dict[str, bool] | None = None):
@@ -60,7 +65,7 @@ def test_ids_follow_the_accumulators_rows(task):
     mesh = engine.make_mesh(2)  # 3-row host batches are padded to 4 (two devices): padding never counts
     no_mask = {"b4": False}  # a case without a ground-truth mask is not a segmentation case
     res = run_split(_step(task), None, None, None, _batches(task, ROWS, no_mask), mesh=mesh, task=task,
-                    num_classes=3 if task == "classification" else 2, class_names=NAMES, keep_examples=True)
+                    class_names=_names(task), keep_examples=True)
     expect = [i for r in ROWS for i in r if i and (task == "classification" or i not in no_mask)]
     assert res.ids["example_id"].tolist() == [f"example_id:{i}" for i in expect]
     assert res.ids["source"].tolist() == [f"source:{i}" for i in expect]
@@ -73,7 +78,7 @@ def test_ids_follow_the_accumulators_rows(task):
         assert res.examples["dice"].tolist() == [1.0 if int(i[-1]) % 3 == 0 else 0.0 for i in expect]
     # the trainer's pass keeps no ids
     plain = run_split(_step(task), None, None, None, _batches(task, ROWS), mesh=mesh, task=task,
-                      num_classes=3 if task == "classification" else 2, class_names=NAMES)
+                      class_names=_names(task))
     assert plain.ids is None
 
 
@@ -83,7 +88,7 @@ def test_batches_without_ids_give_unnamed_results():
         for k in ID_KEYS:
             del b[k]
     res = run_split(_step("classification"), None, None, None, rows, mesh=engine.make_mesh(1),
-                    task="classification", num_classes=3, class_names=NAMES, keep_examples=True)
+                    task="classification", class_names=NAMES, keep_examples=True)
     assert res.ids is None and len(res.examples["label"]) == 8
 
 
@@ -159,8 +164,8 @@ def test_intervals_and_per_source_are_the_statistics_of_the_examples():
 
 def test_predictions_csv_round_trip(tmp_path):
     res = _fake_result(12)
-    path = results.write_predictions(tmp_path / "p.csv", res.ids, res.examples, "classification", NAMES)
-    p = results.read_predictions(path)
+    path = workdir.write_predictions(tmp_path / "p.csv", res.ids, res.examples, "classification", NAMES)
+    p = workdir.read_predictions(path)
     assert p.task == "classification" and p.class_names == NAMES
     assert p.label.tolist() == res.examples["label"].tolist() and p.pred.tolist() == res.examples["pred"].tolist()
     np.testing.assert_array_equal(p.probs.astype(np.float32), res.examples["probs"])  # float32 exactly
@@ -172,7 +177,7 @@ def test_predictions_csv_round_trip(tmp_path):
            "missed_tumour": np.array([False, False]), "false_alarm": np.array([False, False]),
            "both_empty": np.array([False, True])}
     ids = {k: v[:2] for k, v in res.ids.items()}
-    q = results.read_predictions(results.write_predictions(tmp_path / "s.csv", ids, seg, "segmentation", ()))
+    q = workdir.read_predictions(workdir.write_predictions(tmp_path / "s.csv", ids, seg, "segmentation", ()))
     assert q.task == "segmentation" and q.values["dice"].tolist() == [0.5, 1.0]
     assert q.values["both_empty"].tolist() == [False, True]
 
@@ -186,13 +191,13 @@ def test_predictions_csv_round_trip(tmp_path):
 def test_bad_predictions_csv_names_the_file(tmp_path, edit, match):
     res = _fake_result(6, seed=2)
     res.examples["label"][:] = 1
-    path = results.write_predictions(tmp_path / "p.csv", res.ids, res.examples, "classification", NAMES)
+    path = workdir.write_predictions(tmp_path / "p.csv", res.ids, res.examples, "classification", NAMES)
     path.write_text(edit(path.read_text()))
     with pytest.raises(ValueError, match=match) as e:
-        results.read_predictions(path)
+        workdir.read_predictions(path)
     assert "p.csv" in str(e.value)
     with pytest.raises(FileNotFoundError, match="brain-jax eval"):
-        results.read_predictions(tmp_path / "none.csv")
+        workdir.read_predictions(tmp_path / "none.csv")
 
 
 def test_chosen_cases_best_median_worst_among_tumour_cases():
@@ -203,3 +208,26 @@ def test_chosen_cases_best_median_worst_among_tumour_cases():
     # ties broken by id: e3 and e5 both score 0.5, e3 first
     assert results.chosen_cases(dice[[1, 3, 5]], area[[1, 3, 5]], ["e1", "e5", "e3"])[1] == ("median", 2)
     assert results.chosen_cases(np.array([1.0]), np.array([0.0]), ["x"]) == [("best", 0)]
+
+
+def test_one_default_resample_count():
+    """The CLI's --resamples, the verbs and the metrics functions default to the one count, brain_jax.N_RESAMPLES."""
+    import inspect
+
+    from brain_jax import N_RESAMPLES, cli
+    from brain_jax.app import compare, evaluate, study, suite
+
+    assert N_RESAMPLES == 2000
+    parser = cli.build_parser()
+    for argv in (["eval", "--workdir", "w"], ["compare", "a", "b", "--out", "o"],
+                 ["suite", "--config", "c", "--seeds", "2", "--out", "o"], ["study", "leakage", "--config", "c",
+                                                                             "--out", "o"]):
+        assert parser.parse_args(argv).resamples == N_RESAMPLES, argv
+    functions = (evaluate.evaluate_workdir, evaluate.intervals_for, compare.compare, compare.compare_runs,
+                 suite.train_then_evaluate, suite.run_suite, study.unpaired_difference, study.run_leakage,
+                 stats.classification_intervals, stats.segmentation_intervals, stats.paired_comparison,
+                 stats.paired_segmentation_comparison, stats.pairwise_comparisons,
+                 stats.pairwise_segmentation_comparisons, metrics.ClassificationAccumulator.intervals,
+                 metrics.SegmentationAccumulator.intervals)
+    for fn in functions:
+        assert inspect.signature(fn).parameters["n_resamples"].default == N_RESAMPLES, fn.__qualname__

@@ -18,9 +18,11 @@ import pytest
 from PIL import Image
 
 from brain_jax import cli, workdir
-from brain_jax.train import builders, checkpoints, engine, faults
+from brain_jax.train import checkpoints, engine, faults
+from brain_jax.train.model_factory import create_model
+from brain_jax.train.spec import RunSpec
 from brain_jax.train.config import load_config
-from brain_jax.train.logging import LogWriteError
+from brain_jax.train.metric_log import LogWriteError
 from tests.train_helpers import compilation_cache, params_of, run, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,7 +176,7 @@ def model_workdir(tmp_path, tiny_phantoms) -> tuple[Path, list[str]]:
             "--config.data.image_size=32", "--config.eval_batch_size=8"]
     config = load_config("configs/convnextv2_cls.py:runlocal", args)
     wd = tmp_path / "model"
-    model = builders.create_model(config)
+    model = create_model(RunSpec.from_config(config))
     state = engine.init_train_state(engine.split_model(model), optax.sgd(0.1), ema=False)
     ck = checkpoints.Checkpointer(wd, keep=3, async_save=False)
     for step in (1, 2):

@@ -3,7 +3,7 @@
 From the top, each layer may import any layer below it and nothing above:
 cli -> app -> train -> convert -> {models, metrics, io, workdir, input_pipeline}; the bottom packages
 import nothing of ours above them (input_pipeline reads files through brain_jax.io's size guards; the
-package root defines only ``__version__``);
+package root defines only ``__version__`` and ``N_RESAMPLES``);
 configs import only ml_collections and input_pipeline's defaults. Any import cycle between files fails,
 and an import of our own code inside a function must say why (start-up cost) on its line or the one
 above: a function-level import that hides a cycle is a cycle.
@@ -11,6 +11,8 @@ above: a function-level import that hides a cycle is a cycle.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,6 +130,93 @@ def test_the_checks_catch_what_they_should():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert "app" not in ALLOWED["train"] and "train" not in ALLOWED["convert"]
     assert layer_of("brain_jax.train.trainer") == "train" and layer_of("input_pipeline.loader") == "input_pipeline"
+
+
+# brain_jax.app's groups (its __init__ docstring), in order: a module imports app modules of its own group or
+# an earlier one. Helpers come first; modules not listed here are not checked.
+APP_GROUPS = (
+    ("helpers", {"tables", "figures", "results", "paper", "compile_cache", "inputs"}),
+    ("single-workdir verbs", {"evaluate", "predict", "explain", "saliency_panel", "report"}),
+    ("experiment verbs", {"compare", "suite", "study"}),
+    ("composers", {"demo", "commands"}),
+)
+# The app modules that may import the training loop: the verbs that train (study through suite) and the
+# composers (the demo; commands for `brain-jax train`).
+TRAINER_IMPORTERS = {"brain_jax.app.suite", "brain_jax.app.demo", "brain_jax.app.commands"}
+
+
+def _app_group(module: str) -> int | None:
+    name = module.removeprefix("brain_jax.app.")
+    return next((i for i, (_, names) in enumerate(APP_GROUPS) if name in names), None)
+
+
+def test_app_modules_import_only_earlier_groups():
+    bad = []
+    for module, imports in GRAPH.items():
+        src = _app_group(module) if module.startswith("brain_jax.app.") else None
+        for target, line, _ in imports:
+            dst = _app_group(target) if target.startswith("brain_jax.app.") else None
+            if src is not None and dst is not None and dst > src:
+                bad.append(f"{MODULES[module].relative_to(ROOT)}:{line}: {APP_GROUPS[src][0]} import "
+                           f"{APP_GROUPS[dst][0]} ({target})")
+    assert not bad, "app imports against its group order:\n" + "\n".join(bad)
+
+
+def test_only_the_verbs_that_train_import_the_trainer():
+    importers = {m for m, imports in GRAPH.items() if m.startswith("brain_jax.app")
+                 for t, _, _ in imports if t == "brain_jax.train.trainer"}
+    extra = sorted(importers - TRAINER_IMPORTERS)
+    assert not extra, f"app modules importing the training loop: {extra}"
+    assert "brain_jax.app.suite" in importers  # the check sees the imports it should
+
+
+def test_the_report_verb_loads_neither_the_trainer_nor_jax():
+    """`brain-jax report` renders JSON and draws with matplotlib: importing it (fresh process) loads no training
+    loop and no JAX, although it renders what suite and study (which train) wrote."""
+    code = ("import sys, brain_jax.app.report; "
+            "print(sorted(m for m in ('brain_jax.train.trainer', 'jax', 'brain_jax.app.suite') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def _reach(module: str) -> set[str]:
+    """Every module of ours ``module`` imports, directly or not (imports inside functions included)."""
+    seen, todo = set(), [module]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += [t for t, _, _ in GRAPH.get(m, ())]
+    return seen
+
+
+def test_predict_and_explain_load_no_trainer():
+    """The image verbs run the forward pass, not the training loop or its data pipeline: their module graphs
+    (functions' imports included) reach neither; `brain-jax predict` and `explain` import them in their
+    handlers only (``commands``' module-level imports load no verb)."""
+    for verb in ("brain_jax.app.predict", "brain_jax.app.explain", "brain_jax.app.inputs"):
+        reach = _reach(verb)
+        assert not reach & {"brain_jax.train.trainer", "brain_jax.train.data"}, verb
+    assert "brain_jax.train.forward" in _reach("brain_jax.app.predict")  # the walk sees the imports it should
+    assert not [t for t, _, inside in GRAPH["brain_jax.app.commands"] if not inside and t.startswith("brain_jax.app")]
+
+
+def _flax_imports(source: str) -> list[int]:
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        lines += [node.lineno for n in names if n.split(".")[0] == "flax"]
+    return lines
+
+
+def test_app_holds_no_nnx():
+    """NNX (modules, split / merge, jit of the object graph) stays in train/: no app module imports flax."""
+    assert _flax_imports("import os\nfrom flax import nnx\nimport flax.linen as nn\n") == [2, 3]
+    bad = [f"{MODULES[m].relative_to(ROOT)}:{line}" for m in MODULES if m.startswith("brain_jax.app")
+           for line in _flax_imports(MODULES[m].read_text())]
+    assert not bad, "app modules importing flax: " + ", ".join(bad)
 
 
 def _package_link(a: str, b: str) -> bool:

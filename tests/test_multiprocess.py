@@ -24,7 +24,7 @@ def _train_rows(wd: Path) -> list[dict]:
 
 def test_two_processes_match_one_process_with_two_devices(tmp_path, tiny_phantoms):
     from brain_jax.models.weights import model_variables
-    from brain_jax.train.builders import load_model_from_workdir
+    from brain_jax.train.model_factory import load_model_from_workdir
 
     data = tiny_phantoms
     common = [f"--config.data.data_dir={data}", "--config.data.builder_config=tiny", "--config.data.image_size=32",

@@ -5,10 +5,15 @@ import importlib
 
 import pytest
 
-from brain_jax.train.builders import class_names
 from brain_jax.train.config import load_config
+from brain_jax.train.spec import RunSpec
 
 MODELS = ("convnextv2", "convnext", "swin", "vit")
+
+
+def class_names(config):
+    return RunSpec.from_config(config).class_names
+
 # What a comparison must not vary between models (the recipe), as dotted config fields.
 RECIPE = ("batch_size", "num_epochs", "num_train_steps", "optimizer", "loss", "data.image_size", "data.augment",
           "data.name", "data.split_by", "data.dedup", "data.group_split_fractions", "data.seed", "seed",

@@ -256,10 +256,18 @@ def test_errors_name_the_file(tmp_path):
 
 
 def _cfg(task, size=32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)):
-    return {"model": {"name": "stub"},
+    model = "convnextv2" if task == "classification" else "segformer"  # the stubs stand in for one
+    return {"model": {"name": model, "variant": "test"},
             "data": {"task": task, "image_size": size, "mean": list(mean), "std": list(std),
                      "upper_percentile": 99.5, "name": "brain_phantoms", "builder_config": "small",
                      "classes": "", "num_classes": 0}}
+
+
+def _spec(cfg):
+    """The RunSpec of a config, as predict builds it from a workdir's config.json."""
+    from brain_jax.train.spec import RunSpec
+
+    return RunSpec.from_config(cfg, where="config.json")
 
 
 def _loader_input(image, size, mean, std):
@@ -291,7 +299,7 @@ def test_predict_classification_stub_matches_loader_and_softmax():
         return x.mean(axis=(1, 2)) @ w
 
     cfg = _cfg("classification", 32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    res = predict_arrays(model, cfg, [_slice(i) for i in imgs], batch_size=2)
+    res = predict_arrays(model, _spec(cfg), [_slice(i) for i in imgs], batch_size=2)
     x = np.concatenate(seen)[: len(imgs)]  # second chunk is padded to the batch size
     assert np.concatenate(seen).shape == (4, 32, 32, 3)
     for i, img in enumerate(imgs):
@@ -320,7 +328,7 @@ def test_write_predictions_classification(tmp_path):
     b = np.ones((20, 20), np.float32)
     b[:2, :2] = 0  # mostly bright
     slices = [_slice(a, path="dark.png"), _slice(b, path="bright.png")]
-    res = predict_arrays(model, _cfg("classification", 16), slices)
+    res = predict_arrays(model, _spec(_cfg("classification", 16)), slices)
     assert [r.predicted_class for r in res] == ["glioma", "notumor"]
     path = write_predictions(res, slices, tmp_path / "o", "classification", {"model": "stub"})
     doc = json.loads(path.read_text())
@@ -353,7 +361,7 @@ def test_predict_segmentation_stub_original_resolution_and_area():
     from brain_jax.app.predict import predict_arrays
 
     img, m = _rect_case()
-    res = predict_arrays(_stub_segmenter, _cfg("segmentation", 32),
+    res = predict_arrays(_stub_segmenter, _spec(_cfg("segmentation", 32)),
                          [_slice(img, (0.5, 0.8), m), _slice(img.T.copy())])
     r0, r1 = res
     assert r0.mask.shape == (96, 64) and r1.mask.shape == (64, 96)
@@ -371,9 +379,9 @@ def test_predict_wrong_model_output_shape():
     from brain_jax.app.predict import predict_arrays
 
     with pytest.raises(ValueError, match="segmentation.*expected \\(batch, height"):
-        predict_arrays(lambda x: np.zeros((len(x), 4)), _cfg("segmentation"), [_slice(np.ones((8, 8)))])
+        predict_arrays(lambda x: np.zeros((len(x), 4)), _spec(_cfg("segmentation")), [_slice(np.ones((8, 8)))])
     with pytest.raises(ValueError, match="classification.*expected \\(batch, num_classes"):
-        predict_arrays(_stub_segmenter, _cfg("classification"), [_slice(np.ones((8, 8)))])
+        predict_arrays(_stub_segmenter, _spec(_cfg("classification")), [_slice(np.ones((8, 8)))])
 
 
 def test_write_predictions_segmentation_files(tmp_path):
@@ -383,7 +391,7 @@ def test_write_predictions_segmentation_files(tmp_path):
 
     img, m = _rect_case()
     slices = [_slice(img, (0.5, 0.8), m, "a/scan.mat"), _slice(img, None, None, "b/scan.png")]
-    res = predict_arrays(_stub_segmenter, _cfg("segmentation", 32), slices)
+    res = predict_arrays(_stub_segmenter, _spec(_cfg("segmentation", 32)), slices)
     path = write_predictions(res, slices, tmp_path / "out", "segmentation", {"model": "stub"})
     doc = __import__("json").loads(path.read_text())
     assert [p["mask_png"] for p in doc["predictions"]] == ["scan_mask.png", "scan_2_mask.png"]
@@ -442,14 +450,14 @@ def test_predict_real_tiny_models(tiny_models):
     slices = [_slice(rng.uniform(0, 500, size=s)) for s in ((40, 30), (32, 32), (50, 70))]
     cfg = _cfg("classification", 32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     # batch 2: the last chunk is zero-padded, which must not change its result
-    res = predict_arrays(cls_model, cfg, slices, batch_size=2)
+    res = predict_arrays(cls_model, _spec(cfg), slices, batch_size=2)
     x = np.stack([_loader_input(s.image, 32, cfg["data"]["mean"], cfg["data"]["std"]) for s in slices])
     cls_model.eval()
     logits = np.asarray(nnx.jit(lambda m, x: m(x))(cls_model, x), np.float64)
     p = np.exp(logits - logits.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     np.testing.assert_allclose([list(r.probabilities.values()) for r in res], p, atol=1e-5)
-    seg = predict_arrays(seg_model, _cfg("segmentation", 32), slices)
+    seg = predict_arrays(seg_model, _spec(_cfg("segmentation", 32)), slices)
     assert [r.mask.shape for r in seg] == [(40, 30), (32, 32), (50, 70)]
     assert all(r.mask.dtype == np.uint8 and set(np.unique(r.mask)) <= {0, 1} for r in seg)
 
@@ -483,8 +491,9 @@ def test_predict_command_end_to_end(tiny_models, tmp_path, capsys, monkeypatch):
 
     from PIL import Image
 
+    from brain_jax.app.commands import predict
+    from brain_jax.app.predict import predict_arrays
     from brain_jax.cli import build_parser
-    from brain_jax.app.predict import predict, predict_arrays
 
     seg_model = tiny_models[1]
     cfg = _make_workdir(tmp_path / "wd", seg_model, "segmentation")
@@ -499,7 +508,7 @@ def test_predict_command_end_to_end(tiny_models, tmp_path, capsys, monkeypatch):
     assert main(["predict", "--workdir", "wd", *inputs]) == 0
     out = tmp_path / "wd" / "predictions"
     doc = json.loads((out / "predictions.json").read_text())
-    expect = predict_arrays(seg_model, cfg, [read_slice(p) for p in inputs])
+    expect = predict_arrays(seg_model, _spec(cfg), [read_slice(p) for p in inputs])
     assert 0 < expect[0].mask.mean() < 1  # a mixed mask, so the comparison below means something
     for rec, e in zip(doc["predictions"], expect):
         mask = np.asarray(Image.open(out / rec["mask_png"])) > 0
@@ -544,8 +553,6 @@ def test_predict_command_end_to_end(tiny_models, tmp_path, capsys, monkeypatch):
 
 
 def test_absurd_image_size_in_config_is_refused():
-    from brain_jax.app.predict import predict_arrays
-
-    cfg = _cfg("classification", 10**6)
-    with pytest.raises(ValueError, match=r"data.image_size = 1000000; .* at most 4096"):
-        predict_arrays(lambda x: np.zeros((len(x), 4)), cfg, [_slice(np.ones((8, 8)))])
+    # predict reads a workdir's config.json through its RunSpec, which refuses the size before any work
+    with pytest.raises(ValueError, match=r"config.json: data.image_size = 1000000; .* at most 4096"):
+        _spec(_cfg("classification", 10**6))

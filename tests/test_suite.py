@@ -11,7 +11,7 @@ import pytest
 
 import input_pipeline as ip
 from brain_jax import cli, workdir
-from brain_jax.app import report, results, study, suite
+from brain_jax.app import report, results, study, suite, tables
 from brain_jax.metrics import stats
 from brain_jax.train.config import load_config
 from input_pipeline.splits import identities, resolve
@@ -56,7 +56,7 @@ def test_leakage_study_shows_the_inflation_on_hard_phantoms(hard, tmp_path, caps
     # the unpaired interval: each arm's patients / groups resampled on its own, seeds 0 and 1
     reps = []
     for i, arm in enumerate(("random", "group")):
-        p = results.read_predictions(workdir.predictions_csv(out / "runs" / arm, "test"))
+        p = workdir.read_predictions(workdir.predictions_csv(out / "runs" / arm, "test"))
         clusters, kind, _ = results.resampling_clusters(p.ids)
         units = stats.resampling_units(clusters, kind, len(p))
         correct = (p.label == p.pred).astype(float)
@@ -113,7 +113,7 @@ def test_suite_of_three_models_over_three_folds_then_compare_report_resume(hard,
     seen = []
     for fold in (1, 2, 3):
         wd = out / "runs" / "swin-test" / f"fold{fold}"
-        p = results.read_predictions(workdir.predictions_csv(wd, "test"))
+        p = workdir.read_predictions(workdir.predictions_csv(wd, "test"))
         cfg = load_config("configs/swin_cls.py:runlocal", common)
         cfg.data.update({"num_folds": 3, "fold": fold - 1})
         assert p.ids["example_id"].tolist() == identities(cfg.data, resolve(cfg.data, "test"))["example_id"].tolist()
@@ -128,7 +128,7 @@ def test_suite_of_three_models_over_three_folds_then_compare_report_resume(hard,
 
 def _eval_outputs_are_the_statistics_of_the_csv(wd: Path) -> None:
     s = workdir.read_metrics(wd)["classification"]["test"]
-    p = results.read_predictions(workdir.predictions_csv(wd, "test"))
+    p = workdir.read_predictions(workdir.predictions_csv(wd, "test"))
     assert len(p) == s["num_examples"] and s["predictions_csv"] == "predictions_test.csv"
     assert np.mean(p.label == p.pred) == pytest.approx(s["accuracy"])
     np.testing.assert_allclose(p.probs.sum(1), 1.0, atol=1e-5)
@@ -220,7 +220,7 @@ def test_seeds_share_the_split_and_report_training_spread_apart(tiny_phantoms, t
     t = suite.aggregate(runs, folds=0)
     assert t["per_model"]["vit-test"]["accuracy"]["sd"] == pytest.approx(0.02)
     assert t["per_model"]["vit-test"]["accuracy"]["mean_interval_width"] == pytest.approx(0.2)
-    md = suite.markdown(t)
+    md = tables.suite_markdown(t)
     assert "| vit-test | 0.8000 [0.7000, 0.9000] | 0.8400 [0.7400, 0.9400] |" in md
     assert "sd over seeds 0.0200; mean width of one test set's 95% bootstrap interval 0.2000" in md
     assert "training randomness" in md and "same test set" in md

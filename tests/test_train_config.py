@@ -7,7 +7,8 @@ import pytest
 from flax import nnx
 
 from brain_jax.models.weights import model_variables
-from brain_jax.train import builders, optim
+from brain_jax.train import model_factory, optim
+from brain_jax.train.spec import RunSpec
 from brain_jax.train.config import apply_overrides, load_config
 
 ALL_CONFIGS = ["convnextv2_cls", "convnext_cls", "swin_cls", "vit_cls", "segformer_seg", "demo"]
@@ -16,10 +17,10 @@ ALL_CONFIGS = ["convnextv2_cls", "convnext_cls", "swin_cls", "vit_cls", "segform
 @pytest.mark.parametrize("name", ALL_CONFIGS)
 def test_every_config_loads_and_validates(name):
     c = load_config(f"configs/{name}.py")
-    builders.validate_config(c)
+    RunSpec.from_config(c)
     if name != "demo":
         r = load_config(f"configs/{name}.py:runlocal")
-        builders.validate_config(r)
+        RunSpec.from_config(r)
         assert r.model.variant == "test" and r.init_from == "" and r.data.name == "brain_phantoms"
 
 
@@ -48,9 +49,9 @@ def test_overrides_take_the_field_type_and_reject_unknown_keys():
     with pytest.raises(ValueError, match="expected an integer"):
         apply_overrides(c, ["--config.batch_size=many"])
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
-        builders.validate_config(load_config("configs/convnextv2_cls.py", ["--config.model.name=resnet"]))
+        RunSpec.from_config(load_config("configs/convnextv2_cls.py", ["--config.model.name=resnet"]))
     with pytest.raises(ValueError, match="variant.*'tinyy'"):
-        builders.validate_config(load_config("configs/convnextv2_cls.py", ["--config.model.variant=tinyy"]))
+        RunSpec.from_config(load_config("configs/convnextv2_cls.py", ["--config.model.variant=tinyy"]))
     with pytest.raises(FileNotFoundError, match="known configs"):
         load_config("configs/nope.py")
 
@@ -93,13 +94,17 @@ def _demo_like(num_classes: int, init_from: str = "", variant: str = "test"):
     return c
 
 
+def _spec_like(num_classes: int, init_from: str = "", variant: str = "test") -> RunSpec:
+    return RunSpec.from_config(_demo_like(num_classes, init_from, variant))
+
+
 def test_init_from_native_folder_grafts_body_and_refreshes_head(tmp_path):
     from brain_jax import models
     from brain_jax.convert.native import save_native
 
     pre = models.create("convnextv2", "test", 10)
     save_native(pre, tmp_path / "pre")
-    model = builders.create_model(_demo_like(4, str(tmp_path / "pre")))
+    model = model_factory.create_model(_spec_like(4, str(tmp_path / "pre")))
     ours, theirs = model_variables(model), model_variables(pre)
     assert model.config.num_labels == 4
     for path, var in ours.items():
@@ -110,7 +115,7 @@ def test_init_from_native_folder_grafts_body_and_refreshes_head(tmp_path):
     # same label count: the head is kept too
     pre4 = models.create("convnextv2", "test", 4, rngs=nnx.Rngs(params=7, dropout=8))
     save_native(pre4, tmp_path / "pre4")
-    same = builders.create_model(_demo_like(4, str(tmp_path / "pre4")))
+    same = model_factory.create_model(_spec_like(4, str(tmp_path / "pre4")))
     np.testing.assert_array_equal(np.asarray(model_variables(same)["classifier.kernel"].get_value()),
                                   np.asarray(model_variables(pre4)["classifier.kernel"].get_value()))
 
@@ -125,14 +130,14 @@ def test_graft_lists_every_mismatch_and_checks_the_architecture():
     a = nnx.eval_shape(lambda: models.create("convnextv2", "test", 4))  # shapes are all graft checks
     b = nnx.eval_shape(lambda: models.create("convnextv2", "atto", 4))
     with pytest.raises(ValueError, match=r"problem\(s\)") as e:
-        builders.graft(a, b, fresh_head=True)
+        model_factory.graft(a, b, fresh_head=True)
     assert ("embeddings.patch_embeddings.kernel: pretrained model has (4, 4, 3, 40), model expects (4, 4, 3, 8)"
             in str(e.value))
     c = _demo_like(4, "some/checkpoint")
     c.model.name = "convnext"
-    with mock.patch.object(builders, "load_pretrained", return_value=models.create("convnextv2", "test", 4)):
+    with mock.patch.object(model_factory, "load_pretrained", return_value=models.create("convnextv2", "test", 4)):
         with pytest.raises(ValueError, match="holds a convnextv2 model, but model.name is 'convnext'"):
-            builders.create_model(c)
+            model_factory.create_model(RunSpec.from_config(c))
 
 
 @pytest.mark.torch
@@ -143,7 +148,7 @@ def test_init_from_hf_save_pretrained_folder(tmp_path):
     torch.manual_seed(0)
     hf_cfg = transformers.ConvNextV2Config(depths=[1, 1, 2, 1], hidden_sizes=[8, 16, 32, 64], num_labels=1000)
     transformers.ConvNextV2ForImageClassification(hf_cfg).save_pretrained(tmp_path / "hf")
-    model = builders.create_model(_demo_like(4, str(tmp_path / "hf")))
+    model = model_factory.create_model(_spec_like(4, str(tmp_path / "hf")))
     sd = transformers.ConvNextV2ForImageClassification.from_pretrained(tmp_path / "hf").state_dict()
     ours = model_variables(model)
     assert model.config.num_labels == 4 and ours["classifier.kernel"].get_value().shape == (64, 4)

@@ -212,7 +212,8 @@ def test_headless_checkpoint_gives_the_class_token(headless_dir, tmp_path):
 
 @pytest.mark.torch
 def test_init_from_headless_checkpoint_adds_a_fresh_classifier(headless_dir):
-    from brain_jax.train.builders import create_model
+    from brain_jax.train.model_factory import create_model
+    from brain_jax.train.spec import RunSpec
     from configs.common import base_config
 
     folder, _ = headless_dir
@@ -221,7 +222,7 @@ def test_init_from_headless_checkpoint_adds_a_fresh_classifier(headless_dir):
     config.model.kwargs = {"drop_path_rate": 0.0}
     config.init_from = str(folder)
     with pytest.warns(UserWarning, match="pooler"):
-        model = create_model(config)
+        model = create_model(RunSpec.from_config(config))
     assert model.classifier.kernel.get_value().shape == (32, 4)
     from safetensors.numpy import load_file
 

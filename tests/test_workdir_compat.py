@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from brain_jax import cli, workdir
-from brain_jax.app.predict import preprocess
 from brain_jax.io import read_slice
-from brain_jax.train.builders import load_model_from_workdir
+from brain_jax.train.forward import preprocess
+from brain_jax.train.model_factory import load_model_from_workdir
+from brain_jax.train.spec import RunSpec
 
 OLD = Path(__file__).parent / "fixtures" / "workdir_v0"
 CONFIGS = {"cls": "configs/convnextv2_cls.py:runlocal", "seg": "configs/segformer_seg.py:runlocal"}
@@ -32,8 +33,8 @@ def _copy(name: str, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("name", ["cls", "seg"])
 def test_old_workdir_gives_the_old_logits(name):
     model = load_model_from_workdir(OLD / name)
-    cfg = workdir.read_config(OLD / name)
-    x = preprocess(read_slice(OLD / "scan.png"), cfg)[None]
+    spec = RunSpec.from_config(workdir.read_config(OLD / name))
+    x = preprocess(read_slice(OLD / "scan.png").image, spec.input)[None]
     np.testing.assert_allclose(np.asarray(model(x)), np.load(OLD / f"logits_{name}.npy"), atol=1e-5)
 
 

@@ -2,6 +2,9 @@
 
 User errors (bad config key, unknown model, missing dataset, foreign workdir, unreadable file) raise
 ValueError / FileNotFoundError / KeyError, which ``brain_jax.cli`` prints as one line with exit code 2.
+
+Each handler imports its verb's modules inside it (``# start-up``), so a verb loads only what it runs:
+``report`` no JAX, ``eval`` no training loop, ``data`` no model code.
 """
 from __future__ import annotations
 
@@ -9,29 +12,14 @@ import argparse
 from pathlib import Path
 
 from brain_jax import workdir
-from brain_jax.app import compare as compare_app
-from brain_jax.app import demo as demo_app
-from brain_jax.app import explain as explain_app
-from brain_jax.app import predict as predict_app
-from brain_jax.app import report as report_app
-from brain_jax.app import study as study_app
-from brain_jax.app import suite as suite_app
-from brain_jax.app.evaluate import evaluate_workdir, print_table
-from brain_jax.convert import from_hf, to_hf
-from brain_jax.convert.native import is_native_dir, load_native, save_native
-from brain_jax.train.builders import dtype_of, load_model_from_workdir
-from brain_jax.train.config import apply_overrides, load_config
-from brain_jax.train.trainer import train_and_evaluate
-from input_pipeline import composition_markdown, split_composition, write_composition
-from input_pipeline.audit import parse_entry, run_audit
-from input_pipeline.builders import build_dataset
-from input_pipeline.loader import default_data_config
-from input_pipeline.sources import dataset_name, sources, split_names
 
 PREEMPTED_EXIT = 143  # 128 + SIGTERM: schedulers requeue the job; the workdir resumes
 
 
 def train(args: argparse.Namespace) -> int:
+    from brain_jax.train.config import load_config  # start-up
+    from brain_jax.train.trainer import train_and_evaluate  # start-up
+
     config = load_config(args.config, args.overrides)
     result = train_and_evaluate(config, args.workdir)
     if result["status"] == "preempted":
@@ -44,6 +32,8 @@ def train(args: argparse.Namespace) -> int:
 
 def _eval_config(args: argparse.Namespace):
     """--config with its overrides, else the workdir's own config.json (overrides applied, e.g. data_dir)."""
+    from brain_jax.train.config import apply_overrides, load_config  # start-up
+
     if args.config:
         return load_config(args.config, args.overrides)
     if not workdir.has_run(args.workdir):
@@ -58,6 +48,8 @@ def _eval_config(args: argparse.Namespace):
 def evaluate(args: argparse.Namespace) -> int:
     """Evaluate the best (else latest) checkpoint of a workdir on a split: metrics.json with intervals, the
     predictions CSV, figures, the split composition."""
+    from brain_jax.app.evaluate import evaluate_workdir, print_table  # start-up
+
     config = _eval_config(args)
     out = evaluate_workdir(config, args.workdir, split=args.split, n_resamples=args.resamples,
                            seed=args.bootstrap_seed)
@@ -67,8 +59,11 @@ def evaluate(args: argparse.Namespace) -> int:
     for p in [*out["figures"], *out["composition"], out["predictions_csv"], out["metrics_json"]]:
         print(f"wrote {p}")
     if args.explain:
-        sal = explain_app.explain_split(config, args.workdir, split=out["split"], n_per_class=args.explain,
-                                        layer=args.explain_layer, baseline=args.explain_baseline)
+        # start-up: only eval --explain draws saliency maps
+        from brain_jax.app import explain as explain_app, saliency_panel
+
+        sal = saliency_panel.explain_split(config, args.workdir, split=out["split"], n_per_class=args.explain,
+                                           layer=args.explain_layer, baseline=args.explain_baseline)
         print(explain_app.localisation_table(sal["section"]["localisation"]))
         print(f"wrote {sal['figure']} and the saliency section of {out['metrics_json']}")
     return 0
@@ -76,6 +71,8 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def compare(args: argparse.Namespace) -> int:
     """Compare workdirs evaluated on the same split: compare.md, compare.json, figures."""
+    from brain_jax.app import compare as compare_app  # start-up
+
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     res = compare_app.compare(args.workdirs, args.out, split=args.split, names=names, n_resamples=args.resamples,
                               seed=args.bootstrap_seed)
@@ -86,6 +83,8 @@ def compare(args: argparse.Namespace) -> int:
 
 def suite(args: argparse.Namespace) -> int:
     """K folds or N seeds of one or more configs; tables when every run is finished."""
+    from brain_jax.app import suite as suite_app  # start-up
+
     res = suite_app.run_suite([args.config, *args.models], args.out, folds=args.folds, seeds=args.seeds,
                               overrides=args.overrides, index=args.index, n_resamples=args.resamples,
                               seed=args.bootstrap_seed)
@@ -103,6 +102,8 @@ def suite(args: argparse.Namespace) -> int:
 
 def study_leakage(args: argparse.Namespace) -> int:
     """Random slice-level vs patient/group split of the same pool: the accuracy difference and the copies."""
+    from brain_jax.app import study as study_app  # start-up
+
     res = study_app.run_leakage(args.config, args.out, overrides=args.overrides, n_resamples=args.resamples,
                                 seed=args.bootstrap_seed)
     if res["status"] == "preempted":
@@ -113,19 +114,54 @@ def study_leakage(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    return predict_app.predict(args)
+    """``brain-jax predict --workdir DIR [--out DIR] [--slice K] [--batch-size N] IMAGE_OR_FOLDER...``."""
+    from brain_jax.app import inputs, predict as predict_app  # start-up: predict loads no trainer
+
+    job = inputs.read_job(args.images, args.workdir, out=args.out, default_out=workdir.PREDICT_DIR,
+                          slice_index=args.slice)
+    task = job.spec.task
+    results = predict_app.predict_arrays(job.model, job.spec, job.slices, batch_size=int(args.batch_size or 8))
+    meta = {"workdir": job.workdir, "model": job.spec.model_name}
+    path = predict_app.write_predictions(results, job.slices, job.out_dir, task, meta)
+    print(predict_app.format_table(results, task))
+    print(f"wrote {path}" + (f" and {len(results)} mask/overlay pairs in {job.out_dir}" if task == "segmentation"
+                             else ""))
+    return 0
 
 
 def explain(args: argparse.Namespace) -> int:
-    return explain_app.explain(args)
+    """``brain-jax explain --workdir W [--method M[,M]] [--class NAME] [--layer K] [--out DIR] IMAGE...``."""
+    from brain_jax.app import explain as explain_app, inputs  # start-up: explain loads no trainer
+
+    job = inputs.read_job(args.images, args.workdir, out=args.out, default_out=workdir.EXPLAIN_DIR,
+                          slice_index=args.slice)
+    target = None
+    if args.class_name is not None:
+        target = explain_app.class_index(args.class_name, job.spec.class_names, f"workdir {args.workdir}")
+    settings = explain_app.Settings.checked(job.model, args.method, layer=args.layer, ig_steps=args.steps,
+                                            baseline=args.baseline, batch_size=args.batch_size)
+    path, res = explain_app.explain_files(job, settings, target)
+    for rec in workdir.read_json(path, "explain's results")["images"]:
+        pred = rec.get("predicted_class", "tumour" if rec.get("tumour_predicted") else "no tumour")
+        print(f"{Path(rec['file']).name}: predicted {pred}; maps for {rec['target_class']}")
+    table = explain_app.localisation_table(res["localisation"])
+    if table:
+        print(table)
+    print(f"wrote {path}, {workdir.EXPLAIN_CSV} and {len(job.slices) * len(settings.methods)} overlay/raw-map "
+          f"pairs in {job.out_dir}")
+    return 0
 
 
 def report(args: argparse.Namespace) -> int:
+    from brain_jax.app import report as report_app  # start-up
+
     print(f"wrote {report_app.write_report(args.workdir)}")
     return 0
 
 
 def demo(args: argparse.Namespace) -> int:
+    from brain_jax.app import demo as demo_app  # start-up
+
     result = demo_app.run_demo(args.workdir)
     cls = workdir.headline(result["metrics"], "classification")[1]
     seg = workdir.headline(result["metrics"], "segmentation")[1]
@@ -153,6 +189,10 @@ def _check_convert_args(args: argparse.Namespace) -> None:
 def convert(args: argparse.Namespace) -> int:
     """HF folder / Hub id -> brain-jax converted folder, or a converted folder / workdir -> HF folder."""
     _check_convert_args(args)
+    from brain_jax.convert import from_hf, to_hf  # start-up
+    from brain_jax.convert.native import is_native_dir, load_native, save_native  # start-up
+    from brain_jax.train.model_factory import dtype_of, load_model_from_workdir  # start-up
+
     dtype = dtype_of(args.dtype, "--dtype")
     out = Path(args.out)
     if args.hf:
@@ -177,6 +217,8 @@ def convert(args: argparse.Namespace) -> int:
 
 def data_build(args: argparse.Namespace) -> int:
     """Build one dataset as array_record files and print its splits."""
+    from input_pipeline.builders import build_dataset  # start-up
+
     b = build_dataset(args.name, args.data_dir, manual_dir=args.manual_dir,
                       builder_config=args.builder_config, skip_bad=args.skip_bad)
     splits = {name: info.num_examples for name, info in b.info.splits.items()}
@@ -189,6 +231,12 @@ def data_build(args: argparse.Namespace) -> int:
 def data_audit(args: argparse.Namespace) -> int:
     """Duplicates over NAME[:SPLIT] entries (audit.json, duplicates.png) and the split composition of a
     config's pool, or of the named datasets' common splits (composition.json / .csv / .md)."""
+    from brain_jax.train.config import load_config  # start-up
+    from input_pipeline import composition_markdown, split_composition, write_composition  # start-up
+    from input_pipeline.audit import parse_entry, run_audit  # start-up
+    from input_pipeline.loader import default_data_config  # start-up
+    from input_pipeline.sources import dataset_name  # start-up
+
     data = load_config(args.config).data if args.config else default_data_config()
     data.data_dir = args.data_dir
     names = args.names or [n.strip() for n in str(data.name).split("+")]
@@ -214,6 +262,8 @@ def data_audit(args: argparse.Namespace) -> int:
 
 def _common_splits(data) -> list[str]:
     """The builder splits every source of ``data.name`` has (for a composition without a config)."""
+    from input_pipeline.sources import sources, split_names  # start-up
+
     common = None
     for name, config in sources(data):
         have = split_names(name, config, str(data.data_dir))

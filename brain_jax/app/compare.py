@@ -25,21 +25,21 @@ from typing import Any
 
 import numpy as np
 
-from brain_jax import workdir
+from brain_jax import N_RESAMPLES, workdir
 from brain_jax.app import figures, results
-from brain_jax.app.evaluate import N_RESAMPLES, intervals_for
-from brain_jax.app.results import COVERAGE_NOTE, interval_note, interval_text
+from brain_jax.app.evaluate import intervals_for
+from brain_jax.app.tables import compare_markdown
 from brain_jax.metrics import stats
-
+from brain_jax.train.spec import lookup, model_label
 
 
 @dataclasses.dataclass
-class Run:
-    """One workdir's evaluation of the split: its name in tables and its per-example results."""
+class ComparedModel:
+    """One workdir's evaluation of the split: the model's name in tables and its per-example results."""
 
     name: str
     workdir: Path
-    preds: results.Predictions
+    preds: workdir.Predictions
     dataset: str
     protocol: str
 
@@ -49,9 +49,9 @@ def eval_command(wd: Path, split: str) -> str:
 
 
 def _model_name(wd: Path) -> str:
+    """The label of the workdir's model from its config.json's model fields alone ('?' for a missing one)."""
     cfg = workdir.read_config_dict(wd)
-    model = cfg.get("model", {})
-    return f"{model.get('name', '?')}-{model.get('variant', '?')}"
+    return model_label(lookup(cfg, "model.name", "?"), lookup(cfg, "model.variant", "?"))
 
 
 def _summary(wd: Path, split: str) -> dict[str, Any]:
@@ -62,7 +62,8 @@ def _summary(wd: Path, split: str) -> dict[str, Any]:
     return next((metrics[t][split] for t in workdir.TASKS if split in metrics.get(t, {})), {})
 
 
-def load_runs(workdirs: Sequence[str | Path], split: str, names: Sequence[str] | None = None) -> list[Run]:
+def load_runs(workdirs: Sequence[str | Path], split: str,
+              names: Sequence[str] | None = None) -> list[ComparedModel]:
     """The predictions of ``split`` in every workdir; one FileNotFoundError listing the eval commands to run
     for those without, ValueError for a workdir that is not one."""
     wds = [Path(w) for w in workdirs]
@@ -87,13 +88,13 @@ def load_runs(workdirs: Sequence[str | Path], split: str, names: Sequence[str] |
     for name, wd in zip(labels, wds):
         summary = _summary(wd, split)
         cfg = workdir.read_config_dict(wd)
-        runs.append(Run(name, wd, results.read_predictions(workdir.predictions_csv(wd, split)),
-                        str(summary.get("dataset", cfg.get("data", {}).get("name", ""))),
-                        str(summary.get("split_protocol", ""))))
+        runs.append(ComparedModel(name, wd, workdir.read_predictions(workdir.predictions_csv(wd, split)),
+                                  str(summary.get("dataset", lookup(cfg, "data.name", ""))),
+                                  str(summary.get("split_protocol", ""))))
     return runs
 
 
-def align(runs: list[Run]) -> list[Run]:
+def align(runs: list[ComparedModel]) -> list[ComparedModel]:
     """Every run's rows in the first run's example order; ValueError when the example sets, tasks, classes
     or labels differ (with the differing ids counted)."""
     first = runs[0]
@@ -127,7 +128,7 @@ def align(runs: list[Run]) -> list[Run]:
     return out
 
 
-def _classification(runs: list[Run], opts: dict[str, Any]) -> dict[str, Any]:
+def _classification(runs: list[ComparedModel], opts: dict[str, Any]) -> dict[str, Any]:
     first = runs[0].preds
     k = len(first.class_names)
     blocks = {r.name: intervals_for("classification", {"label": r.preds.label, "pred": r.preds.pred,
@@ -139,7 +140,7 @@ def _classification(runs: list[Run], opts: dict[str, Any]) -> dict[str, Any]:
     return {"metrics": blocks, "pairs": pairs}
 
 
-def _segmentation(runs: list[Run], opts: dict[str, Any]) -> dict[str, Any]:
+def _segmentation(runs: list[ComparedModel], opts: dict[str, Any]) -> dict[str, Any]:
     first = runs[0].preds
     blocks = {}
     for r in runs:
@@ -153,7 +154,7 @@ def _segmentation(runs: list[Run], opts: dict[str, Any]) -> dict[str, Any]:
     return {"metrics": blocks, "pairs": pairs}
 
 
-def compare_runs(runs: list[Run], *, n_resamples: int = N_RESAMPLES, seed: int = 0,
+def compare_runs(runs: list[ComparedModel], *, n_resamples: int = N_RESAMPLES, seed: int = 0,
                  confidence: float = 0.95) -> dict[str, Any]:
     """The comparison of aligned runs as a JSON-able dict (see the module docstring)."""
     runs = align(runs)
@@ -182,97 +183,19 @@ def compare_runs(runs: list[Run], *, n_resamples: int = N_RESAMPLES, seed: int =
 # ------------------------------------------------------------------------------------------ outputs
 
 
-def _p(v: float) -> str:
-    return f"{v:.2e}" if v < 1e-3 else f"{v:.4f}"
-
-
-def markdown(c: dict[str, Any], figures: bool = True) -> str:
-    """compare.md from ``compare_runs``' result (with ``figures``, links to the PNGs beside it)."""
-    alpha = round(1 - c["interval"]["confidence"], 10)
-    lines = [f"# Model comparison ({c['task']}, split `{c['split']}`, {c['n_examples']} examples)", ""]
-    if c["dataset"] or c["split_protocol"]:
-        lines += [f"Data: `{c['dataset']}`; split protocol: {c['split_protocol'] or 'not recorded'}.", ""]
-    lines += [interval_note(c["interval"]) + ".", ""]
-    if c["task"] == "classification":
-        lines += _classification_md(c, alpha)
-    else:
-        lines += _segmentation_md(c, alpha)
-    lines += ["## How to read this", "",
-              f"- An interval of a difference that covers 0 reads \"no difference shown at α = {alpha:g}\": the "
-              "data cannot tell the models apart, which is not evidence of equivalence.",
-              "- The bootstrap resamples whole patients / duplicate groups, so copies of one slice or slices of "
-              "one patient do not count as independent evidence; the paired interval uses the same resamples "
-              "for both models.",
-              "- p (Holm) adjusts the test's p-values for the number of pairs compared (family-wise error at "
-              f"α = {alpha:g}); the bootstrap verdicts are per pair, not adjusted.",
-              f"- {COVERAGE_NOTE}", ""]
-    lines += [f"- {n}" for n in c["notes"]]
-    if figures:
-        shown = [f for f in ("model_comparison.png", "per_class.png", "differences.png")
-                 if f != "per_class.png" or c["task"] == "classification"]
-        lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in shown]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def _classification_md(c: dict[str, Any], alpha: float) -> list[str]:
-    names = c["class_names"]
-    lines = ["## Models", "", "| model | accuracy | macro-F1 | balanced accuracy | macro AUROC |",
-             "|---|---|---|---|---|"]
-    for m, b in c["metrics"].items():
-        lines.append(f"| {m} | " + " | ".join(interval_text(b[k]) for k in
-                                             ("accuracy", "macro_f1", "balanced_accuracy", "macro_auroc")) + " |")
-    lines += ["", "## Per class (Table I layout)", "",
-              "| class | model | precision | recall (sensitivity) | F1 | specificity | AUROC |",
-              "|---|---|---|---|---|---|---|"]
-    for i, cls in enumerate(names):
-        for m, b in c["metrics"].items():
-            pc = b["per_class"]
-            cells = [interval_text({k: pc[x][k][i] for k in ("estimate", "low", "high")}) if x in pc else ""
-                     for x in ("precision", "recall", "f1", "specificity", "auroc")]
-            lines.append(f"| {cls} | {m} | " + " | ".join(cells) + " |")
-    lines += ["", "## Pairs", "",
-              "| A vs B | A right, B wrong | A wrong, B right | McNemar p | p (Holm) | accuracy A − B | "
-              "macro-F1 A − B | verdict (accuracy) |", "|---|---:|---:|---|---|---|---|---|"]
-    for p in c["pairs"]:
-        mc = p["mcnemar"]
-        lines.append(f"| {p['models'][0]} vs {p['models'][1]} | {mc['a_right_b_wrong']} | {mc['a_wrong_b_right']} | "
-                     f"{_p(mc['p_value'])} | {_p(mc['p_holm'])} | {interval_text(p['accuracy_difference'])} | "
-                     f"{interval_text(p['macro_f1_difference'])} | {p['accuracy_difference']['verdict']} |")
-    lines += ["", f"McNemar's exact test counts slices (the unit papers report); it treats copies and slices of one "
-              f"patient as independent. The differences' intervals resample {c['interval']['resampled_unit']} "
-              "units.", ""]
-    return lines
-
-
-def _segmentation_md(c: dict[str, Any], alpha: float) -> list[str]:
-    keys = ("dice", "iou", "hd95_mm", "hd_mm")
-    lines = ["## Models", "", "| model | Dice | IoU | HD95 (mm) | HD (mm) | missed tumours | false alarms |",
-             "|---|---|---|---|---|---:|---:|"]
-    for m, b in c["metrics"].items():
-        lines.append(f"| {m} | " + " | ".join(interval_text(b[k]) for k in keys)
-                     + f" | {b['num_missed_tumour']} | {b['num_false_alarm']} |")
-    lines += ["", "## Pairs", "", "| A vs B | Wilcoxon p (per-case Dice) | p (Holm) | mean Dice A − B | verdict |",
-              "|---|---|---|---|---|"]
-    for p in c["pairs"]:
-        w = p["wilcoxon"]
-        lines.append(f"| {p['models'][0]} vs {p['models'][1]} | {_p(w['p_value'])} ({w['method']}) | "
-                     f"{_p(w['p_holm'])} | {interval_text(p['dice_difference'])} | {p['dice_difference']['verdict']} |")
-    return lines + [""]
-
-
 def write_figures(c: dict[str, Any], out: Path) -> list[Path]:
     """model_comparison.png, per_class.png (classification) and differences.png in ``out``."""
     keys = ("accuracy", "macro_f1") if c["task"] == "classification" else ("dice", "iou")
     values = {m: {k: b[k]["estimate"] for k in keys} for m, b in c["metrics"].items()}
     bounds = {m: {k: (b[k]["low"], b[k]["high"]) for k in keys} for m, b in c["metrics"].items()}
-    paths = [figures.model_comparison_png(values, out / "model_comparison.png", intervals=bounds, keys=keys)]
+    paths = [figures.model_comparison_png(values, out / workdir.MODEL_COMPARISON_PNG, intervals=bounds, keys=keys)]
     if c["task"] == "classification":
         paths.append(figures.per_class_bars_png({m: b["per_class"] for m, b in c["metrics"].items()},
-                                                c["class_names"], out / "per_class.png"))
+                                                c["class_names"], out / workdir.PER_CLASS_PNG))
     diff = "accuracy_difference" if c["task"] == "classification" else "dice_difference"
     rows = [(f"{p['models'][0]} − {p['models'][1]}", p[diff]["estimate"], p[diff]["low"], p[diff]["high"])
             for p in c["pairs"]]
-    paths.append(figures.forest_png(rows, out / "differences.png", title="paired differences, 95% intervals",
+    paths.append(figures.forest_png(rows, out / workdir.DIFFERENCES_PNG, title="paired differences, 95% intervals",
                                     xlabel=diff.replace("_", " ")))
     return paths
 
@@ -287,5 +210,5 @@ def compare(workdirs: Sequence[str | Path], out: str | Path, *, split: str = "te
     out.mkdir(parents=True, exist_ok=True)
     figs = write_figures(c, out)
     workdir.write_json(out / workdir.COMPARE_JSON, c)
-    (out / workdir.COMPARE_MD).write_text(markdown(c))
+    (out / workdir.COMPARE_MD).write_text(compare_markdown(c))
     return {"comparison": c, "paths": [out / workdir.COMPARE_JSON, out / workdir.COMPARE_MD, *figs]}

@@ -14,9 +14,10 @@ import jax
 
 import input_pipeline
 from brain_jax import workdir
-from brain_jax.app import explain, report
+from brain_jax.app import report, saliency_panel
 from brain_jax.app.evaluate import evaluate_workdir
 from brain_jax.train.config import load_config
+from brain_jax.train.spec import RunSpec
 from brain_jax.train.trainer import train_and_evaluate
 
 PHANTOMS = "brain_phantoms"
@@ -53,8 +54,9 @@ def _saliency(config, run_dir: Path, wd: Path) -> float:
     this classifier's maps peak on the darkest pixels, the ones farthest from that baseline (background,
     ventricles; README, Saliency). Returns the seconds it took."""
     t = time.perf_counter()
-    explain.explain_split(config, run_dir, split=config.data.test_split, n_per_class=2, scored_per_class=12,
-                          methods=("gradcam", "ig", "ig@blur"), layer=1, ig_steps=16, out=wd)
+    saliency_panel.explain_split(config, run_dir, split=config.data.test_split, n_per_class=2,
+                                 scored_per_class=12, methods=("gradcam", "ig", "ig@blur"), layer=1, ig_steps=16,
+                                 out=wd)
     return round(time.perf_counter() - t, 1)
 
 
@@ -79,7 +81,7 @@ def _train_task(task: str, wd: str, jax_settings: dict[str, Any]) -> dict[str, A
     run_dir = wd_path / task
     rec: dict[str, dict[str, float]] = {"seconds": {}, "cpu_seconds": {}}
     result = _phase(rec, "train", lambda: train_and_evaluate(config, run_dir))
-    print(f"demo: {task}: trained {config.model.name}-{config.model.variant} for {result['step']} steps in "
+    print(f"demo: {task}: trained {RunSpec.from_config(config).label} for {result['step']} steps in "
           f"{rec['seconds']['train']:.0f} s, compilation included ({rec['cpu_seconds']['train']:.0f} s of CPU)",
           flush=True)
     out = _phase(rec, "eval", lambda: evaluate_workdir(config, run_dir, split=config.data.test_split))

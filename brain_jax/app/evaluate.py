@@ -2,7 +2,7 @@
 
 For each split evaluated it writes, beside the summary in metrics.json (one section per split):
 
-- the predictions CSV (``brain_jax.app.results``): one row per example with its id, source, patient or
+- the predictions CSV (``brain_jax.workdir.write_predictions``): one row per example with its id, source, patient or
   duplicate group, label, predicted class and probabilities (segmentation: Dice, IoU, HD, HD95, areas);
 - 95 % cluster-bootstrap intervals of every headline metric (``intervals``: patients, else duplicate
   groups, else slices resampled; method, resamples and seed recorded), per class also specificity and
@@ -24,17 +24,15 @@ import ml_collections
 import numpy as np
 
 import input_pipeline
-from brain_jax import workdir
+from brain_jax import N_RESAMPLES, workdir
 from brain_jax.app import figures, results
-from brain_jax.app.results import interval_note, interval_text
+from brain_jax.app.tables import interval_note, interval_text
 from brain_jax.metrics import stats
-from brain_jax.train import builders
-from brain_jax.train.checkpoints import has_checkpoint
+from brain_jax.train import model_factory
 from brain_jax.train.data import PipelineData
 from brain_jax.train.evaluate import Evaluator, SplitResult
-from brain_jax.train.trainer import check_workdir
+from brain_jax.train.spec import RunSpec, check_workdir
 
-N_RESAMPLES = 2000
 SEG_METRICS = ("dice", "iou", "hd_mm", "hd95_mm")
 
 
@@ -170,19 +168,19 @@ def evaluate_workdir(config: ml_collections.ConfigDict, wd: str | Path, *, split
     """Evaluate a workdir's best (else latest) checkpoint on ``split``; writes metrics.json, the predictions
     CSV, figures and (``composition``) the split composition of the config (process 0)."""
     wd = Path(wd)
-    builders.validate_config(config)
-    if not has_checkpoint(wd):
+    spec = RunSpec.from_config(config)
+    if not workdir.has_checkpoint(wd):
         raise FileNotFoundError(f"{wd}: no checkpoint to evaluate; run `brain-jax train` with this workdir first")
-    check_workdir(config, wd)
+    check_workdir(spec, wd)
     split = split or str(config.data.eval_split)
-    task = config.data.task
-    names = builders.class_names(config)
+    task, names = spec.task, spec.class_names
     batches = PipelineData(config).eval_batches(split)  # a missing dataset / unknown split fails here
-    model = builders.load_model_from_workdir(wd, builders.compute_dtype(config))
+    # the architecture is the workdir's own (model.json, else its config.json), as trained
+    model = model_factory.load_model_from_workdir(wd, model_factory.dtype_of(spec.dtype))
     ev = Evaluator(model, task=task, class_names=names)
     res = ev.split(batches)
     if res.ids is None:
-        raise ValueError(f"split {split!r}: evaluation batches carry no example ids ({', '.join(results.ID_COLUMNS)})")
+        raise ValueError(f"split {split!r}: evaluation batches carry no example ids ({', '.join(workdir.ID_COLUMNS)})")
     summary = res.summary
     add_uncertainty(summary, res, task, len(names), n_resamples=n_resamples, seed=seed, confidence=confidence)
     protocol = input_pipeline.split_protocol(config.data)
@@ -192,19 +190,18 @@ def evaluate_workdir(config: ml_collections.ConfigDict, wd: str | Path, *, split
     cases = _fig10(ev, config, split, res) if task == "segmentation" else []
     if cases:
         summary["fig10_cases"] = [{k: c[k] for k in ("rank", "example_id", "dice", "hd95_mm")} for c in cases]
-    meta = {"model": f"{config.model.name}-{config.model.variant}", "dataset": str(config.data.name),
+    meta = {"model": spec.label, "dataset": str(config.data.name),
             "split_by": str(config.data.split_by), "split_protocol": protocol}
     figs, comp, notes, path = [], [], [], wd / workdir.METRICS
     if jax.process_index() == 0:
-        results.write_predictions(csv_path, res.ids, res.examples, task, names)
+        workdir.write_predictions(csv_path, res.ids, res.examples, task, names)
         fig_dir = wd / workdir.FIGURES
         if task == "classification":
-            figs.append(figures.confusion_matrix_png(summary["confusion_matrix"], names,
-                                                     fig_dir / "confusion_matrix.png"))
+            figs += figures.confusion_matrix_pngs(summary["confusion_matrix"], names, fig_dir, normalized=False)
         elif cases:
             figs.append(figures.overlays_png(
                 [c["image"] for c in cases], [c["mask"] for c in cases], [c["pred"] for c in cases],
-                fig_dir / "overlays.png", spacing_mm=[c.get("spacing_mm") for c in cases],
+                fig_dir / workdir.OVERLAYS_PNG, spacing_mm=[c.get("spacing_mm") for c in cases],
                 titles=[f"{c['rank']} Dice {c['dice']:.3f}\n{c['example_id']}" for c in cases]))
         comp, notes = _composition(config, wd) if composition else ([], [])
         path = workdir.update_metrics(wd, task, split, summary, meta)

@@ -1,6 +1,8 @@
 """Figures of evaluation results, mirroring the paper's: confusion matrix (its Fig. 8), model comparison
 bars overall and per class (Fig. 9) and scan / ground truth / prediction rows (Fig. 10), plus training
 curves and forest plots of estimates with their intervals (pairwise differences, leakage study, folds).
+Scans with masks and heat maps are painted by one function, ``overlay_rgb`` (``predict``'s and ``explain``'s
+overlays, Fig. 10, the saliency panel of ``eval --explain`` and the demo).
 
 Matplotlib is used through its object API with the Agg canvas (no pyplot, no global backend state), so
 this runs headless and in threads.
@@ -13,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from brain_jax.workdir import read_log
+from brain_jax.workdir import CONFUSION_MATRIX_NORMALIZED_PNG, CONFUSION_MATRIX_PNG, read_log
 
 
 def _figure(width_in: float, height_in: float, dpi: int = 100):
@@ -26,6 +28,95 @@ def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
+    return path
+
+
+# ----------------------------------------------------------------------------------------- overlays
+
+PREVIEW_PERCENTILE = 99.5  # intensity window of every drawn scan: [minimum, this percentile]
+TRUE_GREEN = (40, 220, 60)  # ground-truth mask (predict's overlays, Fig. 10)
+PRED_RED = (255, 40, 30)  # predicted mask
+MASK_GREEN = (38, 229, 63)  # the file's tumour mask under a saliency map
+HEAT_ALPHA = 0.45  # weight of a heat map's colours over the scan
+FILL_ALPHA = 0.35  # weight of a mask's colour inside it (Fig. 10)
+DISPLAY_PERCENTILE = 99.0  # heat maps are drawn on [0, this percentile]: one hot pixel does not blank the rest
+
+
+def scan_gray(image: np.ndarray) -> np.ndarray:
+    """A scan in [0, 1] for drawing: minimum -> 0, ``PREVIEW_PERCENTILE`` -> 1, clipped."""
+    lo, hi = float(image.min()), float(np.percentile(image, PREVIEW_PERCENTILE))
+    return np.clip((image - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+
+
+def overlay_rgb(image: np.ndarray, masks: Sequence[tuple[np.ndarray | None, tuple[int, int, int]]] = (), *,
+                heat: np.ndarray | None = None, alpha: float = HEAT_ALPHA, fill: float = 0.0,
+                outline_px: int | None = None) -> np.ndarray:
+    """8-bit RGB of a 2-D scan (``scan_gray``), optionally under a heat map (``heat`` in [0, 1], jet colours,
+    weight ``alpha``), with each ``(mask, colour)`` outlined in that 8-bit colour (later ones on top), filled
+    at weight ``fill``. Outlines are ``outline_px`` wide (default: 1 px, 2 px on images of 256 px or more).
+
+    The one painter of scans and masks: ``predict``'s and ``explain``'s overlays, the saliency panel, Fig. 10.
+    """
+    from scipy import ndimage
+
+    gray = scan_gray(image)
+    if heat is None:
+        rgb = np.repeat((gray * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    else:
+        import matplotlib
+
+        colour = matplotlib.colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
+        mixed = (1 - alpha) * np.repeat(gray[..., None], 3, axis=-1) + alpha * colour
+        rgb = (np.clip(mixed, 0, 1) * 255).astype(np.uint8)
+    width = outline_px or (1 if min(image.shape) < 256 else 2)
+    for mask, colour in masks:
+        if mask is None or not np.any(mask):
+            continue
+        m = np.asarray(mask) > 0
+        if fill:
+            rgb[m] = np.rint((1 - fill) * rgb[m] + fill * np.asarray(colour, np.float64)).astype(np.uint8)
+        rgb[m & ~ndimage.binary_erosion(m, iterations=width, border_value=0)] = colour
+    return rgb
+
+
+def display_map(heat: np.ndarray) -> np.ndarray:
+    """A non-negative heat map at the scan's size -> [0, 1] for drawing, scaled to its ``DISPLAY_PERCENTILE``."""
+    top = float(np.percentile(heat, DISPLAY_PERCENTILE))
+    top = top if top > 0 else float(heat.max())
+    return np.clip(heat / top, 0, 1) if top > 0 else heat
+
+
+def saliency_panel_png(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], path: str | Path) -> Path:
+    """One row per case: the scan (mask outlined), then per method the map for the predicted class and,
+    when any case's prediction is wrong, a column for the true class's map (filled on those rows).
+    ``rows``: image, mask, title, maps {method: {"pred": map, "true": map or None}} (``display_map`` scale)."""
+    from matplotlib.figure import Figure  # here, not at the top: matplotlib costs ~1 s of start-up
+
+    per = 2 if any(row["maps"][m]["true"] is not None for row in rows for m in methods) else 1
+    cols = 1 + per * len(methods)
+    fig = Figure(figsize=(1.8 * cols, 1.95 * len(rows)))
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for r, row in enumerate(rows):
+        # an all-zero heat map at weight 0: the scan as the heat-map columns draw it
+        axes[r, 0].imshow(overlay_rgb(row["image"], [(row["mask"], MASK_GREEN)], heat=np.zeros(row["image"].shape),
+                                      alpha=0.0, outline_px=1))
+        axes[r, 0].set_title(row["title"], fontsize=6.5)
+        for j, m in enumerate(methods):
+            for k, which in enumerate(("pred", "true")[:per]):
+                ax = axes[r, 1 + per * j + k]
+                heat = row["maps"][m][which]
+                if heat is None:
+                    ax.axis("off")
+                    continue
+                ax.imshow(overlay_rgb(row["image"], [(row["mask"], MASK_GREEN)], heat=heat, outline_px=1))
+                ax.set_title(f"{m}, {'true' if which == 'true' else 'predicted'} class", fontsize=6.5)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
     return path
 
 
@@ -69,6 +160,17 @@ def confusion_matrix_png(
     return _save(fig, path)
 
 
+def confusion_matrix_pngs(cm: Sequence[Sequence[float]] | np.ndarray, class_names: Sequence[str],
+                          fig_dir: str | Path, *, normalized: bool = True) -> list[Path]:
+    """The one writer of a run's confusion-matrix figures: ``CONFUSION_MATRIX_PNG`` (counts) in ``fig_dir``
+    and, with ``normalized``, ``CONFUSION_MATRIX_NORMALIZED_PNG`` (rows divided by their totals)."""
+    fig_dir = Path(fig_dir)
+    paths = [confusion_matrix_png(cm, class_names, fig_dir / CONFUSION_MATRIX_PNG)]
+    if normalized:
+        paths.append(confusion_matrix_png(cm, class_names, fig_dir / CONFUSION_MATRIX_NORMALIZED_PNG, normalize=True))
+    return paths
+
+
 def _spacing_for(spacing_mm, i: int) -> tuple[float, float] | None:
     """Case ``i``'s (row, col) spacing from one pair for all cases or a per-case list (None allowed)."""
     if spacing_mm is None or len(spacing_mm) == 0:
@@ -94,13 +196,7 @@ def _area_text(mask: np.ndarray, spacing) -> str:
 
 def _show_mask(ax, image, mask, color, spacing, title):
     aspect = spacing[0] / spacing[1] if spacing else 1.0
-    ax.imshow(image, cmap="gray", aspect=aspect, interpolation="nearest")
-    m = np.asarray(mask) > 0
-    if m.any():
-        rgba = np.zeros(m.shape + (4,), np.float32)
-        rgba[m] = (*color, 0.35)
-        ax.imshow(rgba, aspect=aspect, interpolation="nearest")
-        ax.contour(m.astype(np.float32), levels=[0.5], colors=[color], linewidths=1.2)
+    ax.imshow(overlay_rgb(image, [(mask, color)], fill=FILL_ALPHA), aspect=aspect, interpolation="nearest")
     ax.set_title(title, fontsize=9)
 
 
@@ -112,7 +208,7 @@ def overlays_png(
     spacing_mm=None,
     titles: Sequence[str] | None = None,
 ) -> Path:
-    """One row per case: scan / ground truth / prediction (translucent fill + contour).
+    """One row per case: scan / ground truth / prediction (translucent fill + outline, ``overlay_rgb``).
 
     ``spacing_mm`` is one (row, col) pair for all cases or one per case; with it the pixels are drawn
     with their physical aspect ratio and the panel titles give the tumour area in mm², else in pixels.
@@ -144,13 +240,13 @@ def overlays_png(
         if true is None:
             _show_mask(axes[i, 1], img, np.zeros_like(pred), (0, 0, 0), sp, "ground truth: not available")
         else:
-            _show_mask(axes[i, 1], img, true, (0.1, 0.85, 0.2), sp, f"ground truth ({_area_text(true, sp)})")
+            _show_mask(axes[i, 1], img, true, TRUE_GREEN, sp, f"ground truth ({_area_text(true, sp)})")
         extra = ""
         if true is not None:
             t, p = np.asarray(true) > 0, pred > 0
             denom = t.sum() + p.sum()
             extra = f", Dice {2 * np.logical_and(t, p).sum() / denom:.3f}" if denom else ", both empty"
-        _show_mask(axes[i, 2], img, pred, (0.95, 0.15, 0.1), sp, f"prediction ({_area_text(pred, sp)}{extra})")
+        _show_mask(axes[i, 2], img, pred, PRED_RED, sp, f"prediction ({_area_text(pred, sp)}{extra})")
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])

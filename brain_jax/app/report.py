@@ -10,39 +10,25 @@ the paper's numbers beside ours, where the paper disagrees with itself, and how 
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
 from brain_jax import workdir
-from brain_jax.app import compare as compare_app
 from brain_jax.app import paper, results
-from brain_jax.app import study as study_app
-from brain_jax.app import suite as suite_app
-from brain_jax.app.figures import confusion_matrix_png, is_number, training_curves_png
-from brain_jax.app.results import COVERAGE_NOTE, interval_note, interval_text
-
-_FMT = "{:.4f}"
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return str(v)
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return _FMT.format(v) if math.isfinite(v) else str(v)
-    if isinstance(v, (list, tuple)) and len(v) == 2 and all(is_number(x) for x in v):
-        return f"[{_fmt(float(v[0]))}, {_fmt(float(v[1]))}]"
-    return str(v)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
-    return out
+from brain_jax.app.figures import confusion_matrix_pngs, is_number, training_curves_png
+from brain_jax.app.tables import (
+    COVERAGE_NOTE,
+    compare_markdown,
+    fmt,
+    interval_note,
+    interval_text,
+    leakage_markdown,
+    suite_markdown,
+    table,
+)
+from brain_jax.train.spec import RunSpec
 
 
 def _class_names(cls: Mapping[str, Any], wd: Path, k: int | None) -> list[str]:
@@ -54,10 +40,8 @@ def _class_names(cls: Mapping[str, Any], wd: Path, k: int | None) -> list[str]:
         names = list(per_class)
     if isinstance(names, (list, tuple)) and (k is None or len(names) == k):
         return [str(n) for n in names]
-    if workdir.has_run(wd):
-        from brain_jax.train.builders import class_names  # only for old metrics.json: keeps start-up light
-
-        names = class_names(workdir.read_config(wd))
+    if workdir.has_run(wd):  # an old metrics.json without names: the run's own classes
+        names = RunSpec.from_config(workdir.read_config(wd), where=str(wd / workdir.CONFIG)).class_names
         if k is None or len(names) == k:
             return list(names)
     return [f"class {i}" for i in range(k or 0)]
@@ -132,7 +116,7 @@ def _per_class_ci(cls: Mapping[str, Any], names: list[str]) -> list[str]:
     support = cls.get("support") or (cls.get("per_class") or {}).get("support") or [""] * len(names)
     rows = [[n] + [interval_text({x: pc[m][x][i] for x in ("estimate", "low", "high")}) for m in metrics]
             + [support[i]] for i, n in enumerate(names)]
-    return ["### Per class", ""] + _table(["class"] + [labels.get(m, m) for m in metrics] + ["support"], rows) + [""]
+    return ["### Per class", ""] + table(["class"] + [labels.get(m, m) for m in metrics] + ["support"], rows) + [""]
 
 
 def _per_source(summary: Mapping[str, Any], task: str) -> list[str]:
@@ -144,7 +128,7 @@ def _per_source(summary: Mapping[str, Any], task: str) -> list[str]:
     rows = [[s, v["num_examples"]] + [interval_text(v[k]) for k in keys] for s, v in src.items()]
     return (["### Per source", "", "Each source's own examples of the split (a source holding one class alone, "
              "e.g. every \"no tumour\" image, can be told apart by how its images were made rather than by "
-             "what they show).", ""] + _table(["source", "n"] + list(keys), rows) + [""])
+             "what they show).", ""] + table(["source", "n"] + list(keys), rows) + [""])
 
 
 def _classification_section(cls: Mapping[str, Any], wd: Path, fig_dir: Path) -> list[str]:
@@ -152,7 +136,7 @@ def _classification_section(cls: Mapping[str, Any], wd: Path, fig_dir: Path) -> 
     main = [(k, _with_ci(cls, k)) for k in _CLS_MAIN if k in cls]
     extra = [(k, _with_ci(cls, k)) for k, v in cls.items()
              if k not in _CLS_MAIN and k not in _NOT_ROWS and (is_number(v) or isinstance(v, str) and len(v) < 80)]
-    out += _table(["metric", "value"], main + extra) + [""] + _interval_lines(cls)
+    out += table(["metric", "value"], main + extra) + [""] + _interval_lines(cls)
     cm = cls.get("confusion_matrix")
     k = len(cm) if isinstance(cm, list) else None
     names = _class_names(cls, wd, k)
@@ -164,15 +148,14 @@ def _classification_section(cls: Mapping[str, Any], wd: Path, fig_dir: Path) -> 
     if isinstance((cls.get("intervals") or {}).get("per_class"), Mapping):
         out += _per_class_ci(cls, names)
     elif rows:
-        out += ["### Per class", ""] + _table(["class"] + metrics, rows) + [""]
+        out += ["### Per class", ""] + table(["class"] + metrics, rows) + [""]
     out += _per_source(cls, "classification")
     if cm is not None:
         arr = np.asarray(cm)
         if arr.ndim == 2 and arr.shape[0] == arr.shape[1] and len(names) == arr.shape[0]:
-            confusion_matrix_png(arr, names, fig_dir / "confusion_matrix.png")
-            confusion_matrix_png(arr, names, fig_dir / "confusion_matrix_normalized.png", normalize=True)
+            confusion_matrix_pngs(arr, names, fig_dir)
             out += ["### Confusion matrix (rows: true class, columns: predicted)", ""]
-            out += _table(["true \\ predicted"] + names, [[n] + [int(x) for x in r] for n, r in zip(names, arr)])
+            out += table(["true \\ predicted"] + names, [[n] + [int(x) for x in r] for n, r in zip(names, arr)])
             out += [""]
         else:
             out += [f"(confusion matrix of shape {arr.shape} could not be drawn with class names {names})", ""]
@@ -186,22 +169,22 @@ def _segmentation_section(seg: Mapping[str, Any]) -> list[str]:
     for k, label in _SEG_LABELS.items():
         if k not in seg:
             continue
-        value = _fmt(_with_ci(seg, k))
+        value = fmt(_with_ci(seg, k))
         for ci_key in _SEG_CI.get(k, ()):
             if ci_key in seg:
-                value += f" (95% CI {_fmt(seg[ci_key])})"
+                value += f" (95% CI {fmt(seg[ci_key])})"
                 used.add(ci_key)
                 break
         rows.append([label, value, counts])
         used.add(k)
     if isinstance(seg.get("iou_per_class"), list):
-        rows.append(["IoU per class (background, tumour)", ", ".join(_fmt(float(v)) for v in seg["iou_per_class"]), ""])
+        rows.append(["IoU per class (background, tumour)", ", ".join(fmt(float(v)) for v in seg["iou_per_class"]), ""])
         used.add("iou_per_class")
     for k, v in seg.items():
         if k not in used and (is_number(v) or isinstance(v, str) and len(v) < 200
                               or isinstance(v, list) and len(v) == 2 and all(is_number(x) for x in v)):
             rows.append([k, v, ""])
-    out += _table(["metric", "value", "cases behind the mean"], rows) + [""]
+    out += table(["metric", "value", "cases behind the mean"], rows) + [""]
     out += [
         "n: evaluated slices with a ground-truth mask; missed: exactly one of prediction and ground "
         "truth is empty, split into missed tumours (empty prediction) and false alarms (tumour "
@@ -219,7 +202,7 @@ def _fig10_section(wd: Path, split: str) -> list[str]:
     path = workdir.predictions_csv(wd, split)
     if not path.is_file():
         return []
-    p = results.read_predictions(path)
+    p = workdir.read_predictions(path)
     if p.task != "segmentation" or not len(p):
         return []
     v, ids = p.values, p.ids["example_id"]
@@ -227,9 +210,10 @@ def _fig10_section(wd: Path, split: str) -> list[str]:
             for rank, i in results.chosen_cases(v["dice"], v["true_area_mm2"], ids)]
     n_tumour = int(np.sum(v["true_area_mm2"] > 0))
     among = f"the {n_tumour} cases whose ground truth holds tumour" if n_tumour else "all cases (none holds tumour)"
+    figure = f"{workdir.FIGURES}/{workdir.OVERLAYS_PNG}"
     return (["### Chosen cases (Fig. 10)", "", f"Best, median and worst case by Dice among {among}, of the {len(p)} "
-             f"in `{path.name}`; `figures/overlays.png` shows them (scan, ground truth, prediction).", ""]
-            + _table(["case", "example", "Dice", "HD95 (mm)", "true area (mm²)", "predicted area (mm²)"], rows) + [""])
+             f"in `{path.name}`; `{figure}` shows them (scan, ground truth, prediction).", ""]
+            + table(["case", "example", "Dice", "HD95 (mm)", "true area (mm²)", "predicted area (mm²)"], rows) + [""])
 
 
 def _saliency_section(sal: Any) -> list[str]:
@@ -244,14 +228,14 @@ def _saliency_section(sal: Any) -> list[str]:
     for m, s in (sal.get("localisation") or {}).items():
         tol = s.get("tolerance_px")
         for cls, r in [*s["per_class"].items(), ("all", s["all"])]:
-            rows.append([m, cls, r["n"], f"{_fmt(r['pointing_game'])} ({_fmt(r['chance_pointing'])})",
-                         f"{_fmt(r['mass_inside'])} ({_fmt(r['chance_mass'])})"])
+            rows.append([m, cls, r["n"], f"{fmt(r['pointing_game'])} ({fmt(r['chance_pointing'])})",
+                         f"{fmt(r['mass_inside'])} ({fmt(r['chance_mass'])})"])
     if rows:
         out += [f"Localisation on the cases with a tumour mask ({sal.get('scored_per_class')} per class, maps of "
                 f"the {sal.get('scored_on')}): pointing game = share of maps whose maximum lies in the mask grown by "
                 f"{tol} px; mass inside = share of the map inside the mask; chance levels in brackets (a map "
                 "whose top cell is random; a uniform map).", ""]
-        out += _table(["method", "class", "n", "pointing game (chance)", "mass inside (chance)"], rows) + [""]
+        out += table(["method", "class", "n", "pointing game (chance)", "mass inside (chance)"], rows) + [""]
     out += ["What the maps show: which regions raised the target class's logit — Grad-CAM at one layer's "
             "resolution (its positive part), integrated gradients per pixel along a straight path from a "
             "baseline image, attention rollout (ViT) how attention mixes the patches, for every class alike. "
@@ -263,15 +247,16 @@ def _saliency_section(sal: Any) -> list[str]:
 
 
 _FIG_CAPTIONS = {
-    "confusion_matrix.png": "Confusion matrix, counts (rows true, columns predicted).",
-    "confusion_matrix_normalized.png": "Confusion matrix, row-normalised (diagonal = per-class recall).",
-    "training_curves.png": "Training loss and evaluation metrics against step.",
-    "model_comparison.png": "Overall metrics per model on the same test examples, with 95% intervals (Fig. 9).",
-    "per_class.png": "Per-class precision, recall and F1 per model, with 95% intervals (Fig. 9 per class).",
-    "differences.png": "Paired differences between models with their 95% intervals (0 = no difference).",
-    "leakage.png": "Accuracy under a random slice-level split and a patient / group split, and their difference.",
-    "overlays.png": "Fig. 10: scan / ground truth / prediction for the best, median and worst case by Dice.",
-    "saliency.png": "Saliency: scan (mask in green), map for the predicted class, map for the true class if different.",
+    workdir.CONFUSION_MATRIX_PNG: "Confusion matrix, counts (rows true, columns predicted).",
+    workdir.CONFUSION_MATRIX_NORMALIZED_PNG: "Confusion matrix, row-normalised (diagonal = per-class recall).",
+    workdir.TRAINING_CURVES_PNG: "Training loss and evaluation metrics against step.",
+    workdir.MODEL_COMPARISON_PNG: "Overall metrics per model on the same test examples, with 95% intervals (Fig. 9).",
+    workdir.PER_CLASS_PNG: "Per-class precision, recall and F1 per model, with 95% intervals (Fig. 9 per class).",
+    workdir.DIFFERENCES_PNG: "Paired differences between models with their 95% intervals (0 = no difference).",
+    workdir.LEAKAGE_PNG: "Accuracy under a random slice-level split and a patient / group split, and their difference.",
+    workdir.OVERLAYS_PNG: "Fig. 10: scan / ground truth / prediction for the best, median and worst case by Dice.",
+    workdir.PANEL_PNG: ("Saliency: scan (mask in green), map for the predicted class, map for the true class if "
+                        "different."),
 }
 
 
@@ -282,9 +267,9 @@ def _class_value(cls: Mapping[str, Any], names: list[str], metric: str, i: int) 
         return interval_text({x: ci[metric][x][i] for x in ("estimate", "low", "high")})
     pc = cls.get("per_class") or {}
     if isinstance(pc.get(names[i]), Mapping):  # {class: {metric: value}}
-        return _fmt(pc[names[i]].get(metric, ""))
+        return fmt(pc[names[i]].get(metric, ""))
     values = pc.get(metric, cls.get(metric))  # {metric: [value per class]} or the flat layout
-    return _fmt(values[i]) if isinstance(values, list) and i < len(values) else ""
+    return fmt(values[i]) if isinstance(values, list) and i < len(values) else ""
 
 
 def _paper_table(cls: Mapping[str, Any], seg: Mapping[str, Any], meta: Mapping[str, Any],
@@ -294,7 +279,7 @@ def _paper_table(cls: Mapping[str, Any], seg: Mapping[str, Any], meta: Mapping[s
     out = []
     if "accuracy" in cls:
         model = str(meta.get("model", "this run"))
-        out += _table(["model", "paper accuracy", "this run"], paper.accuracy_rows({model: _with_ci(cls, "accuracy")}))
+        out += table(["model", "paper accuracy", "this run"], paper.accuracy_rows({model: _with_ci(cls, "accuracy")}))
         out += [""]
 
         def ours(metric: str, i: int) -> str:
@@ -303,10 +288,10 @@ def _paper_table(cls: Mapping[str, Any], seg: Mapping[str, Any], meta: Mapping[s
         rows = paper.per_class_rows(names, ours)
         if rows:
             out += ["Per class, the paper's ConvNeXt V2 (Table I and the counts of its Fig. 8) beside this run:", ""]
-            out += _table(["class", "metric", "paper, Table I", "paper, Fig. 8", "this run"], rows) + [""]
+            out += table(["class", "metric", "paper, Table I", "paper, Fig. 8", "this run"], rows) + [""]
     if seg:
         shown = {k: _with_ci(seg, k) for k in ("dice", "hd_mm") if k in seg}
-        out += _table(["quantity", "paper", "this run"], paper.segmentation_rows(shown)) + [""]
+        out += table(["quantity", "paper", "this run"], paper.segmentation_rows(shown)) + [""]
     if not out:
         return []
     return ["The paper's numbers beside this run's, only so the gap is visible: the columns do not measure the "
@@ -368,24 +353,24 @@ def _studies(wd: Path) -> list[str]:
     out = []
     if (wd / workdir.COMPARE_JSON).is_file():
         c = workdir.read_json(wd / workdir.COMPARE_JSON, "a comparison written by `brain-jax compare`")
-        out += ["## Model comparison", ""] + _demote(compare_app.markdown(c, figures=False))
+        out += ["## Model comparison", ""] + _demote(compare_markdown(c, figures=False))
         if c["task"] == "classification":
             rows = paper.accuracy_rows({m: interval_text(b["accuracy"]) for m, b in c["metrics"].items()})
-            out += ["### Beside the paper", ""] + _table(["model", "paper accuracy", "ours"], rows) + [""]
+            out += ["### Beside the paper", ""] + table(["model", "paper accuracy", "ours"], rows) + [""]
     if (wd / workdir.SUITE_JSON).is_file():
         t = workdir.read_json(wd / workdir.SUITE_JSON, "a suite table written by `brain-jax suite`")
-        out += ["## Folds and seeds", ""] + _demote(suite_app.markdown(t))
+        out += ["## Folds and seeds", ""] + _demote(suite_markdown(t))
         if "accuracy" in t["metrics"]:
             rows = paper.accuracy_rows({m: f"{a['accuracy']['mean']:.4f} ± {a['accuracy']['sd']:.4f}"
                                         for m, a in t["per_model"].items()})
-            out += ["### Beside the paper", ""] + _table(["model", "paper accuracy", "ours, mean ± sd"], rows) + [""]
-        compared = sorted((wd / "compare").glob("*/" + workdir.COMPARE_MD))
+            out += ["### Beside the paper", ""] + table(["model", "paper accuracy", "ours, mean ± sd"], rows) + [""]
+        compared = sorted((wd / workdir.COMPARE).glob("*/" + workdir.COMPARE_MD))
         if compared:
             out += ["Comparisons on each test set: " + ", ".join(f"[{p.parent.name}]({p.relative_to(wd).as_posix()})"
                                                                for p in compared), ""]
     if (wd / workdir.LEAKAGE_JSON).is_file():
         s = workdir.read_json(wd / workdir.LEAKAGE_JSON, "a leakage study written by `brain-jax study leakage`")
-        out += ["## Leakage study", ""] + _demote(study_app.markdown(s, figures=False))
+        out += ["## Leakage study", ""] + _demote(leakage_markdown(s, figures=False))
     return out
 
 
@@ -420,18 +405,18 @@ def write_report(wd: str | Path) -> Path:
     lines = [f"# brain-jax results: {title}", ""]
     if meta:
         shown = [[k, v] for k, v in meta.items() if not isinstance(v, (dict, list)) or len(str(v)) < 120]
-        lines += ["## Run", ""] + _table(["field", "value"], shown) + [""]
+        lines += ["## Run", ""] + table(["field", "value"], shown) + [""]
     if cls is not None:
         lines += ["## Classification", ""] + _splits_line(metrics, "classification", cls[0])
         lines += _classification_section(cls[1], wd, fig_dir)
     if seg is not None:
         lines += ["## Segmentation", ""] + _splits_line(metrics, "segmentation", seg[0])
         lines += _segmentation_section(seg[1]) + _fig10_section(wd, seg[0])
-    lines += _saliency_section(metrics.get("saliency"))
+    lines += _saliency_section(metrics.get(workdir.SALIENCY))
     lines += studies + _composition(wd)
     if (wd / workdir.METRICS_LOG).is_file():
         try:
-            training_curves_png(wd / workdir.METRICS_LOG, fig_dir / "training_curves.png")
+            training_curves_png(wd / workdir.METRICS_LOG, fig_dir / workdir.TRAINING_CURVES_PNG)
         except ValueError as e:
             lines += [f"(training curves not drawn: {e})", ""]
 

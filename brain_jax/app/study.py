@@ -26,11 +26,10 @@ from typing import Any
 import numpy as np
 
 import input_pipeline
-from brain_jax import workdir
+from brain_jax import N_RESAMPLES, workdir
 from brain_jax.app import figures, results
-from brain_jax.app.evaluate import N_RESAMPLES
-from brain_jax.app.results import interval_note, interval_text
-from brain_jax.app.suite import Run, train_then_evaluate
+from brain_jax.app.suite import Training, train_then_evaluate
+from brain_jax.app.tables import leakage_markdown
 from brain_jax.metrics import stats
 from brain_jax.metrics.classification import summarize_confusions
 from brain_jax.train.config import load_config
@@ -39,7 +38,7 @@ ARMS = ("random", "group")  # data.split_by of each arm; the difference is rando
 DIFFERENCE_METRICS = ("accuracy", "macro_f1")
 
 
-def arm_runs(config_spec: str, out: str | Path, overrides: Sequence[str] = ()) -> list[Run]:
+def arm_runs(config_spec: str, out: str | Path, overrides: Sequence[str] = ()) -> list[Training]:
     """The two trainings of the study: the config under each protocol, splits train / validation / test."""
     base = load_config(config_spec, overrides)
     if base.data.task != "classification":
@@ -51,7 +50,7 @@ def arm_runs(config_spec: str, out: str | Path, overrides: Sequence[str] = ()) -
         cfg.data.update({"split_by": arm, "num_folds": 0, "fold": 0, "train_split": "train",
                          "eval_split": "validation", "test_split": "test"})
         input_pipeline.split_protocol(cfg.data)  # a bad data field fails here, before any training
-        runs.append(Run(arm, arm, cfg, Path(out) / "runs" / arm))
+        runs.append(Training(arm, arm, cfg, Path(out) / workdir.RUNS / arm))
     return runs
 
 
@@ -96,8 +95,8 @@ def unpaired_difference(a: Mapping[str, Any], b: Mapping[str, Any], num_classes:
     return out
 
 
-def _arm_data(run: Run) -> dict[str, Any]:
-    p = results.read_predictions(workdir.predictions_csv(run.workdir, run.test_split))
+def _arm_data(run: Training) -> dict[str, Any]:
+    p = workdir.read_predictions(workdir.predictions_csv(run.workdir, run.test_split))
     clusters, kind, _ = results.resampling_clusters(p.ids)
     return {"label": p.label, "pred": p.pred, "clusters": clusters, "cluster_kind": kind}
 
@@ -127,40 +126,12 @@ def run_leakage(config_spec: str, out: str | Path, *, overrides: Sequence[str] =
     study = {"config": config_spec, "overrides": list(overrides), "dataset": str(runs[0].config.data.name),
              "arms": arms, "difference": diff}
     paths = [workdir.write_json(out / workdir.LEAKAGE_JSON, study)]
-    (out / workdir.LEAKAGE_MD).write_text(markdown(study))
+    (out / workdir.LEAKAGE_MD).write_text(leakage_markdown(study))
     paths.append(out / workdir.LEAKAGE_MD)
     rows = [(f"{a} split", arms[a]["accuracy"]["estimate"], arms[a]["accuracy"]["low"], arms[a]["accuracy"]["high"])
             for a in ARMS]
     d = diff["accuracy"]
     rows.append(("random − group", d["estimate"], d["low"], d["high"]))
-    paths.append(figures.forest_png(rows, out / workdir.FIGURES / "leakage.png", xlabel="test accuracy",
+    paths.append(figures.forest_png(rows, out / workdir.FIGURES / workdir.LEAKAGE_PNG, xlabel="test accuracy",
                                     title="accuracy by split protocol, 95% intervals"))
     return {"status": "done", "runs": status, "paths": paths, "study": study}
-
-
-def markdown(study: Mapping[str, Any], figures: bool = True) -> str:
-    """leakage.md from ``run_leakage``'s study dict (with ``figures``, a link to its PNG)."""
-    arms, diff = study["arms"], study["difference"]
-    lines = ["# Leakage study: random slice-level split vs split by patient / duplicate group", "",
-             f"Config `{study['config']}`" + (f" with {' '.join(study['overrides'])}" if study["overrides"] else "")
-             + f", pool `{study['dataset']}`.", "",
-             "| split protocol | test examples | accuracy | macro-F1 | test images with an exact copy in training "
-             "| with only a near copy |", "|---|---:|---|---|---:|---:|"]
-    for a in ARMS:
-        r, c = arms[a], arms[a]["copies_in_training"]
-        exact, near = (f"{c[x]} ({100 * c[x] / max(c['num_examples'], 1):.0f}%)" for x in ("exact", "near"))
-        lines.append(f"| {r['protocol']} | {r['n_test']} | {interval_text(r['accuracy'])} | "
-                     f"{interval_text(r['macro_f1'])} | {exact} | {near} |")
-    lines += ["", "## Inflation (random − group)", "", "| metric | difference [95% interval] | verdict |",
-              "|---|---|---|"]
-    for m in DIFFERENCE_METRICS:
-        lines.append(f"| {m} | {interval_text(diff[m])} | {diff[m]['verdict']} |")
-    lines += ["", f"Interval of the difference: {diff['method']}, {diff['n_resamples']} resamples, seeds "
-              f"{diff['seeds'][0]} and {diff['seeds'][1]}. The two protocols test on different images, so the "
-              "difference is not paired. Each arm's own interval: "
-              + interval_note(arms[ARMS[0]]["interval"]) + ".", "",
-              "A copy of a test image in the training split lets a model score by recognising the image rather "
-              "than the tumour; the random split's higher score measures that leak, not a better model."]
-    if figures:
-        lines += ["", "![leakage](figures/leakage.png)"]
-    return "\n".join(lines) + "\n"

@@ -37,20 +37,21 @@ import ml_collections
 import numpy as np
 
 import input_pipeline
-from brain_jax import workdir
+from brain_jax import N_RESAMPLES, workdir
 from brain_jax.app import compare as compare_app
 from brain_jax.app import figures
-from brain_jax.app.evaluate import N_RESAMPLES, evaluate_workdir
-from brain_jax.app.results import interval_text
+from brain_jax.app.evaluate import evaluate_workdir
+from brain_jax.app.tables import suite_markdown
 from brain_jax.train.config import load_config
+from brain_jax.train.spec import RunSpec, lookup
 from brain_jax.train.trainer import train_and_evaluate
 
 METRICS = {"classification": ("accuracy", "macro_f1"), "segmentation": ("dice", "iou", "hd95_mm")}
 
 
 @dataclasses.dataclass
-class Run:
-    """One training of the suite: a model (its config) on one fold or with one seed."""
+class Training:
+    """One training of a suite (a model, its config, on one fold or with one seed) or of a study's arm."""
 
     model: str  # the model's tag in tables
     tag: str  # "fold1" ... or "seed0" ...
@@ -62,7 +63,7 @@ class Run:
         return str(self.config.data.test_split)
 
 
-def is_finished(run: Run) -> bool:
+def is_finished(run: Training) -> bool:
     """Whether the run's workdir holds its test-split predictions and results (then it is never re-run)."""
     wd, split = run.workdir, run.test_split
     if not (workdir.predictions_csv(wd, split).is_file() and (wd / workdir.METRICS).is_file()):
@@ -70,7 +71,7 @@ def is_finished(run: Run) -> bool:
     return split in workdir.read_metrics(wd).get(str(run.config.data.task), {})
 
 
-def train_then_evaluate(run: Run, *, n_resamples: int = N_RESAMPLES, seed: int = 0,
+def train_then_evaluate(run: Training, *, n_resamples: int = N_RESAMPLES, seed: int = 0,
                         composition: bool = False) -> str:
     """Train (resuming) and evaluate the test split unless the run is finished: "kept", "done" or "preempted"."""
     if is_finished(run):
@@ -84,8 +85,8 @@ def train_then_evaluate(run: Run, *, n_resamples: int = N_RESAMPLES, seed: int =
 
 
 def _tags(configs: Sequence[ml_collections.ConfigDict]) -> list[str]:
-    """``name-variant`` per config; a tag that repeats gets ``-1``, ``-2``... in order."""
-    tags = [f"{c.model.name}-{c.model.variant}" for c in configs]
+    """The model label (``RunSpec.label``) per config; a tag that repeats gets ``-1``, ``-2``... in order."""
+    tags = [RunSpec.from_config(c).label for c in configs]
     seen: dict[str, int] = {}
     out = []
     for t in tags:
@@ -95,7 +96,7 @@ def _tags(configs: Sequence[ml_collections.ConfigDict]) -> list[str]:
 
 
 def plan(config_specs: Sequence[str], out: str | Path, *, folds: int = 0, seeds: int = 0,
-         overrides: Sequence[str] = ()) -> list[Run]:
+         overrides: Sequence[str] = ()) -> list[Training]:
     """Every run of the suite, model by model; ValueError before anything runs when the folds cannot be
     made (a dataset without folds names the splits it has) or the request is inconsistent."""
     if (folds > 0) == (seeds > 0):
@@ -121,7 +122,7 @@ def plan(config_specs: Sequence[str], out: str | Path, *, folds: int = 0, seeds:
                 cfg = base.copy_and_resolve_references()
                 cfg.seed = int(base.seed) + i
                 variants.append((f"seed{cfg.seed}", cfg))
-        runs += [Run(tag, run_tag, cfg, out / "runs" / tag / run_tag) for run_tag, cfg in variants]
+        runs += [Training(tag, run_tag, cfg, out / workdir.RUNS / tag / run_tag) for run_tag, cfg in variants]
     _check_same_test_sets(runs)
     return runs
 
@@ -131,20 +132,16 @@ TEST_SET_FIELDS = ("name", "builder_config", "task", "classes", "split_by", "ded
                    "group_split_fractions", "seed", "num_folds", "fold", "test_split")
 
 
-def _check_same_test_sets(runs: list[Run]) -> None:
+def _check_same_test_sets(runs: list[Training]) -> None:
     """Every model of a fold / seed must be tested on the same examples (compared pair by pair)."""
     for r in runs:
         first = next(x for x in runs if x.tag == r.tag)
-        diff = [f for f in TEST_SET_FIELDS if _field(first.config.data, f) != _field(r.config.data, f)]
+        diff = [f for f in TEST_SET_FIELDS
+                if lookup(first.config, f"data.{f}", None) != lookup(r.config, f"data.{f}", None)]
         if diff:
             raise ValueError(f"{first.model} and {r.model} would be tested on different examples in {r.tag} (config "
                              f"fields {', '.join('data.' + f for f in diff)} differ); give the suite's models the "
                              "same data settings")
-
-
-def _field(data: ml_collections.ConfigDict, name: str) -> Any:
-    value = data.get(name)
-    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
 
 
 def _check_spec(out: Path, spec: dict[str, Any]) -> None:
@@ -197,7 +194,7 @@ def run_suite(config_specs: Sequence[str], out: str | Path, *, folds: int = 0, s
         for tag in tags:
             wds = [r.workdir for r in runs if r.tag == tag]
             split = next(r.test_split for r in runs if r.tag == tag)
-            res = compare_app.compare(wds, out / "compare" / tag, split=split, names=models,
+            res = compare_app.compare(wds, out / workdir.COMPARE / tag, split=split, names=models,
                                       n_resamples=n_resamples, seed=seed)
             paths += res["paths"][:2]
     table = aggregate(runs, folds=folds)
@@ -205,7 +202,7 @@ def run_suite(config_specs: Sequence[str], out: str | Path, *, folds: int = 0, s
     return {"status": "done", "runs": status, "paths": paths, "table": table}
 
 
-def _write_composition(runs: list[Run], tag: str, out: Path, folds: int) -> None:
+def _write_composition(runs: list[Training], tag: str, out: Path, folds: int) -> None:
     """The split composition of a fold (of the first model's config; every seed shares one split)."""
     if not folds and tag != runs[0].tag:
         return
@@ -219,7 +216,7 @@ def _write_composition(runs: list[Run], tag: str, out: Path, folds: int) -> None
 # ------------------------------------------------------------------------------------------ the table
 
 
-def _test_summary(run: Run) -> dict[str, Any]:
+def _test_summary(run: Training) -> dict[str, Any]:
     return workdir.read_metrics(run.workdir)[str(run.config.data.task)][run.test_split]
 
 
@@ -228,7 +225,7 @@ def _mean_sd(values: Sequence[float]) -> dict[str, float]:
     return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else float("nan"), "n": len(v)}
 
 
-def aggregate(runs: list[Run], *, folds: int) -> dict[str, Any]:
+def aggregate(runs: list[Training], *, folds: int) -> dict[str, Any]:
     """Per-run rows with intervals, mean ± sd over runs per model, and paired per-run differences between
     models (same fold / seed, same test set)."""
     task = str(runs[0].config.data.task)
@@ -261,60 +258,16 @@ def aggregate(runs: list[Run], *, folds: int) -> dict[str, Any]:
             "interval": first["intervals"]["interval"], "rows": rows, "per_model": per_model, "pairs": pairs}
 
 
-def markdown(t: dict[str, Any]) -> str:
-    """suite.md from ``aggregate``'s table."""
-    mode, tags = t["mode"], t["runs"]
-    unit = "fold" if mode == "folds" else "seed"
-    lines = [f"# Suite: {len(tags)} {mode} ({t['task']})", "", f"Data: `{t['dataset']}`.", "",
-             f"| {unit} | split protocol |", "|---|---|"]
-    lines += [f"| {tag} | {p} |" for tag, p in t["split_protocol"].items()]
-    lines += ["",
-             "Each cell: the test-set estimate [95% cluster-bootstrap interval]; last column: mean ± sd over "
-             f"{mode}.", ""]
-    for k in t["metrics"]:
-        lines += [f"## {k}", "", "| model | " + " | ".join(tags) + " | mean ± sd |",
-                  "|---|" + "---|" * (len(tags) + 1)]
-        for m, rows in t["rows"].items():
-            agg = t["per_model"][m][k]
-            lines.append(f"| {m} | " + " | ".join(interval_text(r[k]) for r in rows)
-                         + f" | {agg['mean']:.4f} ± {agg['sd']:.4f} |")
-        lines.append("")
-    if t["pairs"]:
-        lines += [f"## Paired per-{unit} differences (A − B, same test set in each {unit})", ""]
-        for k in t["metrics"]:
-            lines += [f"### {k}", "", "| A − B | " + " | ".join(tags) + f" | mean ± sd | {mode} with A higher |",
-                      "|---|" + "---|" * (len(tags) + 2)]
-            for p in t["pairs"]:
-                lines.append(f"| {p['models'][0]} − {p['models'][1]} | "
-                             + " | ".join(f"{p['per_run'][k][tag]:+.4f}" for tag in tags)
-                             + f" | {p[k]['mean']:+.4f} ± {p[k]['sd']:.4f} | {p[k]['runs_a_higher']} of {len(tags)} |")
-            lines.append("")
-    lines += ["## Spread", ""]
-    for m in t["rows"]:
-        for k in t["metrics"]:
-            agg = t["per_model"][m][k]
-            lines.append(f"- {m}, {k}: sd over {mode} {agg['sd']:.4f}; mean width of one test set's 95% bootstrap "
-                         f"interval {agg['mean_interval_width']:.4f}")
-    if mode == "seeds":
-        lines += ["", "Every seed is scored on the same test set: the sd over seeds is training randomness "
-                  "(initialisation, batch order, augmentation) alone, while each bootstrap interval is the "
-                  "uncertainty from sampling the test set. Neither contains the other."]
-    else:
-        lines += ["", "The sd over folds mixes training randomness and test-set differences; the folds share most "
-                  "of their training data, so it understates the uncertainty of the mean, and no test over folds "
-                  "is given. The per-fold bootstrap intervals show each test set's own uncertainty."]
-    return "\n".join(lines).rstrip() + "\n"
-
-
 def write_tables(t: dict[str, Any], out: Path) -> list[Path]:
     """suite.json, suite.md and one forest plot per metric (each run's estimate with its interval)."""
     paths = [workdir.write_json(out / workdir.SUITE_JSON, t)]
-    (out / workdir.SUITE_MD).write_text(markdown(t))
+    (out / workdir.SUITE_MD).write_text(suite_markdown(t))
     paths.append(out / workdir.SUITE_MD)
     for k in t["metrics"]:
         rows = [(f"{m} {r['run']}", r[k]["estimate"], r[k]["low"], r[k]["high"])
                 for m, rs in t["rows"].items() for r in rs]
-        paths.append(figures.forest_png(rows, out / workdir.FIGURES / f"suite_{k}.png", reference=None,
+        path = out / workdir.FIGURES / workdir.SUITE_PNG.format(metric=k)
+        paths.append(figures.forest_png(rows, path, reference=None,
                                         title=f"{k} per {t['mode'][:-1]}, 95% intervals", xlabel=k))
     return paths
 

@@ -40,7 +40,7 @@ In an eval loop (any number of devices / hosts; ``batch`` from ``input_pipeline.
                                             batch["valid"] & batch["has_mask"]))
     report = acc.result()                     # same dict on every host
     # patient_ids: one id per case, in the order of acc.examples() (None and "slice" when unknown)
-    report["intervals"] = acc.intervals(patient_ids, "patient", n_resamples=1000, seed=0)
+    report["intervals"] = acc.intervals(patient_ids, "patient", seed=0)
 
 ``to_host`` reads replicated counts from a local replica and all-gathers per-case arrays that are
 split across hosts (``multihost_utils.process_allgather``), so every host sees the whole split.
@@ -86,9 +86,9 @@ Conventions (tested in tests/test_metrics_*.py)
 * AUROC: one-vs-rest per class from the class probabilities, tied scores counting 1/2 (sklearn
   ``roc_auc_score``); NaN for a class without positives or without negatives; macro AUROC averages
   the classes where it is defined.
-* Intervals: percentile bootstrap (numpy's linear interpolation of the replicates), by default 1000
-  resamples, seed 0, confidence 0.95; a verdict on a difference says "no difference shown at
-  α = 0.05" when its interval covers 0 (never "equivalent").
+* Intervals: percentile bootstrap (numpy's linear interpolation of the replicates), by default
+  ``brain_jax.N_RESAMPLES`` (2000) resamples, seed 0, confidence 0.95; a verdict on a difference says
+  "no difference shown at α = 0.05" when its interval covers 0 (never "equivalent").
 """
 from brain_jax.metrics.accumulators import (
     ClassificationAccumulator,

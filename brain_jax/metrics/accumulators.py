@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from brain_jax import N_RESAMPLES
 from brain_jax.metrics.calibration import calibration_bins, ece_from_bins
 from brain_jax.metrics.classification import classification_summary, confusion_matrix
 from brain_jax.metrics.segmentation import dice, intersection_union_counts, iou, mean_iou
@@ -176,7 +177,7 @@ class ClassificationAccumulator:
                  "probs": np.zeros((0, self.num_classes), np.float32)}
         return {k: np.concatenate(v) if v else empty[k] for k, v in self._examples.items()}
 
-    def intervals(self, clusters: Any = None, cluster_kind: str = "slice", *, n_resamples: int = 1000,
+    def intervals(self, clusters: Any = None, cluster_kind: str = "slice", *, n_resamples: int = N_RESAMPLES,
                   seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
         """``stats.classification_intervals`` of the kept examples, plus ``class_names``.
 
@@ -257,7 +258,7 @@ class SegmentationAccumulator:
             f"{self.name}_detected": mean(cases["hd_percentile"][detected]),
         }
 
-    def intervals(self, clusters: Any = None, cluster_kind: str = "slice", *, n_resamples: int = 1000,
+    def intervals(self, clusters: Any = None, cluster_kind: str = "slice", *, n_resamples: int = N_RESAMPLES,
                   seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
         """``stats.segmentation_intervals`` of mean ``dice``, ``iou``, ``hd_mm`` and ``hd95_mm`` over the cases.
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import scipy.stats
 
+from brain_jax import N_RESAMPLES
 from brain_jax.metrics.classification import summarize_confusions
 
 RESAMPLED_UNITS = ("patient", "duplicate_group", "slice")
@@ -274,7 +275,7 @@ def classification_intervals(
     cluster_kind: str = "slice",
     *,
     num_classes: int | None = None,
-    n_resamples: int = 1000,
+    n_resamples: int = N_RESAMPLES,
     seed: int = 0,
     confidence: float = 0.95,
 ) -> dict[str, Any]:
@@ -333,7 +334,7 @@ def segmentation_intervals(
     clusters: Any = None,
     cluster_kind: str = "slice",
     *,
-    n_resamples: int = 1000,
+    n_resamples: int = N_RESAMPLES,
     seed: int = 0,
     confidence: float = 0.95,
 ) -> dict[str, Any]:
@@ -452,7 +453,7 @@ def paired_comparison(
     *,
     num_classes: int,
     names: tuple[str, str] = ("A", "B"),
-    n_resamples: int = 1000,
+    n_resamples: int = N_RESAMPLES,
     seed: int = 0,
     confidence: float = 0.95,
 ) -> dict[str, Any]:
@@ -490,7 +491,7 @@ def paired_segmentation_comparison(
     cluster_kind: str = "slice",
     *,
     names: tuple[str, str] = ("A", "B"),
-    n_resamples: int = 1000,
+    n_resamples: int = N_RESAMPLES,
     seed: int = 0,
     confidence: float = 0.95,
 ) -> dict[str, Any]:
@@ -530,7 +531,7 @@ def pairwise_comparisons(
     cluster_kind: str = "slice",
     *,
     num_classes: int,
-    n_resamples: int = 1000,
+    n_resamples: int = N_RESAMPLES,
     seed: int = 0,
     confidence: float = 0.95,
 ) -> list[dict[str, Any]]:
@@ -552,7 +553,7 @@ def pairwise_segmentation_comparisons(
     clusters: Any = None,
     cluster_kind: str = "slice",
     *,
-    n_resamples: int = 1000,
+    n_resamples: int = N_RESAMPLES,
     seed: int = 0,
     confidence: float = 0.95,
 ) -> list[dict[str, Any]]:

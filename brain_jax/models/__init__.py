@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-
-import jax.numpy as jnp
-from flax import nnx
+from typing import Any
 
 # model name -> module in this package
 _MODULES = {
@@ -43,10 +41,16 @@ def create(
     variant: str,
     num_classes: int,
     *,
-    dtype: jnp.dtype = jnp.float32,
-    rngs: nnx.Rngs | None = None,
+    dtype: Any = None,
+    rngs: Any = None,
     **overrides,
-) -> nnx.Module:
-    """A freshly initialised model, e.g. ``create("convnextv2", "tiny", 4)`` (seeds params 0, dropout 1)."""
-    rngs = rngs if rngs is not None else nnx.Rngs(params=0, dropout=1)
+) -> Any:
+    """A freshly initialised model, e.g. ``create("convnextv2", "tiny", 4)`` (float32 unless ``dtype``; seeds
+    params 0, dropout 1 unless ``rngs``). The registry itself imports no JAX: an architecture module is
+    imported when first named, so ``NAMES`` and ``variants`` cost nothing at start-up."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    dtype = jnp.float32 if dtype is None else dtype
+    rngs = nnx.Rngs(params=0, dropout=1) if rngs is None else rngs
     return module_for(name).create(name, variant, num_classes, dtype=dtype, rngs=rngs, **overrides)

@@ -20,7 +20,7 @@ DepthwiseImpl = Literal["auto", "shift", "grouped"]
 TRUNC_NORMAL = nnx.initializers.truncated_normal(stddev=0.02)
 
 
-def dense(d_in: int, d_out: int, *, dtype: Any, rngs: nnx.Rngs, use_bias: bool = True) -> nnx.Linear:
+def linear(d_in: int, d_out: int, *, dtype: Any, rngs: nnx.Rngs, use_bias: bool = True) -> nnx.Linear:
     """A Linear layer as HF initialises it (trunc-normal(0.02) kernel, zero bias), float32 params."""
     return nnx.Linear(d_in, d_out, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
                       kernel_init=TRUNC_NORMAL, rngs=rngs)
@@ -69,7 +69,7 @@ class Dense(nnx.Module):
     """A holder for one Linear layer named ``dense`` (HF's ``*.output.dense`` / ``intermediate.dense``)."""
 
     def __init__(self, d_in: int, d_out: int, *, dtype: Any, rngs: nnx.Rngs):
-        self.dense = dense(d_in, d_out, dtype=dtype, rngs=rngs)
+        self.dense = linear(d_in, d_out, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.dense(x)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from brain_jax.models import common
-from brain_jax.models.common import DepthwiseConv, DropPath, dense, drop_path_rates, gelu, layer_norm
+from brain_jax.models.common import DepthwiseConv, DropPath, drop_path_rates, gelu, layer_norm, linear
 
 MODEL_TYPES = ("convnextv2", "convnext")
 BLOCK_EPS = 1e-6  # HF hard-codes this inside the network, independent of config.layer_norm_eps
@@ -83,9 +83,9 @@ class ConvNeXtLayer(nnx.Module):
     def __init__(self, cfg: ConvNeXtConfig, dim: int, drop_path: float, *, dtype: jnp.dtype, rngs: nnx.Rngs):
         self.dwconv = DepthwiseConv(dim, 7, 3, dtype=dtype, impl=cfg.depthwise_impl, rngs=rngs)  # type: ignore[arg-type]
         self.layernorm = layer_norm(dim, BLOCK_EPS, dtype=dtype, rngs=rngs)
-        self.pwconv1 = dense(dim, 4 * dim, dtype=dtype, rngs=rngs)
+        self.pwconv1 = linear(dim, 4 * dim, dtype=dtype, rngs=rngs)
         self.grn = GRN(4 * dim, dtype=dtype) if cfg.model_type == "convnextv2" else nnx.data(None)
-        self.pwconv2 = dense(4 * dim, dim, dtype=dtype, rngs=rngs)
+        self.pwconv2 = linear(4 * dim, dim, dtype=dtype, rngs=rngs)
         if cfg.model_type == "convnext" and cfg.layer_scale_init_value > 0:
             self.layer_scale_parameter = nnx.Param(jnp.full((dim,), cfg.layer_scale_init_value, jnp.float32))
         else:
@@ -164,7 +164,7 @@ class ConvNeXt(nnx.Module):
         self.encoder = ConvNeXtEncoder(config, dtype=dtype, rngs=rngs)
         self.layernorm = layer_norm(config.hidden_sizes[-1], config.layer_norm_eps, dtype=dtype, rngs=rngs)
         self.head_dropout = nnx.Dropout(config.head_dropout, rngs=rngs)
-        self.classifier = dense(config.hidden_sizes[-1], config.num_labels, dtype=dtype, rngs=rngs)
+        self.classifier = linear(config.hidden_sizes[-1], config.num_labels, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, *, output_hidden_states: bool = False):
         if x.ndim != 4 or x.shape[-1] != self.config.num_channels:

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from brain_jax.models import common
-from brain_jax.models.common import DepthwiseConv, DropPath, dense, drop_path_rates, gelu, layer_norm, resize_bilinear
+from brain_jax.models.common import DepthwiseConv, DropPath, drop_path_rates, gelu, layer_norm, linear, resize_bilinear
 
 # HF builds every encoder LayerNorm as nn.LayerNorm(C): eps 1e-5 regardless of config.layer_norm_eps.
 ENCODER_LN_EPS = 1e-5
@@ -144,9 +144,9 @@ class EfficientSelfAttention(nnx.Module):
     def __init__(self, c: int, heads: int, sr: int, attn_drop: float, *, dtype, rngs: nnx.Rngs):
         self.num_heads = heads
         self.dtype = dtype
-        self.query = dense(c, c, dtype=dtype, rngs=rngs)
-        self.key = dense(c, c, dtype=dtype, rngs=rngs)
-        self.value = dense(c, c, dtype=dtype, rngs=rngs)
+        self.query = linear(c, c, dtype=dtype, rngs=rngs)
+        self.key = linear(c, c, dtype=dtype, rngs=rngs)
+        self.value = linear(c, c, dtype=dtype, rngs=rngs)
         self.sr_ratio = sr
         if sr > 1:
             self.sr = _conv(c, c, sr, sr, 0, dtype, rngs)
@@ -173,7 +173,7 @@ class EfficientSelfAttention(nnx.Module):
 
 class SelfOutput(nnx.Module):
     def __init__(self, c: int, drop: float, *, dtype, rngs: nnx.Rngs):
-        self.dense = dense(c, c, dtype=dtype, rngs=rngs)
+        self.dense = linear(c, c, dtype=dtype, rngs=rngs)
         self.dropout = _dropout(drop, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -202,9 +202,9 @@ class MixFFN(nnx.Module):
     """dense1 -> 3×3 depthwise conv -> exact GELU -> dropout -> dense2 -> dropout."""
 
     def __init__(self, c: int, hidden: int, drop: float, *, dtype, impl: str, rngs: nnx.Rngs):
-        self.dense1 = dense(c, hidden, dtype=dtype, rngs=rngs)
+        self.dense1 = linear(c, hidden, dtype=dtype, rngs=rngs)
         self.dwconv = DWConv(hidden, dtype=dtype, impl=impl, rngs=rngs)
-        self.dense2 = dense(hidden, c, dtype=dtype, rngs=rngs)
+        self.dense2 = linear(hidden, c, dtype=dtype, rngs=rngs)
         self.dropout = _dropout(drop, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -271,7 +271,7 @@ class SegformerModel(nnx.Module):
 
 class MLPProjection(nnx.Module):
     def __init__(self, din: int, dout: int, *, dtype, rngs: nnx.Rngs):
-        self.proj = dense(din, dout, dtype=dtype, rngs=rngs)
+        self.proj = linear(din, dout, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.proj(x)
@@ -345,7 +345,7 @@ class SegformerForImageClassification(_SegformerWithHead):
 
     def __init__(self, cfg: SegformerConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
         super().__init__(cfg, dtype=dtype, rngs=rngs)
-        self.classifier = dense(cfg.hidden_sizes[-1], cfg.num_labels, dtype=dtype, rngs=rngs)
+        self.classifier = linear(cfg.hidden_sizes[-1], cfg.num_labels, dtype=dtype, rngs=rngs)
 
     def head(self, feats: list[jax.Array]) -> jax.Array:
         pooled = jnp.mean(feats[-1].astype(jnp.float32), axis=(1, 2)).astype(feats[-1].dtype)

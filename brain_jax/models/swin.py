@@ -37,7 +37,7 @@ import numpy as np
 from flax import nnx
 
 from brain_jax.models import common
-from brain_jax.models.common import Dense, DropPath, dense, drop_path_rates, gelu, layer_norm
+from brain_jax.models.common import Dense, DropPath, drop_path_rates, gelu, layer_norm, linear
 
 
 @dataclass(frozen=True)
@@ -138,9 +138,9 @@ class SwinSelfAttention(nnx.Module):
     """Window multi-head attention with a learned relative position bias table."""
 
     def __init__(self, cfg: SwinConfig, dim: int, heads: int, *, dtype, rngs: nnx.Rngs):
-        self.query = dense(dim, dim, dtype=dtype, rngs=rngs, use_bias=cfg.qkv_bias)
-        self.key = dense(dim, dim, dtype=dtype, rngs=rngs, use_bias=cfg.qkv_bias)
-        self.value = dense(dim, dim, dtype=dtype, rngs=rngs, use_bias=cfg.qkv_bias)
+        self.query = linear(dim, dim, dtype=dtype, rngs=rngs, use_bias=cfg.qkv_bias)
+        self.key = linear(dim, dim, dtype=dtype, rngs=rngs, use_bias=cfg.qkv_bias)
+        self.value = linear(dim, dim, dtype=dtype, rngs=rngs, use_bias=cfg.qkv_bias)
         n = (2 * cfg.window_size - 1) ** 2
         self.relative_position_bias_table = nnx.Param(common.TRUNC_NORMAL(rngs.params(), (n, heads), jnp.float32))
         self.dropout = nnx.Dropout(cfg.attention_probs_dropout_prob, rngs=rngs)
@@ -220,7 +220,7 @@ class SwinPatchMerging(nnx.Module):
     """2×2 neighbourhood concat (HF order) -> LayerNorm(4C) -> Linear(4C, 2C, no bias)."""
 
     def __init__(self, dim: int, *, dtype, rngs: nnx.Rngs):
-        self.reduction = dense(4 * dim, 2 * dim, dtype=dtype, rngs=rngs, use_bias=False)
+        self.reduction = linear(4 * dim, 2 * dim, dtype=dtype, rngs=rngs, use_bias=False)
         self.norm = layer_norm(4 * dim, 1e-5, dtype=dtype, rngs=rngs)  # HF uses nn.LayerNorm's default eps here
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -292,7 +292,7 @@ class Swin(nnx.Module):
         self.embeddings = SwinEmbeddings(config, dtype=dtype, rngs=rngs)
         self.encoder = SwinEncoder(config, dtype=dtype, rngs=rngs)
         self.layernorm = layer_norm(config.num_features, config.layer_norm_eps, dtype=dtype, rngs=rngs)
-        self.classifier = dense(config.num_features, config.num_labels, dtype=dtype, rngs=rngs)
+        self.classifier = linear(config.num_features, config.num_labels, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, output_hidden_states: bool = False):
         if x.ndim != 4 or x.shape[-1] != self.config.num_channels:

@@ -32,7 +32,7 @@ import numpy as np
 from flax import nnx
 
 from brain_jax.models import common
-from brain_jax.models.common import Dense, DropPath, dense, drop_path_rates, gelu, layer_norm
+from brain_jax.models.common import Dense, DropPath, drop_path_rates, gelu, layer_norm, linear
 
 
 @dataclass(frozen=True)
@@ -125,9 +125,9 @@ def interpolate_pos_encoding(pos: jax.Array, grid_h: int, grid_w: int) -> jax.Ar
 class ViTSelfAttention(nnx.Module):
     def __init__(self, cfg: ViTConfig, *, dtype, rngs: nnx.Rngs):
         d = cfg.hidden_size
-        self.query = dense(d, d, dtype=dtype, rngs=rngs, use_bias=cfg.qkv_bias)
-        self.key = dense(d, d, dtype=dtype, rngs=rngs, use_bias=cfg.qkv_bias)
-        self.value = dense(d, d, dtype=dtype, rngs=rngs, use_bias=cfg.qkv_bias)
+        self.query = linear(d, d, dtype=dtype, rngs=rngs, use_bias=cfg.qkv_bias)
+        self.key = linear(d, d, dtype=dtype, rngs=rngs, use_bias=cfg.qkv_bias)
+        self.value = linear(d, d, dtype=dtype, rngs=rngs, use_bias=cfg.qkv_bias)
         self.dropout = nnx.Dropout(cfg.attention_probs_dropout_prob, rngs=rngs)
         self.num_heads = cfg.num_attention_heads
         self.dtype = dtype
@@ -225,7 +225,7 @@ class ViT(nnx.Module):
         self.layernorm = layer_norm(config.hidden_size, config.layer_norm_eps, dtype=dtype, rngs=rngs)
         # num_labels = 0 (a headless ViTModel checkpoint, e.g. in21k): no classifier, the output is the
         # final class token, as HF's ViTForImageClassification gives with an Identity classifier.
-        self.classifier = (dense(config.hidden_size, config.num_labels, dtype=dtype, rngs=rngs)
+        self.classifier = (linear(config.hidden_size, config.num_labels, dtype=dtype, rngs=rngs)
                            if config.num_labels else None)
 
     def __call__(self, x: jax.Array, output_hidden_states: bool = False):

@@ -28,7 +28,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from brain_jax.train import faults
-from brain_jax.workdir import BEST, CHECKPOINTS, DAMAGED
+from brain_jax.workdir import BEST, CHECKPOINTS, DAMAGED, has_checkpoint  # noqa: F401 (re-exported)
 
 
 class CheckpointWriteError(ValueError):
@@ -211,13 +211,6 @@ def _all_processes_agree(ok: bool) -> bool:
 
 def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), tree)
-
-
-def has_checkpoint(workdir: str | Path) -> bool:
-    wd = Path(workdir)
-    return any(
-        p.is_dir() and p.name.isdigit() for d in (wd / CHECKPOINTS, wd / BEST) if d.is_dir() for p in d.iterdir()
-    )
 
 
 def committed_steps(directory: Path) -> list[int]:

@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 
 import input_pipeline
+from brain_jax.train.spec import RunSpec
 
 
 class ResumableIterator(Protocol):
@@ -26,19 +27,24 @@ class DataSource(Protocol):
 
 
 class PipelineData:
-    """``input_pipeline`` loaders for a config (datasets must be built; FileNotFoundError says how)."""
+    """``input_pipeline`` loaders for a config (datasets must be built; FileNotFoundError says how).
 
-    def __init__(self, config: ml_collections.ConfigDict):
+    Labels map to the head's classes of ``spec`` (the run's; resolved from ``config`` when not given).
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, spec: RunSpec | None = None):
         self.config = config
         self.data = config.data
-        self.task = config.data.task
+        spec = spec if spec is not None else RunSpec.from_config(config)
+        self.task = spec.task
+        self._classes = spec.class_names if spec.task == "classification" else None
         self._train_loader = None
 
     def _train(self):
         if self._train_loader is None:
             self._train_loader = input_pipeline.make_loader(
                 self.data, self.data.train_split, global_batch_size=int(self.config.batch_size), train=True,
-                seed=int(self.config.seed),
+                seed=int(self.config.seed), class_names=self._classes,
             )
         return self._train_loader
 
@@ -53,4 +59,4 @@ class PipelineData:
         bs = int(self.config.eval_batch_size)
         bs = max(bs - bs % jax.process_count(), jax.process_count())
         return input_pipeline.make_loader(self.data, split, global_batch_size=bs, train=False,
-                                          seed=int(self.config.seed))
+                                          seed=int(self.config.seed), class_names=self._classes)

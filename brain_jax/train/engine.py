@@ -177,20 +177,30 @@ class LossConfig:
         )
 
 
+def counted(batch: Mapping[str, Any], task: str) -> Any:
+    """The rows a loss or a metric counts: ``valid`` (not padding) and, for segmentation, ``has_mask``.
+
+    The one place this rule is written; it works on host (numpy) and device (jnp) batches alike.
+    """
+    ok = batch["valid"]
+    if task == "segmentation" and "has_mask" in batch:
+        ok = ok & batch["has_mask"]
+    return ok
+
+
 def compute_loss(logits: jax.Array, batch: Mapping[str, jax.Array], lc: LossConfig) -> tuple[jax.Array, dict]:
-    """Task loss over the valid examples of a batch (and, for segmentation, those with a mask)."""
-    valid = batch["valid"]
+    """Task loss over the counted examples of a batch (``counted``)."""
+    valid = counted(batch, lc.task)
     if lc.task == "segmentation":
         masks = batch["mask"]
-        weight = valid & batch["has_mask"] if "has_mask" in batch else valid
         logits = resize_bilinear(logits, masks.shape[1:3]).astype(jnp.float32)
         ce = losses.cross_entropy(
-            logits, masks, weight[:, None, None], label_smoothing=lc.label_smoothing, class_weights=lc.class_weights
+            logits, masks, valid[:, None, None], label_smoothing=lc.label_smoothing, class_weights=lc.class_weights
         )
         loss = ce
         aux = {"ce": ce}
         if lc.dice_weight > 0:
-            dl = losses.soft_dice_loss(logits, masks, weight)
+            dl = losses.soft_dice_loss(logits, masks, valid)
             loss = loss + lc.dice_weight * dl
             aux["dice_loss"] = dl
         return loss, aux
@@ -272,16 +282,15 @@ def make_eval_step(parts: ModelParts, task: str) -> Callable:
 
     def eval_step(params, batch_stats, rest, batch):
         logits = forward(params, batch_stats, rest, batch["image"])
-        valid = batch["valid"]
+        ok = counted(batch, task)
         if task == "segmentation":
             logits = resize_bilinear(logits, batch["mask"].shape[1:3])
             pred = jnp.argmax(logits, -1).astype(jnp.int32)
-            ok = valid & batch["has_mask"] if "has_mask" in batch else valid
             stats = metrics.segmentation_batch_stats(
                 pred, batch["mask"], batch["spacing_mm"], ok, num_classes=logits.shape[-1]
             )
             return {"stats": stats, "pred": pred}
-        stats = metrics.classification_batch_stats(logits, batch["label"], valid, logits.shape[-1])
+        stats = metrics.classification_batch_stats(logits, batch["label"], ok, logits.shape[-1])
         return {"stats": stats, "pred": jnp.argmax(logits, -1).astype(jnp.int32)}
 
     return eval_step

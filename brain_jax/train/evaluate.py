@@ -1,6 +1,8 @@
 """Evaluation over a whole split: sufficient statistics per batch (in jit), reduced on the host.
 
-Writes nothing: the ``eval`` verb (``brain_jax.app.evaluate``) stores results and figures.
+One door: ``Evaluator`` (a built model on a mesh) and ``run_split`` (one pass over a split with any
+compiled eval step; the trainer's periodic evaluation calls it with its own step). The rows counted are
+``engine.counted``'s. Writes nothing: the ``eval`` verb (``brain_jax.app.evaluate``) stores results and figures.
 
 Per-example results come out in the accumulators' order: batch after batch, within a batch the rows of
 the global arrays, i.e. process 0's valid rows, then process 1's, and so on. The host-side identity of
@@ -40,11 +42,8 @@ class SplitResult:
 
 
 def _counted(local: dict[str, np.ndarray], task: str) -> np.ndarray:
-    """Which rows of a host batch the accumulator counts (the eval step's ``valid`` [& ``has_mask``])."""
-    ok = np.asarray(local["valid"], bool).reshape(-1)
-    if task == "segmentation" and "has_mask" in local:
-        ok = ok & np.asarray(local["has_mask"], bool).reshape(-1)
-    return ok
+    """``engine.counted`` of a host batch, as a flat bool array."""
+    return np.asarray(engine.counted(local, task), bool).reshape(-1)
 
 
 def run_split(
@@ -56,7 +55,6 @@ def run_split(
     *,
     mesh: jax.sharding.Mesh,
     task: str,
-    num_classes: int,
     class_names: Sequence[str],
     keep_samples: int = 0,
     keep_examples: bool = False,
@@ -69,6 +67,7 @@ def run_split(
     masks, preds, labels, spacing_mm) for figures. Segmentation always keeps its per-case values.
     """
     multiple = engine.local_batch_multiple(mesh)
+    num_classes = len(class_names)
     if task == "segmentation":
         acc: Any = metrics.SegmentationAccumulator(num_classes)
     else:
@@ -108,25 +107,6 @@ def run_split(
     return SplitResult(summary, samples, examples, named)
 
 
-def evaluate_split(
-    eval_step: Callable,
-    params: Any,
-    batch_stats: Any,
-    rest: Any,
-    batches: Iterable[dict[str, np.ndarray]],
-    *,
-    mesh: jax.sharding.Mesh,
-    task: str,
-    num_classes: int,
-    class_names: Sequence[str],
-    keep_samples: int = 0,
-) -> tuple[dict[str, Any], dict[str, list]]:
-    """(summary, samples) of ``run_split`` without per-example results (the trainer's periodic evaluation)."""
-    r = run_split(eval_step, params, batch_stats, rest, batches, mesh=mesh, task=task, num_classes=num_classes,
-                  class_names=class_names, keep_samples=keep_samples)
-    return r.summary, r.samples
-
-
 def _concat(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, str)
 
@@ -135,11 +115,11 @@ def _keep(samples: dict[str, list], local: dict[str, np.ndarray], pred: np.ndarr
     # ``pred`` is global; on one host it lines up with ``local``. On many hosts keep process 0's rows.
     n_local = len(local["valid"])
     offset = jax.process_index() * n_local if len(pred) > n_local else 0
+    ok = _counted(local, task)
     for i in range(n_local):
         if len(samples["images"]) >= limit:
             return
-        ok = bool(local["valid"][i]) and (task != "segmentation" or bool(local.get("has_mask", [True] * n_local)[i]))
-        if not ok:
+        if not ok[i]:
             continue
         samples["images"].append(np.asarray(local["image"][i]))
         samples["masks"].append(np.asarray(local["mask"][i]) if "mask" in local else None)
@@ -219,8 +199,7 @@ class Evaluator:
 
     def split(self, batches: Iterable[dict[str, np.ndarray]], *, keep_samples: int = 0,
               keep_examples: bool = True) -> SplitResult:
-        return run_split(self.step, *self.state, batches, mesh=self.mesh, task=self.task,
-                         num_classes=len(self.class_names), class_names=self.class_names,
+        return run_split(self.step, *self.state, batches, mesh=self.mesh, task=self.task, class_names=self.class_names,
                          keep_samples=keep_samples, keep_examples=keep_examples)
 
     def cases(self, batches: Iterable[dict[str, np.ndarray]], positions: Sequence[int]) -> dict[int, dict[str, Any]]:
@@ -233,8 +212,7 @@ class Evaluator:
             if len(out) == len(wanted):
                 break
             g = engine.to_global(engine.pad_local_batch(local, multiple), self.mesh)
-            ok = g["valid"] & g["has_mask"] if self.task == "segmentation" and "has_mask" in g else g["valid"]
-            rows = np.flatnonzero(metrics.to_host(jnp.asarray(ok)))
+            rows = np.flatnonzero(metrics.to_host(jnp.asarray(engine.counted(g, self.task))))
             hits = [(seen + j, r) for j, r in enumerate(rows) if seen + j in wanted]
             seen += len(rows)
             if not hits:
@@ -244,16 +222,3 @@ class Evaluator:
             for pos, r in hits:
                 out[pos] = {k: v[r] for k, v in host.items()} | {"pred": pred[r]}
         return out
-
-
-def evaluate_model(
-    model: Any,
-    batches: Iterable[dict[str, np.ndarray]],
-    *,
-    task: str,
-    class_names: Sequence[str],
-    mesh: jax.sharding.Mesh | None = None,
-    keep_samples: int = 0,
-) -> SplitResult:
-    """``run_split`` with per-example results for a built model (eval mode), e.g. one restored from a workdir."""
-    return Evaluator(model, task=task, class_names=class_names, mesh=mesh).split(batches, keep_samples=keep_samples)

@@ -16,12 +16,14 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from brain_jax.train import builders, engine, faults, optim
-from brain_jax.train.checkpoints import Checkpointer, abstract_like, has_checkpoint
+from brain_jax.train import engine, faults, optim
+from brain_jax.train.checkpoints import Checkpointer, abstract_like
 from brain_jax.train.data import DataSource, PipelineData
-from brain_jax.train.evaluate import evaluate_split, scalars
-from brain_jax.train.logging import MetricWriter
-from brain_jax.workdir import CONFIG, config_to_dict, read_config_dict, write_config, write_model_json
+from brain_jax.train.evaluate import run_split, scalars
+from brain_jax.train.metric_log import MetricWriter
+from brain_jax.train.model_factory import create_model
+from brain_jax.train.spec import RunSpec, check_workdir
+from brain_jax.workdir import write_config, write_model_json
 
 # A hook is called after every step as hook(step, state, metrics) (tests use it to inject signals).
 Hook = Callable[[int, Any, Any], None]
@@ -64,42 +66,6 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
         kwargs["local_device_ids"] = [int(x) for x in str(dist.local_device_ids).split(",")]
     # With nothing given (TPU pods, SLURM), jax detects the cluster itself.
     jax.distributed.initialize(**kwargs)
-
-
-# --------------------------------------------------------------------------- workdir checks
-
-
-_IDENTITY_FIELDS = ("model.name", "model.variant", "data.task")
-
-
-def _get(d: dict, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
-
-
-def check_workdir(config: ml_collections.ConfigDict, workdir: Path) -> bool:
-    """True when ``workdir`` holds a run of the same model to resume; ValueError when it is another one."""
-    if not (workdir / CONFIG).is_file():
-        if has_checkpoint(workdir):
-            raise ValueError(f"{workdir}: holds checkpoints but no {CONFIG}; use a fresh --workdir")
-        return False
-    saved = read_config_dict(workdir)
-    now = config_to_dict(config)
-    diffs = [f"{f}: workdir has {_get(saved, f)!r}, config has {_get(now, f)!r}"
-             for f in _IDENTITY_FIELDS if _get(saved, f) != _get(now, f)]
-    if not diffs:
-        theirs, ours = builders.class_names(ml_collections.ConfigDict(saved)), builders.class_names(config)
-        if theirs != ours:
-            diffs.append(f"classes: workdir has {list(theirs)}, config has {list(ours)}")
-    if diffs:
-        raise ValueError(
-            f"{workdir} holds a checkpoint of another model ({'; '.join(diffs)}); nothing was changed. "
-            "Use a fresh --workdir."
-        )
-    return has_checkpoint(workdir)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -215,20 +181,19 @@ def train_and_evaluate(
     # ---- set-up and checks (nothing is written until all pass)
     maybe_initialize_distributed(config)
     workdir = Path(workdir).absolute()
-    if model is None:
-        builders.validate_config(config)
-    resume = check_workdir(config, workdir)
-    data = data if data is not None else PipelineData(config)
+    spec = RunSpec.from_config(config)  # the run's facts, validated once: nothing is written before
+    resume = check_workdir(spec, workdir)
+    data = data if data is not None else PipelineData(config, spec)
     steps_per_epoch = data.steps_per_epoch()  # a missing dataset fails here
     total_steps = total_train_steps(config, steps_per_epoch)
     if model is None:
-        model = builders.create_model(config, with_init=not resume)
+        model = create_model(spec, with_init=not resume)
     parts = engine.split_model(model)
     opt_cfg = config.optimizer
     warmup = opt_cfg.warmup_steps if opt_cfg.warmup_steps >= 0 else int(round(opt_cfg.warmup_epochs * steps_per_epoch))
     opt_view = ml_collections.ConfigDict(dict(opt_cfg.to_dict(), warmup_steps=int(warmup)))
     tx, schedule = optim.make_optimizer(opt_view, total_steps, lr_scales=lr_scales_for(parts, opt_cfg.layer_decay))
-    lc = engine.LossConfig.from_config(config.data.task, config.loss)
+    lc = engine.LossConfig.from_config(spec.task, config.loss)
 
     mesh = engine.make_mesh(int(config.mesh.num_devices))
     ema = float(opt_cfg.ema_decay) > 0
@@ -257,7 +222,7 @@ def train_and_evaluate(
         engine.make_train_step(parts, tx, schedule, lc, seed=int(config.seed), ema_decay=float(opt_cfg.ema_decay)),
         mesh, state,
     )
-    eval_step = jax.jit(engine.make_eval_step(parts, config.data.task))
+    eval_step = jax.jit(engine.make_eval_step(parts, spec.task))
     multiple = engine.local_batch_multiple(mesh)
     log_every = max(1, int(config.log_every_steps))
     eval_every = _every(int(config.eval_every_steps), steps_per_epoch)
@@ -266,11 +231,8 @@ def train_and_evaluate(
 
     def run_eval(step: int) -> dict[str, Any]:
         params = state["ema"] if "ema" in state else state["params"]
-        summary, _ = evaluate_split(
-            eval_step, params, state["batch_stats"], rest, data.eval_batches(eval_split), mesh=mesh,
-            task=config.data.task, num_classes=builders.num_classes(config),
-            class_names=builders.class_names(config),
-        )
+        summary = run_split(eval_step, params, state["batch_stats"], rest, data.eval_batches(eval_split),
+                            mesh=mesh, task=spec.task, class_names=spec.class_names).summary
         writer.write(step, "eval", scalars(summary))
         return summary
 

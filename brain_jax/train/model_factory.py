@@ -1,4 +1,4 @@
-"""Build the model a config names: fresh, grafted onto pretrained weights, or restored from a workdir."""
+"""Build the model a RunSpec names: fresh, grafted onto pretrained weights, or restored from a workdir."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,67 +6,22 @@ from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
-import input_pipeline
 from brain_jax import models, workdir
 from brain_jax.convert import from_hf
 from brain_jax.convert.native import is_native_dir, load_native
 from brain_jax.models.weights import abstract, assign
 from brain_jax.train import checkpoints
+from brain_jax.train.spec import DTYPES, RunSpec, check_dtype
 
-SEG_CLASS_NAMES = ("background", "tumour")
-# The one table of dtype names a config or a command line may use.
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# The jnp dtype of each name RunSpec accepts, in spec.DTYPES order.
+JNP_DTYPES = dict(zip(DTYPES, (jnp.float32, jnp.bfloat16, jnp.float16), strict=True))
 
 
 def dtype_of(name: str, field: str = "model.dtype") -> Any:
-    if name not in DTYPES:
-        raise ValueError(f"{field}: {name!r}; expected one of {', '.join(DTYPES)}")
-    return DTYPES[name]
-
-
-def compute_dtype(config: ml_collections.ConfigDict) -> Any:
-    return dtype_of(str(config.model.dtype), "config field model.dtype")
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Fail early, naming the field, on an unknown model / variant / task / dtype / batch size."""
-    name = config.model.name
-    if name not in models.NAMES:
-        raise ValueError(f"config field model.name: unknown model {name!r}; expected one of {', '.join(models.NAMES)}")
-    variants = models.variants(name)
-    if config.model.variant not in variants:
-        raise ValueError(
-            f"config field model.variant: unknown {name} variant {config.model.variant!r}; "
-            f"expected one of {', '.join(variants)}"
-        )
-    task = config.data.task
-    if task not in ("classification", "segmentation"):
-        raise ValueError(f"config field data.task: {task!r}; expected 'classification' or 'segmentation'")
-    if (name == "segformer") != (task == "segmentation"):
-        raise ValueError(
-            f"config field data.task={task!r} does not fit model.name={name!r} "
-            "(segformer does segmentation, the others classification)"
-        )
-    compute_dtype(config)
-    if config.batch_size <= 0:
-        raise ValueError(f"config field batch_size must be positive, got {config.batch_size}")
-
-
-def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-    """The names of the model's outputs, in head order: the one place they are decided."""
-    if config.data.task == "segmentation":
-        return SEG_CLASS_NAMES
-    return input_pipeline.class_names(config.data)
-
-
-def num_classes(config: ml_collections.ConfigDict) -> int:
-    return len(class_names(config))
+    """The jnp dtype named ``name``; ValueError naming ``field`` for a name RunSpec does not know."""
+    return JNP_DTYPES[check_dtype(name, field)]
 
 
 # --------------------------------------------------------------------------- models
@@ -111,34 +66,35 @@ def graft(model: nnx.Module, pretrained: nnx.Module, *, fresh_head: bool) -> lis
     return fresh
 
 
-def _kwargs(config: ml_collections.ConfigDict) -> dict:
-    kw = config.model.kwargs
-    return dict(kw.to_dict()) if hasattr(kw, "to_dict") else dict(kw)
+def fresh_model(spec: RunSpec, *, dtype: Any | None = None, seed: int | None = None) -> nnx.Module:
+    """The spec's architecture, randomly initialised (params seed ``seed``, dropout ``seed + 1``)."""
+    seed = spec.seed if seed is None else seed
+    return models.create(spec.model_name, spec.variant, spec.num_classes,
+                         dtype=dtype_of(spec.dtype) if dtype is None else dtype,
+                         rngs=nnx.Rngs(params=seed, dropout=seed + 1), **spec.model_kwargs)
 
 
-def create_model(config: ml_collections.ConfigDict, *, dtype: Any | None = None, with_init: bool = True,
+def create_model(spec: RunSpec, *, dtype: Any | None = None, with_init: bool = True,
                  seed: int | None = None) -> nnx.Module:
-    """The model a config describes; with ``with_init`` and ``init_from`` set, on pretrained weights.
+    """The model a spec describes; with ``with_init`` and ``init_from`` set, on pretrained weights.
 
     From a pretrained checkpoint the architecture is the checkpoint's own (with ``model.kwargs``, e.g.
     drop-path, applied) and the classification/segmentation head is re-initialised when the label
     count differs.
     """
-    dtype = compute_dtype(config) if dtype is None else dtype
-    seed = int(config.seed) if seed is None else seed
+    if not (with_init and spec.init_from):
+        return fresh_model(spec, dtype=dtype, seed=seed)
+    dtype = dtype_of(spec.dtype) if dtype is None else dtype
+    seed = spec.seed if seed is None else seed
     rngs = nnx.Rngs(params=seed, dropout=seed + 1)
-    names = class_names(config)
-    kwargs = _kwargs(config)
-    init_from = str(config.get("init_from", "") or "")
-    if not (with_init and init_from):
-        return models.create(config.model.name, config.model.variant, len(names), dtype=dtype, rngs=rngs, **kwargs)
-    pretrained = load_pretrained(init_from, dtype)
+    names = spec.class_names
+    pretrained = load_pretrained(spec.init_from, dtype)
     ptype = pretrained.config.model_type
-    if ptype != config.model.name:
+    if ptype != spec.model_name:
         raise ValueError(
-            f"config field init_from={init_from!r} holds a {ptype} model, but model.name is {config.model.name!r}"
+            f"config field init_from={spec.init_from!r} holds a {ptype} model, but model.name is {spec.model_name!r}"
         )
-    changes = _checked_overrides(pretrained.config, kwargs, "config field model.kwargs")
+    changes = _checked_overrides(pretrained.config, dict(spec.model_kwargs), "config field model.kwargs")
     fresh_head = pretrained.config.num_labels != len(names)
     if fresh_head:
         changes["num_labels"] = len(names)
@@ -157,10 +113,12 @@ def model_from_json(meta: dict, dtype: Any) -> nnx.Module:
                            rngs=nnx.Rngs(params=0, dropout=1))
 
 
-def load_model_from_workdir(wd: str | Path, dtype: Any = jnp.float32, *, which: str = "best") -> nnx.Module:
+def load_model_from_workdir(wd: str | Path, dtype: Any = jnp.float32, *, which: str = "best",
+                            spec: RunSpec | None = None) -> nnx.Module:
     """The trained model of a workdir (best checkpoint, else latest), in eval mode.
 
-    The architecture comes from ``model.json`` (runs written before it existed: from ``config.json``);
+    The architecture comes from ``model.json`` (runs written before it existed: from ``spec``, or the spec of
+    ``config.json``);
     the weights are the EMA ones when the run kept them. Built without random init.
     """
     wd = Path(wd)
@@ -169,7 +127,8 @@ def load_model_from_workdir(wd: str | Path, dtype: Any = jnp.float32, *, which: 
     if meta is not None:
         model = abstract(lambda: model_from_json(meta, dtype), where=str(wd / workdir.MODEL))
     else:
-        model = abstract(lambda: create_model(config, dtype=dtype, with_init=False), where=str(wd / workdir.CONFIG))
+        spec = spec if spec is not None else RunSpec.from_config(config, where=str(wd / workdir.CONFIG))
+        model = abstract(lambda: fresh_model(spec, dtype=dtype), where=str(wd / workdir.CONFIG))
     flat, step, src = checkpoints.load_weights(wd, which=which, best_mode=str(config.get("best_mode", "max")))
     weights = "ema." if any(k.startswith("ema.") for k in flat) else "params."
     arrays = {k.split(".", 1)[1]: a for k, a in flat.items() if k.startswith((weights, "batch_stats."))}
