@@ -67,6 +67,16 @@ def _bootstrap_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap draws (default: 0)")
 
 
+def _image_options(p: argparse.ArgumentParser, *, out: str, batch: str) -> None:
+    """The options predict and explain share: a workdir, image files, a volume's slice, an out folder."""
+    p.add_argument("--workdir", required=True, help="a training workdir")
+    p.add_argument("--out", default=None, help=f"folder for {out}")
+    p.add_argument("--slice", type=int, default=None,
+                   help="axial slice of a NIfTI volume (default: middle) or frame of a multi-frame DICOM")
+    p.add_argument("--batch-size", type=int, default=8, help=f"{batch} (default: 8)")
+    p.add_argument("images", nargs="+", help="PNG/JPG/TIFF, Figshare .mat, DICOM or NIfTI files, or folders of them")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="brain-jax", description="JAX/Flax brain-tumour MRI classification and segmentation.",
@@ -94,16 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     _bootstrap_options(ev)
 
     pr = _verb(sub, "predict")
-    pr.add_argument("--workdir", required=True, help="a training workdir")
-    pr.add_argument("--out", default=None, help="folder for predictions.json, masks and overlays "
-                                                "(default: WORKDIR/predictions)")
-    pr.add_argument("--slice", type=int, default=None,
-                    help="axial slice of a NIfTI volume (default: middle) or frame of a multi-frame DICOM")
-    pr.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
-    pr.add_argument("images", nargs="+", help="PNG/JPG/TIFF, Figshare .mat, DICOM or NIfTI files, or folders of them")
+    _image_options(pr, out="predictions.json, masks and overlays (default: WORKDIR/predictions)",
+                   batch="images per forward pass")
 
     ex = _verb(sub, "explain")
-    ex.add_argument("--workdir", required=True, help="a training workdir")
+    _image_options(ex, out="overlays, raw maps, explain.json and explain.csv (default: WORKDIR/explain)",
+                   batch="images per pass")
     ex.add_argument("--method", default="gradcam",
                     help="comma-separated: gradcam, ig (integrated gradients from --baseline), ig@zeros / "
                          "ig@black / ig@blur (from that baseline, to compare baselines in one run), rollout "
@@ -116,12 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--baseline", default="zeros", choices=["zeros", "black", "blur"],
                     help="integrated-gradient baseline: zeros of the normalised input (the mean image), an "
                          "image of intensity 0, or the image Gaussian-blurred (sigma = side/16) (default: zeros)")
-    ex.add_argument("--out", default=None, help="folder for overlays, raw maps, explain.json and explain.csv "
-                                                "(default: WORKDIR/explain)")
-    ex.add_argument("--slice", type=int, default=None,
-                    help="axial slice of a NIfTI volume (default: middle) or frame of a multi-frame DICOM")
-    ex.add_argument("--batch-size", type=int, default=8, help="images per pass (default: 8)")
-    ex.add_argument("images", nargs="+", help="PNG/JPG/TIFF, Figshare .mat, DICOM or NIfTI files, or folders of them")
 
     re_ = _verb(sub, "report")
     re_.add_argument("--workdir", required=True,

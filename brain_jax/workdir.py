@@ -122,6 +122,18 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
         raise ValueError(f"{path}: not valid JSON ({' '.join(str(e).split())}); expected {what}") from None
 
 
+def read_object(path: str | os.PathLike, what: str, *, missing: str) -> dict:
+    """A JSON object file: FileNotFoundError ``"{path}: {missing}"`` when absent, ValueError naming the file
+    when it is not JSON or not an object (the one reader of config.json, metrics.json and their kin)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {missing}")
+    data = read_json(path, what)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 # ---------------------------------------------------------------------------------------- config
 
 
@@ -136,13 +148,8 @@ def write_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) 
 
 def read_config_dict(workdir: str | os.PathLike) -> dict:
     """The saved config as a plain dict (tuples come back as lists)."""
-    path = Path(workdir) / CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; expected a workdir written by `brain-jax train`")
-    d = read_json(path, "the run's resolved config")
-    if not isinstance(d, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(d).__name__}")
-    return d
+    return read_object(Path(workdir) / CONFIG, "the run's resolved config",
+                       missing="missing; expected a workdir written by `brain-jax train`")
 
 
 def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -199,11 +206,8 @@ def _upgrade_metrics(data: dict, path: Path) -> dict:
 def read_metrics(workdir: str | os.PathLike) -> dict:
     """metrics.json in the current schema (older files are upgraded on read, not rewritten)."""
     path = Path(workdir) / METRICS
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no metrics.json; run `brain-jax eval --workdir {workdir}` first")
-    data = read_json(path, "evaluation results")
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    data = read_object(path, "evaluation results",
+                       missing=f"no metrics.json; run `brain-jax eval --workdir {workdir}` first")
     if not isinstance(data.get("meta", {}), dict):
         raise ValueError(f"{path}: 'meta' should be an object")
     data = _upgrade_metrics(data, path)
@@ -211,8 +215,6 @@ def read_metrics(workdir: str | os.PathLike) -> dict:
         sec = data.get(task, {})
         if not isinstance(sec, dict) or not all(isinstance(v, dict) for v in sec.values()):
             raise ValueError(f"{path}: '{task}' should map split names to result objects")
-    if not isinstance(data.get("meta", {}), dict):
-        raise ValueError(f"{path}: 'meta' should be an object")
     return data
 
 

@@ -44,3 +44,19 @@ def tiny_phantoms(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny_phantoms")
     input_pipeline.build_dataset("brain_phantoms", d, builder_config="tiny")
     return d
+
+
+@pytest.fixture
+def spec_builds(monkeypatch) -> list[str]:
+    """Records the ``where`` of every ``RunSpec.from_config`` call while a test runs (a verb builds one)."""
+    from brain_jax.train.spec import RunSpec
+
+    calls: list[str] = []
+    original = RunSpec.from_config.__func__
+
+    def counting(cls, config, *, where="config"):
+        calls.append(where)
+        return original(cls, config, where=where)
+
+    monkeypatch.setattr(RunSpec, "from_config", classmethod(counting))
+    return calls

@@ -124,7 +124,7 @@ def test_integrated_gradients_point_at_held_out_tumours(trained, held_out):
     px) this model measures 0.72, against 0.89 for the demo's 64 px classifier, where the zeros baseline
     gives 0.69: neither baseline wins on every model, so the blurred one is only required to localise (10x
     chance). Grad-CAM at stage 0 (8x8, the finest ConvNeXt map) is measured beside them: on this small
-    model it hardly localises (0.17, see README)."""
+    model it hardly localises (0.17, see docs/saliency.md)."""
     x, m, y = _tumour_cases(held_out, per_class=24)
     blur = np.asarray(saliency.integrated_gradients(trained, x, y, steps=16, baseline=saliency.blurred))
     s_blur = saliency.summarise(saliency.heatmap(blur, "ig"), m, y, phantoms.CLASS_NAMES)

@@ -89,7 +89,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 @pytest.mark.parametrize("task", ["classification", "segmentation"])
 def test_eval_counts_each_example_once_and_keeps_best(tmp_path, task):
     seg = task == "segmentation"
-    cfg = tiny_config(**{"data.task": task, "data.eval_split": "validation", "eval_every_steps": 4,
+    cfg = tiny_config(**{"data.task": task, "model.name": "segformer" if seg else "convnextv2",
+                         "data.eval_split": "validation", "eval_every_steps": 4,
                          "best_metric": "dice" if seg else "accuracy", "mesh.num_devices": 1 if seg else 8,
                          "loss.dice_weight": 1.0 if seg else 0.0, "num_train_steps": 12 if seg else 8,
                          "optimizer.lr": 5e-2 if seg else 3e-2})

@@ -140,22 +140,9 @@ def test_class_names_and_dtype_are_derived_only_in_the_spec():
     assert [p.name for p, t in text.items() if '("background", "tumour")' in t] == ["spec.py"]
 
 
-@pytest.fixture
-def spec_builds(monkeypatch) -> list[str]:
-    """Records the ``where`` of every ``RunSpec.from_config`` call while a test runs."""
-    calls: list[str] = []
-    original = RunSpec.from_config.__func__
-
-    def counting(cls, config, *, where="config"):
-        calls.append(where)
-        return original(cls, config, where=where)
-
-    monkeypatch.setattr(RunSpec, "from_config", classmethod(counting))
-    return calls
-
-
 def test_each_verb_builds_the_spec_once(tmp_path, spec_builds):
-    """predict and explain on a trained workdir build one spec each (eval: tests/test_workdir_compat.py)."""
+    """predict and explain on a trained workdir build one spec each (``spec_builds``: tests/conftest.py; eval:
+    tests/test_workdir_compat.py)."""
     from brain_jax import cli
 
     old = ROOT / "tests" / "fixtures" / "workdir_v0"

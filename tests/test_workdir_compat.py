@@ -61,7 +61,7 @@ def test_old_metrics_json_reads_and_reports(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["cls", "seg"])
-def test_old_workdir_evaluates_to_the_old_numbers(name, tmp_path, data_dir):
+def test_old_workdir_evaluates_to_the_old_numbers(name, tmp_path, data_dir, spec_builds):
     wd = _copy(name, tmp_path)
     old = json.loads((OLD / name / "metrics.json").read_text())
     task = "classification" if name == "cls" else "segmentation"
@@ -69,6 +69,8 @@ def test_old_workdir_evaluates_to_the_old_numbers(name, tmp_path, data_dir):
             f"--config.data.data_dir={data_dir}", "--config.data.builder_config=tiny",
             "--config.data.image_size=32", "--config.eval_batch_size=8"]
     assert cli.main(args) == 0
+    # eval resolves its config once, and the workdir's saved config once for the identity check
+    assert spec_builds == ["config", str(wd / workdir.CONFIG)], spec_builds
     new = workdir.read_metrics(wd)[task]["test"]
     if task == "classification":
         assert new["confusion_matrix"] == old[task]["confusion_matrix"]

@@ -52,7 +52,7 @@ def _saliency(config, run_dir: Path, wd: Path) -> float:
     2x2), and integrated gradients with 16 Gauss-Legendre points from two baselines: the mean-grey image
     (zeros of the normalised input) and a blurred copy of each image (sigma 4 px). From the mean-grey one
     this classifier's maps peak on the darkest pixels, the ones farthest from that baseline (background,
-    ventricles; README, Saliency). Returns the seconds it took."""
+    ventricles; docs/saliency.md). Returns the seconds it took."""
     t = time.perf_counter()
     saliency_panel.explain_split(config, run_dir, split=config.data.test_split, n_per_class=2,
                                  scored_per_class=12, methods=("gradcam", "ig", "ig@blur"), layer=1, ig_steps=16,

@@ -144,11 +144,11 @@ def add_uncertainty(summary: dict[str, Any], res: SplitResult, task: str, num_cl
 # ------------------------------------------------------------------------------------------ the verb
 
 
-def _fig10(ev: Evaluator, config: ml_collections.ConfigDict, split: str, res: SplitResult) -> list[dict[str, Any]]:
+def _fig10(ev: Evaluator, data: PipelineData, split: str, res: SplitResult) -> list[dict[str, Any]]:
     """The best / median / worst cases by Dice with their images and predictions (a second, cheap pass)."""
     ex = res.examples
     chosen = results.chosen_cases(ex["dice"], ex["true_area_mm2"], res.ids["example_id"])
-    fetched = ev.cases(PipelineData(config).eval_batches(split), [row for _, row in chosen])
+    fetched = ev.cases(data.eval_batches(split), [row for _, row in chosen])
     return [{"rank": rank, "row": row, "example_id": str(res.ids["example_id"][row]), "dice": float(ex["dice"][row]),
              "hd95_mm": float(ex["hd95_mm"][row]), **fetched[row]} for rank, row in chosen if row in fetched]
 
@@ -174,7 +174,8 @@ def evaluate_workdir(config: ml_collections.ConfigDict, wd: str | Path, *, split
     check_workdir(spec, wd)
     split = split or str(config.data.eval_split)
     task, names = spec.task, spec.class_names
-    batches = PipelineData(config).eval_batches(split)  # a missing dataset / unknown split fails here
+    data = PipelineData(config, spec)
+    batches = data.eval_batches(split)  # a missing dataset / unknown split fails here
     # the architecture is the workdir's own (model.json, else its config.json), as trained
     model = model_factory.load_model_from_workdir(wd, model_factory.dtype_of(spec.dtype))
     ev = Evaluator(model, task=task, class_names=names)
@@ -187,7 +188,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, wd: str | Path, *, split
     csv_path = workdir.predictions_csv(wd, split)
     summary |= {"class_names": list(names), "dataset": str(config.data.name), "split_protocol": protocol,
                 "predictions_csv": csv_path.name}
-    cases = _fig10(ev, config, split, res) if task == "segmentation" else []
+    cases = _fig10(ev, data, split, res) if task == "segmentation" else []
     if cases:
         summary["fig10_cases"] = [{k: c[k] for k in ("rank", "example_id", "dice", "hd95_mm")} for c in cases]
     meta = {"model": spec.label, "dataset": str(config.data.name),
@@ -205,5 +206,5 @@ def evaluate_workdir(config: ml_collections.ConfigDict, wd: str | Path, *, split
                 titles=[f"{c['rank']} Dice {c['dice']:.3f}\n{c['example_id']}" for c in cases]))
         comp, notes = _composition(config, wd) if composition else ([], [])
         path = workdir.update_metrics(wd, task, split, summary, meta)
-    return {"summary": summary, "cases": cases, "class_names": names, "figures": figs, "split": split,
+    return {"summary": summary, "cases": cases, "class_names": names, "spec": spec, "figures": figs, "split": split,
             "metrics_json": path, "predictions_csv": csv_path, "composition": comp, "notes": notes}
