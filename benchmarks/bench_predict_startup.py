@@ -3,7 +3,7 @@
     python benchmarks/bench_predict_startup.py --json predict_startup.json     # ConvNeXt V2-T at 224 px
     python benchmarks/bench_predict_startup.py --tiny                          # test-size model (CI)
 
-Reusable pieces (tests/test_startup.py): ``make_workdir``, ``make_image``, ``run_predict``.
+Reusable pieces (tests/test_cli_startup.py): ``make_workdir``, ``make_image``, ``run_predict``.
 
 A ConvNeXt V2 workdir with random weights (config.json from ``configs/convnextv2_cls.py``, model.json,
 an orbax checkpoint, as ``brain-jax train`` leaves them) and one 512 x 512 PNG are written to a

@@ -18,7 +18,7 @@ from brain_jax.convert.native import META_FILE, PARAMS_FILE, load_native, save_n
 from brain_jax.models.weights import abstract, model_variables
 
 FIXTURES = Path(__file__).parent / "fixtures"
-V2, V1 = FIXTURES / "golden_convnextv2", FIXTURES / "golden_convnext"
+V2, V1 = FIXTURES / "convnextv2_golden", FIXTURES / "convnext_golden"
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -119,7 +119,7 @@ def test_export_reproduces_hf_checkpoint_exactly(tmp_path, golden):
 
 @pytest.mark.torch
 def test_pytorch_bin_loads(tmp_path):
-    """A pytorch_model.bin checkpoint gives the safetensors one's logits (pickle payloads: test_security.py)."""
+    """A pytorch_model.bin checkpoint gives the safetensors one's logits (pickle payloads: test_io_security.py)."""
     import torch
     from safetensors.torch import load_file as load_torch
 

@@ -219,6 +219,22 @@ def test_app_holds_no_nnx():
     assert not bad, "app modules importing flax: " + ", ".join(bad)
 
 
+# Test files are named test_<area>[_<topic>].py after the part of the tree they test (a package or layer of
+# brain_jax, input_pipeline, configs, launch, benchmarks; fuzz for the fuzzers, layers for this file);
+# fixture folders are <model>_golden (HF golden models) or workdir_v<N> (workdirs of an older layout).
+TEST_AREAS = ("app", "benchmarks", "cli", "configs", "convert", "fuzz", "input", "io", "launch", "layers", "metrics",
+              "models", "saliency", "train", "workdir")
+
+
+def test_test_files_and_fixtures_follow_one_naming_pattern():
+    tests = ROOT / "tests"
+    bad = [p.name for p in tests.glob("test_*.py") if p.stem.split("_")[1] not in TEST_AREAS]
+    assert not bad, f"test files outside the test_<area>_<topic>.py pattern: {bad}"
+    folders = [p.name for p in (tests / "fixtures").iterdir() if p.is_dir() and p.name != "__pycache__"]
+    odd = [f for f in folders if not (f.endswith("_golden") or f.startswith("workdir_v"))]
+    assert folders and not odd, f"fixture folders outside <model>_golden / workdir_v<N>: {odd}"
+
+
 def _package_link(a: str, b: str) -> bool:
     """Edges between a package's __init__ and its own submodules (re-exports) are not cycles."""
     return b.startswith(a + ".") and MODULES[a].name == "__init__.py" or \

@@ -1,7 +1,7 @@
 """``compare`` on workdirs holding predictions CSVs: its numbers are the reference libraries' (statsmodels'
 McNemar and Holm, scipy's Wilcoxon) and an independent numpy bootstrap on the same resample indices; rows
 are aligned by example id; different example sets and missing predictions are refused with what to do.
-Trained models go through compare end to end in tests/test_suite.py."""
+Trained models go through compare end to end in tests/test_app_suite.py."""
 from __future__ import annotations
 
 import json

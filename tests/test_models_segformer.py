@@ -28,7 +28,7 @@ from tests.model_helpers import randn as _randn
 # HF configs share the "test" variant's shapes and tests share one input shape, HW, so that JAX compiles
 # each op once for the whole file (eager mode); other shapes/configs go through nnx.jit.
 HW = (64, 96)
-FIXTURE = Path(__file__).parent / "fixtures" / "segformer_tiny"
+FIXTURE = Path(__file__).parent / "fixtures" / "segformer_golden"
 
 
 def _hf_model(tmp_path, *, arch: str = "seg", num_labels: int = 2, seed: int = 0, **extra):

@@ -1,7 +1,7 @@
 """What ``eval`` keeps per example and how it reaches its outputs: ids in the accumulators' order (one
 process and several), the predictions CSV, intervals and per-source metrics wired to the statistics,
-Fig. 10's chosen cases. The end-to-end eval of trained models is in tests/test_suite.py and
-tests/test_cli_train.py."""
+Fig. 10's chosen cases. The end-to-end eval of trained models is in tests/test_app_suite.py and
+tests/test_app_train.py."""
 from __future__ import annotations
 
 import numpy as np

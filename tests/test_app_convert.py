@@ -11,7 +11,7 @@ from safetensors.numpy import load_file
 from brain_jax.cli import main
 from brain_jax.convert.native import load_native
 
-V2 = Path(__file__).parent / "fixtures" / "golden_convnextv2"
+V2 = Path(__file__).parent / "fixtures" / "convnextv2_golden"
 
 
 def _golden_check(model) -> None:
