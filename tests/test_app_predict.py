@@ -314,10 +314,10 @@ def test_predict_classification_stub_matches_loader_and_softmax():
         assert res[i].predicted_class == list(got)[int(np.argmax(p))]
 
 
-def test_write_predictions_classification(tmp_path):
+def test_write_outputs_classification(tmp_path):
     import json
 
-    from brain_jax.app.predict import format_table, predict_arrays, write_predictions
+    from brain_jax.app.predict import format_table, predict_arrays, write_outputs
 
     def model(x):  # bright images -> "notumor", dark -> "glioma"
         m = np.asarray(x).mean(axis=(1, 2, 3)) - 0.5
@@ -330,7 +330,7 @@ def test_write_predictions_classification(tmp_path):
     slices = [_slice(a, path="dark.png"), _slice(b, path="bright.png")]
     res = predict_arrays(model, _spec(_cfg("classification", 16)), slices)
     assert [r.predicted_class for r in res] == ["glioma", "notumor"]
-    path = write_predictions(res, slices, tmp_path / "o", "classification", {"model": "stub"})
+    path = write_outputs(res, slices, tmp_path / "o", "classification", {"model": "stub"})
     doc = json.loads(path.read_text())
     assert doc["task"] == "classification" and doc["model"] == "stub"
     assert [p["predicted_class"] for p in doc["predictions"]] == ["glioma", "notumor"]
@@ -384,15 +384,15 @@ def test_predict_wrong_model_output_shape():
         predict_arrays(_stub_segmenter, _spec(_cfg("classification")), [_slice(np.ones((8, 8)))])
 
 
-def test_write_predictions_segmentation_files(tmp_path):
+def test_write_outputs_segmentation_files(tmp_path):
     from PIL import Image
 
-    from brain_jax.app.predict import format_table, predict_arrays, write_predictions
+    from brain_jax.app.predict import format_table, predict_arrays, write_outputs
 
     img, m = _rect_case()
     slices = [_slice(img, (0.5, 0.8), m, "a/scan.mat"), _slice(img, None, None, "b/scan.png")]
     res = predict_arrays(_stub_segmenter, _spec(_cfg("segmentation", 32)), slices)
-    path = write_predictions(res, slices, tmp_path / "out", "segmentation", {"model": "stub"})
+    path = write_outputs(res, slices, tmp_path / "out", "segmentation", {"model": "stub"})
     doc = __import__("json").loads(path.read_text())
     assert [p["mask_png"] for p in doc["predictions"]] == ["scan_mask.png", "scan_2_mask.png"]
     for rec, r in zip(doc["predictions"], res):

@@ -123,7 +123,7 @@ def predict(args: argparse.Namespace) -> int:
     task = job.spec.task
     results = predict_app.predict_arrays(job.model, job.spec, job.slices, batch_size=int(args.batch_size or 8))
     meta = {"workdir": job.workdir, "model": job.spec.model_name}
-    path = predict_app.write_predictions(results, job.slices, job.out_dir, task, meta)
+    path = predict_app.write_outputs(results, job.slices, job.out_dir, task, meta)
     print(predict_app.format_table(results, task))
     print(f"wrote {path}" + (f" and {len(results)} mask/overlay pairs in {job.out_dir}" if task == "segmentation"
                              else ""))

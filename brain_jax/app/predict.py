@@ -148,7 +148,7 @@ def _prediction_json(r: Prediction, stem: str, task: str) -> dict[str, Any]:
     return d
 
 
-def write_predictions(
+def write_outputs(
     results: Sequence[Prediction],
     slices: Sequence[Slice],
     out_dir: str | Path,
