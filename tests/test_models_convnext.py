@@ -58,7 +58,7 @@ def jitted(model: nnx.Module):
 
 @pytest.mark.parametrize("model_type", ["convnextv2", "convnext"])
 def test_golden_fixture_logits(model_type):
-    folder = FIXTURES / f"golden_{model_type}"
+    folder = FIXTURES / f"{model_type}_golden"
     io = np.load(folder / "io.npz")
     model = from_hf(folder)
     assert model.config.model_type == model_type
