@@ -47,7 +47,7 @@ def _hit(raw: np.ndarray, method: str, mask_64: np.ndarray, tolerance: int = 1) 
     return bool(ndimage.binary_dilation(mask, structure=disk <= tolerance**2)[row, col]) and heat.max() > 0
 
 
-def test_explain_writes_maps_overlays_and_localisation(tmp_path, capsys):
+def test_explain_writes_maps_overlays_and_localisation(tmp_path, capsys, spec_builds):
     mats = _mat_files(tmp_path / "in")
     png = tmp_path / "in" / "plain.png"
     Image.fromarray(phantoms.render_slice(0, 7, 0, 48)[0].astype(np.float32) / 1000 * 255).convert("L").save(png)
@@ -55,6 +55,7 @@ def test_explain_writes_maps_overlays_and_localisation(tmp_path, capsys):
     rc = cli.main(["explain", "--workdir", str(OLD / "cls"), "--method", "gradcam,ig,ig@blur", "--layer", "0",
                    "--steps", "8", "--out", str(out), *map(str, mats), str(png)])
     assert rc == 0
+    assert spec_builds == [str(OLD / "cls" / "config.json")]  # explain resolves the run once
     printed = capsys.readouterr().out
     assert "pointing" in printed and "wrote" in printed
     doc = json.loads((out / "explain.json").read_text())

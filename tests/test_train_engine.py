@@ -64,7 +64,7 @@ def test_sigterm_saves_and_resume_is_bit_exact(tmp_path):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_a_signal_in_the_last_step_lets_the_run_finish(tmp_path):
+def test_a_signal_in_the_last_step_lets_the_run_finish(tmp_path, spec_builds):
     """The stop lands one step after the signal: here the last step, which ends the run as usual."""
     def sigterm_at_7(step, state, metrics):
         if step == 7:
@@ -73,6 +73,7 @@ def test_a_signal_in_the_last_step_lets_the_run_finish(tmp_path):
     result = run(tiny_config(**{"data.eval_split": "validation", "best_metric": "accuracy"}), tmp_path,
                  hooks=[sigterm_at_7])
     assert result["status"] == "done" and result["step"] == 8 and result["eval"]["num_examples"] == 13
+    assert spec_builds == ["config"]  # training resolves the run once (tests/test_train_spec.py)
     assert checkpoints.load_weights(tmp_path, which="best")[1] == 8
 
 

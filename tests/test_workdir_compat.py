@@ -38,9 +38,10 @@ def test_old_workdir_gives_the_old_logits(name):
     np.testing.assert_allclose(np.asarray(model(x)), np.load(OLD / f"logits_{name}.npy"), atol=1e-5)
 
 
-def test_old_workdir_predicts_as_before(tmp_path):
+def test_old_workdir_predicts_as_before(tmp_path, spec_builds):
     out = tmp_path / "pred"
     assert cli.main(["predict", "--workdir", str(OLD / "cls"), "--out", str(out), str(OLD / "scan.png")]) == 0
+    assert spec_builds == [str(OLD / "cls" / workdir.CONFIG)]  # predict resolves the run once
     new = json.loads((out / "predictions.json").read_text())["predictions"][0]
     old = json.loads((OLD / "predictions_cls.json").read_text())["predictions"][0]
     assert new["predicted_class"] == old["predicted_class"]
