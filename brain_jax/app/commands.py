@@ -64,7 +64,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
         sal = saliency_panel.explain_split(config, args.workdir, split=out["split"], n_per_class=args.explain,
                                            layer=args.explain_layer, baseline=args.explain_baseline,
-                                           spec=out["spec"])
+                                           spec=out["spec"], model=out["model"])
         print(explain_app.localisation_table(sal["section"]["localisation"]))
         print(f"wrote {sal['figure']} and the saliency section of {out['metrics_json']}")
     return 0

@@ -206,5 +206,6 @@ def evaluate_workdir(config: ml_collections.ConfigDict, wd: str | Path, *, split
                 titles=[f"{c['rank']} Dice {c['dice']:.3f}\n{c['example_id']}" for c in cases]))
         comp, notes = _composition(config, wd) if composition else ([], [])
         path = workdir.update_metrics(wd, task, split, summary, meta)
-    return {"summary": summary, "cases": cases, "class_names": names, "spec": spec, "figures": figs, "split": split,
-            "metrics_json": path, "predictions_csv": csv_path, "composition": comp, "notes": notes}
+    return {"summary": summary, "cases": cases, "class_names": names, "spec": spec, "model": model,
+            "figures": figs, "split": split, "metrics_json": path, "predictions_csv": csv_path, "composition": comp,
+            "notes": notes}

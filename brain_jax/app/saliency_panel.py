@@ -53,21 +53,23 @@ def _first_per_label(labels: np.ndarray, k: int) -> np.ndarray:
 def explain_split(config: ml_collections.ConfigDict, wd: str | Path, *, split: str, n_per_class: int,
                   scored_per_class: int | None = None, methods: str | Sequence[str] | None = None,
                   layer: int | None = None, ig_steps: int = saliency.IG_STEPS, baseline: str = "zeros",
-                  out: str | Path | None = None, spec: RunSpec | None = None) -> dict[str, Any]:
+                  out: str | Path | None = None, spec: RunSpec | None = None, model: Any = None) -> dict[str, Any]:
     """Saliency panel and localisation numbers of a workdir's model on ``n_per_class`` cases per class of
     ``split`` (classification: per true class; segmentation: per tumour type, maps of the tumour class).
 
     Localisation is scored on the first ``scored_per_class`` (default ``n_per_class``) cases per class
     (those with a tumour mask), on the true class's maps. Writes ``OUT/figures/saliency.png`` and the ``"saliency"``
     section of ``OUT/metrics.json`` (OUT: ``out``, default the workdir, whose metrics.json must exist);
-    returns ``{"section", "figure"}``. ``spec``: the run's (built from ``config`` when not given).
+    returns ``{"section", "figure"}``. ``spec`` and ``model``: the run's and the workdir's, when the caller
+    (``eval --explain``) already has them; else built from ``config`` and loaded from ``wd``.
     """
     if n_per_class < 1:
         raise ValueError(f"--explain {n_per_class}: expected a number of cases per class >= 1")
     wd, out = Path(wd), Path(out or wd)
     spec = spec if spec is not None else RunSpec.from_config(config)
     # the architecture is the workdir's own (model.json, else its config.json), as trained and evaluated
-    model = model_factory.load_model_from_workdir(wd, model_factory.dtype_of(spec.dtype))
+    if model is None:
+        model = model_factory.load_model_from_workdir(wd, model_factory.dtype_of(spec.dtype))
     settings = Settings.checked(model, methods, layer=layer, ig_steps=ig_steps, baseline=baseline,
                                 batch_size=int(config.eval_batch_size))
     task, groups = spec.task, label_names(config, spec)
