@@ -1,19 +1,26 @@
 """The model registry: every architecture module exports the same functions, and random init is pinned.
 
 The checksums below were computed before the registry and shared layers were unified (same seeds):
-a refactor that changes any initial parameter, its dtype, shape or dotted path fails here.
+a refactor that changes any initial parameter, its dtype, shape or dotted path fails here. The backbone
+sizes that ``brain_jax.models.provenance`` pins are rebuilt here too, and its pre-training descriptions
+cover every checkpoint the configs start from.
 """
 from __future__ import annotations
 
 import hashlib
 import inspect
 import json
+import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from flax import nnx
 
 import brain_jax.models as models
+from brain_jax.models import provenance
+from brain_jax.models.weights import model_variables
 
 REGISTRY_FUNCTIONS = ("variants", "config_for", "config_from_dict", "from_config", "create")
 
@@ -103,3 +110,63 @@ def _digests(model: nnx.Module) -> tuple[str, str]:
 def test_random_init_is_pinned(name, classes, overrides):
     model = models.create(name, "test", classes, rngs=nnx.Rngs(params=0, dropout=1), **dict(overrides))
     assert _digests(model) == PINNED[(name, classes, overrides)]
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _backbone_parameters(name: str, variant: str, classes: int = 4) -> int:
+    """Params outside the head of an abstract build (no weights allocated); SegFormer in its classifier form,
+    whose only head is the classifier, so that the count is the MiT encoder's."""
+    kw = {"task": "classification"} if name == "segformer" else {}
+    model = nnx.eval_shape(lambda: models.create(name, variant, classes, **kw))
+    head = tuple(model.head_paths)
+    return sum(math.prod(v.get_value().shape) for p, v in model_variables(model).items()
+               if isinstance(v, nnx.Param) and not any(p == h or p.startswith(h + ".") for h in head))
+
+
+@pytest.mark.parametrize("name,variant", list(provenance.BACKBONE_PARAMETERS))
+def test_pinned_backbone_parameters_match_the_model(name, variant):
+    assert provenance.backbone_parameters(name, variant) == _backbone_parameters(name, variant)
+
+
+def test_backbone_parameters_leave_out_the_head_only():
+    whole = nnx.eval_shape(lambda: models.create("vit", "test", 7))
+    total = sum(math.prod(v.get_value().shape) for v in model_variables(whole).values())
+    head = 32 * 7 + 7  # hidden 32 -> 7 classes, with bias
+    assert _backbone_parameters("vit", "test", 3) == _backbone_parameters("vit", "test", 7) == total - head
+    assert provenance.backbone_parameters("vit", "test") is None
+
+
+# Every config (file:argument) whose init_from must be described: the paper's configs, and the per-model
+# configs at the sizes they list whose Hub id is a known release (see provenance.PRETRAINING).
+CONFIG_ARGS = (
+    [f"paper/classifier.py:model={m}{w}" for m in ("convnextv2", "convnext", "swin", "vit")
+     for w in ("", ",weights=matched")]
+    + [f"{f}.py:variant=b{i}" for f in ("paper/segformer", "segformer_seg") for i in range(6)]
+    + [f"convnextv2_cls.py:variant={v}" for v in ("atto", "femto", "pico", "nano", "tiny", "base", "large")]
+    + [f"convnext_cls.py:variant={v}" for v in ("tiny", "small", "base", "large")]
+    + [f"swin_cls.py:variant={v}" for v in ("tiny", "small", "base", "large")]
+    + [f"vit_cls.py:variant={v}" for v in ("base_16", "large_16")]
+)
+
+
+def test_every_checkpoint_the_configs_start_from_has_its_pretraining_described():
+    from brain_jax.train.config import load_config
+
+    described = {load_config(f"configs/{arg}").init_from: arg for arg in CONFIG_ARGS}
+    unknown = {i: arg for i, arg in described.items() if provenance.pretraining(i).startswith("unknown")}
+    assert not unknown, unknown
+    assert provenance.pretraining(load_config("configs/demo.py").init_from) == "random initialisation"
+    assert provenance.pretraining(None) == provenance.pretraining("") == "random initialisation"
+    assert provenance.pretraining("workdirs/x") == "unknown (workdirs/x)"
+    paper, matched = (provenance.describe("vit", v, i) for v, i in (
+        ("base_16", "google/vit-base-patch16-224"), ("small_16", "facebook/deit-small-patch16-224")))
+    assert "ImageNet-21k" in paper["pretraining"] and "21k" not in matched["pretraining"]
+    assert paper["backbone_parameters"] > 3 * matched["backbone_parameters"]
+
+
+def test_provenance_loads_no_jax():
+    code = "import sys, brain_jax.models.provenance; print('jax' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr

@@ -1,7 +1,8 @@
 """ViT: torch-compatible bicubic position-embedding interpolation, parity with HF transformers at the
 trained and at other resolutions, conversion round trips, training-mode behaviour, golden fixture.
 
-Tiny configs only (hidden 32, 2 layers, images <= 56 px).
+Tiny configs (hidden 32, 2 layers, images <= 56 px), except the check of ``small_16`` (DeiT-S) against
+transformers: its full config, and a forward at full width but 2 layers.
 """
 from __future__ import annotations
 
@@ -137,7 +138,7 @@ def test_bad_checkpoints_fail_with_every_offender(tmp_path):
 
 
 def test_registry_variants_and_config_round_trip():
-    assert set(variants("vit")) == {"base_16", "base_32", "large_16", "large_32", "huge_14", "test"}
+    assert set(variants("vit")) == {"small_16", "base_16", "base_32", "large_16", "large_32", "huge_14", "test"}
     huge = vit.VARIANTS["huge_14"]
     assert (huge.hidden_size, huge.num_hidden_layers, huge.patch_size, huge.intermediate_size) == (1280, 32, 14, 5120)
     model = create("vit", "test", 5, dropout=0.1, attention_dropout=0.2, image_size=48)
@@ -154,6 +155,31 @@ def test_registry_variants_and_config_round_trip():
         vit.ViTConfig(hidden_size=30, num_attention_heads=4)
     with pytest.raises(ValueError, match="patch_size=8"):
         model(jnp.zeros((1, 4, 4, 3)))
+
+
+# facebook/deit-small-patch16-224 as transformers ships it (a ViTForImageClassification): ViTConfig defaults
+# (gelu, qkv_bias, layer_norm_eps 1e-12, 224 px, patch 16) with DeiT-S's sizes.
+DEIT_SMALL = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536)
+
+
+@pytest.mark.torch
+def test_small_16_is_deit_small_as_transformers_builds_it(tmp_path):
+    import torch
+    from transformers import ViTConfig
+
+    from brain_jax.convert.vit import config_from_hf
+
+    assert config_from_hf(ViTConfig(**DEIT_SMALL, num_labels=1000).to_dict()) == vit.config_for("vit", "small_16", 1000)
+    # The same widths, 6 heads of 64 and the 197-token position table in a forward at 224 px; 2 of the 12
+    # identical layers keep it cheap.
+    hf = hf_vit(seed=3, **{**DEIT_SMALL, "num_hidden_layers": 2}, num_labels=5)
+    hf.save_pretrained(tmp_path)
+    ours = from_hf(tmp_path)
+    assert ours.config == vit.config_for("vit", "small_16", 5, num_hidden_layers=2)
+    x = _randn((1, 3, 224, 224), seed=1)
+    with torch.no_grad():
+        ref = hf(torch.from_numpy(x)).logits.numpy()
+    np.testing.assert_allclose(np.asarray(_call(ours, _nhwc(x))), ref, atol=1e-4, rtol=0)
 
 
 def test_dropout_and_drop_path_act_only_in_training():

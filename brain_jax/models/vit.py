@@ -5,8 +5,9 @@ the ``vit.`` prefix): ``embeddings.{cls_token, position_embeddings, patch_embedd
 ``encoder.layer.N.{layernorm_before, attention.attention.{query,key,value}, attention.output.dense,
 layernorm_after, intermediate.dense, output.dense}``, ``layernorm``, ``classifier``.
 
-Variants (``variants("vit")``): ``base_16``, ``base_32``, ``large_16``, ``large_32``, ``huge_14``
-(as ``google/vit-{base,large}-patch{16,32}-*``, ``google/vit-huge-patch14-224-in21k``; 224 px unless
+Variants (``variants("vit")``): ``small_16`` (DeiT-S: ``facebook/deit-small-patch16-224``, which HF ships
+as a ``ViTForImageClassification``), ``base_16``, ``base_32``, ``large_16``, ``large_32``, ``huge_14`` (as
+``google/vit-{base,large}-patch{16,32}-*``, ``google/vit-huge-patch14-224-in21k``; 224 px unless
 ``image_size`` is overridden) and ``test`` (a tiny CPU size).
 
 Other resolutions: when the patch grid differs from the configured ``image_size // patch_size`` grid,
@@ -249,11 +250,13 @@ class ViT(nnx.Module):
 
 
 _SIZES = {
+    "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
     "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
     "huge": dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, intermediate_size=5120),
 }
 VARIANTS: dict[str, ViTConfig] = {
+    "small_16": ViTConfig(patch_size=16, **_SIZES["small"]),
     "base_16": ViTConfig(patch_size=16, **_SIZES["base"]),
     "base_32": ViTConfig(patch_size=32, **_SIZES["base"]),
     "large_16": ViTConfig(patch_size=16, **_SIZES["large"]),
