@@ -99,3 +99,12 @@ def test_segformer_has_the_papers_stated_settings():
 def test_docstrings_separate_the_papers_settings_from_ours(name):
     doc = importlib.import_module(f"configs.paper.{name}").__doc__
     assert "Stated by the paper" in doc and "Ours, because the paper does not state them" in doc
+
+
+def test_vit_small_starts_from_deit_with_its_normalisation():
+    """configs/vit_cls.py:variant=small_16 names the one ViT-S/16 at 224 on the Hub (DeiT-S), not a made-up
+    google/ id, and keeps DeiT's ImageNet mean / std where Google's ViTs use 0.5 / 0.5."""
+    small = load_config("configs/vit_cls.py:variant=small_16")
+    assert small.init_from == "facebook/deit-small-patch16-224" and tuple(small.data.mean) == IMAGENET[0]
+    assert load_config("configs/vit_cls.py").init_from == "google/vit-base-patch16-224"
+    assert small.init_from == load_config("configs/paper/classifier.py:model=vit,weights=matched").init_from
