@@ -17,9 +17,11 @@ VERBS = {
                            "on image files"),
     "report": ("report", "write report.md and figures from a workdir's evaluation results (or a compare / suite / "
                          "study folder)"),
-    "compare": ("compare", "compare models evaluated on the same examples: intervals, McNemar, paired bootstrap"),
+    "compare": ("compare", "compare models evaluated on the same examples: intervals, patient-aware paired tests"),
     "suite": ("suite", "run configs over K folds or N seeds and tabulate mean ± sd with per-fold rows"),
     "study": (None, "studies over several trainings (study leakage: random vs patient/group split)"),
+    "reproduce": ("reproduce", "the paper's experiments from your downloads to paper_report.md (resumable; "
+                               "--dry-run, --smoke)"),
     "convert": ("convert", "Hugging Face <-> brain-jax weights"),
     "data": (None, "build and audit datasets (data build / data audit)"),
 }
@@ -134,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     cm.add_argument("--split", default="test", help="the evaluated split to compare (default: test)")
     cm.add_argument("--names", default=None, help="comma-separated model names, one per workdir (default: "
                                                   "model name and variant from each config)")
+    cm.add_argument("--claim-best", default=None, metavar="NAME",
+                    help="test the claims that model NAME beats each other model (accuracy) and on precision, "
+                         "recall and F1 of every class (intersection-union tests); name it before looking")
+    cm.add_argument("--allow-slices", action="store_true",
+                    help="compare predictions without patient / group ids, treating slices as independent")
     _bootstrap_options(cm)
 
     su = _verb(sub, "suite")
@@ -142,8 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="more configs (one per model) run over the same folds / seeds, e.g. "
                          "configs/paper/classifier.py:model=swin")
     runs = su.add_mutually_exclusive_group(required=True)
-    runs.add_argument("--folds", type=int, default=0, help="K folds (Figshare cvind folds, or grouped K-fold)")
-    runs.add_argument("--seeds", type=int, default=0, help="N seeds on one split")
+    runs.add_argument("--folds", type=int, default=0,
+                      help="K folds (Figshare cvind folds, or grouped K-fold); the out-of-fold predictions are also "
+                           "pooled (every patient tested once) and compared")
+    runs.add_argument("--seeds", type=int, default=0,
+                      help="N seeds on one split, with a two-level bootstrap (seeds, then patients; N >= 5)")
     su.add_argument("--out", required=True, help="suite folder (workdirs, tables); rerun to resume")
     su.add_argument("--index", type=int, default=None,
                     help="run only fold / seed I (0-based, e.g. $SLURM_ARRAY_TASK_ID); rerun without it to tabulate")
@@ -155,10 +165,26 @@ def build_parser() -> argparse.ArgumentParser:
     lk = ssub.add_parser("leakage", help="train a config under a random slice-level split and a patient/group "
                                          "split of the same pool; report the accuracy difference and the copies")
     lk.add_argument("--config", required=True, help="classification config: configs/FILE.py[:ARG]")
-    lk.add_argument("--out", required=True, help="study folder (two workdirs, leakage.md, leakage.json)")
+    lk.add_argument("--out", required=True, help="study folder (the arms' workdirs, leakage.md, leakage.json)")
+    lk.add_argument("--seeds", type=int, default=1,
+                    help="train each arm N times (run seeds config.seed + i; at least 5 for a two-level interval that "
+                         "holds training randomness; default: 1, workdirs runs/<arm>)")
     _bootstrap_options(lk)
     lk.set_defaults(func=_handler("study_leakage"))
     _cache_options(lk)
+
+    rp = _verb(sub, "reproduce")
+    rp.add_argument("--manual-dir", default=None,
+                    help="folder with figshare/ and kaggle/ holding your downloads (docs/experiments.md)")
+    rp.add_argument("--data-dir", required=True, help="TFDS data folder to build the datasets into")
+    rp.add_argument("--out", required=True, help="folder for every run, comparison and paper_report.md")
+    rp.add_argument("--weights", choices=("paper", "matched"), default="paper",
+                    help="paper: the paper's checkpoints; matched adds the four classifiers from matched "
+                         "pre-training (ImageNet-1k, 22-28M backbones) compared the same way")
+    rp.add_argument("--dry-run", action="store_true", help="print the plan, the trainings and a time estimate")
+    rp.add_argument("--smoke", action="store_true",
+                    help="the whole graph on tiny phantoms with tiny models (minutes on a CPU; numbers mean nothing)")
+    _bootstrap_options(rp)
 
     co = _verb(sub, "convert")
     co.add_argument("--hf", help="HF Hub id or save_pretrained folder to import")

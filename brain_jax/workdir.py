@@ -324,6 +324,28 @@ class Predictions:
                            pick(self.label), pick(self.pred), pick(self.probs),
                            {k: v[order] for k, v in self.values.items()})
 
+    @classmethod
+    def concat(cls, parts: Sequence[Predictions], path: str | os.PathLike | None = None) -> Predictions:
+        """The rows of several predictions files one after another (e.g. the test folds of a K-fold suite);
+        ValueError when their tasks or class heads differ. ``path``: what the result is named by (default: the
+        folder that holds every part)."""
+        if not parts:
+            raise ValueError("Predictions.concat: no predictions to concatenate")
+        first = parts[0]
+        for p in parts[1:]:
+            if p.task != first.task or p.class_names != first.class_names:
+                raise ValueError(f"{p.path} holds {p.task} results with classes {list(p.class_names)}, {first.path} "
+                                 f"{first.task} with {list(first.class_names)}: concatenate one task and head")
+
+        def cat(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+            return None if arrays[0] is None else np.concatenate(arrays)
+
+        where = Path(path) if path is not None else Path(os.path.commonpath([str(p.path) for p in parts]))
+        ids = {k: np.concatenate([p.ids[k] for p in parts]) for k in first.ids}
+        values = {k: np.concatenate([p.values[k] for p in parts]) for k in first.values}
+        return cls(where, ids, first.task, first.class_names, cat([p.label for p in parts]),
+                   cat([p.pred for p in parts]), cat([p.probs for p in parts]), values)
+
 
 def read_predictions(path: str | os.PathLike) -> Predictions:
     """Parse a predictions CSV; FileNotFoundError / ValueError naming the file, row and column at fault."""

@@ -140,9 +140,9 @@ def _contact_sheet(pairs, recs, data_dir: str, path: Path) -> None:
 # ----------------------------------------------------------------------------- split composition
 
 
-def _copies_of(train_meta: dict[str, list], meta: dict[str, list], bits: int) -> dict[str, int]:
-    """How many records of `meta` have an exact copy (same pixels) in `train_meta`, and how many only a
-    near one (pHash within `bits`)."""
+def _copy_flags(train_meta: dict[str, list], meta: dict[str, list], bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(exact, near) per record of `meta`: an exact copy (same pixels) in `train_meta`, or only a near one
+    (pHash within `bits`)."""
     train_sha = set(train_meta["sha256"])
     exact = np.array([h in train_sha for h in meta["sha256"]], bool)
     near = np.zeros(len(exact), bool)
@@ -152,16 +152,30 @@ def _copies_of(train_meta: dict[str, list], meta: dict[str, list], bits: int) ->
         if len(tb):
             d = np.bitwise_count(ob[start:start + 512, None] ^ tb[None, :])
             near[start:start + 512] = (d <= bits).any(1)
-    return {"num_examples": len(exact), "exact": int(exact.sum()), "near": int((near & ~exact).sum())}
+    return exact, near & ~exact
 
 
-def copies_in_training(data_cfg, split: str | None = None) -> dict[str, int]:
+def _copies_of(train_meta: dict[str, list], meta: dict[str, list], bits: int) -> dict[str, int]:
+    """How many records of `meta` have an exact copy (same pixels) in `train_meta`, and how many only a
+    near one (pHash within `bits`)."""
+    exact, near = _copy_flags(train_meta, meta, bits)
+    return {"num_examples": len(exact), "exact": int(exact.sum()), "near": int(near.sum())}
+
+
+def copies_in_training(data_cfg, split: str | None = None, *, per_example: bool = False) -> dict[str, Any]:
     """How many examples of `split` (default: the config's test split) have an exact copy (same pixels)
     in the training split, and how many only a near one (pHash within ``near_dup_bits``), as the loader
-    sees both splits: ``{"num_examples", "exact", "near"}``."""
+    sees both splits: ``{"num_examples", "exact", "near"}``. With ``per_example``, also ``by_example``:
+    {example_id: "exact" | "near" | "none"} for every example of the split."""
     split = split or data_cfg.test_split
     train = index_metadata(data_cfg, resolve(data_cfg, data_cfg.train_split))
-    return _copies_of(train, index_metadata(data_cfg, resolve(data_cfg, split)), int(data_cfg.near_dup_bits))
+    meta = index_metadata(data_cfg, resolve(data_cfg, split))
+    exact, near = _copy_flags(train, meta, int(data_cfg.near_dup_bits))
+    out: dict[str, Any] = {"num_examples": len(exact), "exact": int(exact.sum()), "near": int(near.sum())}
+    if per_example:
+        kinds = np.where(exact, "exact", np.where(near, "near", "none"))
+        out["by_example"] = dict(zip(meta["example_id"], kinds.tolist(), strict=True))
+    return out
 
 
 def split_composition(data_cfg, splits: Sequence[str] | None = None, *, max_groups: int = 10) -> dict[str, Any]:

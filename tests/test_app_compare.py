@@ -1,7 +1,8 @@
-"""``compare`` on workdirs holding predictions CSVs: its numbers are the reference libraries' (statsmodels'
-McNemar and Holm, scipy's Wilcoxon) and an independent numpy bootstrap on the same resample indices; rows
-are aligned by example id; different example sets and missing predictions are refused with what to do.
-Trained models go through compare end to end in tests/test_app_suite.py."""
+"""``compare`` on workdirs holding predictions CSVs: the primary test is the swap test of the per-patient
+differences the test recomputes from the CSVs, Holm is statsmodels', the papers' columns are statsmodels'
+McNemar and scipy's Wilcoxon; rows are aligned by example id; different example sets, slice-only
+predictions and missing predictions are refused with what to do. Trained models go through compare end to
+end in tests/test_app_suite.py."""
 from __future__ import annotations
 
 import json
@@ -63,46 +64,48 @@ def three(tmp_path_factory):
               "vit": _classifier(labels, 0.92, 3)}
     wds = [_workdir(root, m, ex, model=(m, "tiny")) for m, ex in models.items()]
     out = root / "out"
-    res = compare.compare(wds, out, n_resamples=R, seed=SEED)
+    res = compare.compare(wds, out, n_resamples=R, seed=SEED, claim_best="convnextv2-tiny")
     return {"wds": wds, "models": models, "labels": labels, "out": out, "c": res["comparison"], "root": root}
 
 
-def test_mcnemar_and_holm_match_statsmodels(three):
+def _per_patient(right: np.ndarray) -> np.ndarray:
+    return right.reshape(-1, 4).sum(1)  # four slices per patient, in order
+
+
+def test_primary_swap_test_holm_and_the_papers_mcnemar_column(three):
     c, models, labels = three["c"], three["models"], three["labels"]
     assert [p["models"] for p in c["pairs"]] == [["convnextv2-tiny", "swin-tiny"], ["convnextv2-tiny", "vit-tiny"],
                                                  ["swin-tiny", "vit-tiny"]]
     ps = []
     for p in c["pairs"]:
         a, b = (models[m.split("-")[0]]["pred"] == labels for m in p["models"])
+        d = _per_patient(a).astype(int) - _per_patient(b)
+        ref = stats.swap_test(d)
+        prim = p["primary"]
+        assert prim["statistic"] == d.sum() and prim["n_clusters"] == N // 4
+        assert prim["n_discordant_clusters"] == np.sum(d != 0) and prim["p_value"] == ref["p_value"]
+        ps.append(ref["p_value"])
         table = [[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]]
-        assert (p["mcnemar"]["a_right_b_wrong"], p["mcnemar"]["a_wrong_b_right"]) == (table[0][1], table[1][0])
-        ref = mcnemar(np.array(table), exact=True).pvalue
-        np.testing.assert_allclose(p["mcnemar"]["p_value"], ref, rtol=1e-10)
-        ps.append(ref)
-    holm = multipletests(ps, method="holm")[1]
-    np.testing.assert_allclose([p["mcnemar"]["p_holm"] for p in c["pairs"]], holm, rtol=1e-10)
+        mc = p["mcnemar_slices"]
+        assert (mc["a_right_b_wrong"], mc["a_wrong_b_right"]) == (table[0][1], table[1][0])
+        np.testing.assert_allclose(mc["p_value"], mcnemar(np.array(table), exact=True).pvalue, rtol=1e-10)
+    reject, holm, _, _ = multipletests(ps, method="holm")
+    np.testing.assert_allclose([p["primary"]["p_holm"] for p in c["pairs"]], holm, rtol=1e-10)
+    assert [not p["primary"]["verdict"].startswith("no difference") for p in c["pairs"]] == reject.tolist()
 
 
-def test_paired_bootstrap_matches_numpy_on_the_same_resamples(three):
+def test_intervals_come_from_the_patients_in_the_csv(three):
     c, models, labels = three["c"], three["models"], three["labels"]
-    ids = _ids(N)
-    units = stats.resampling_units(ids["cluster_id"], "patient", N)
-    draws = stats.bootstrap_indices(int(units.max()) + 1, R, SEED)
-    q = [2.5, 97.5]
+    sizes = np.full(N // 4, 4)
     for p in c["pairs"]:
         ra, rb = (models[m.split("-")[0]]["pred"] == labels for m in p["models"])
-        diffs = []
-        for row in draws:  # example weights: how often its patient was drawn
-            w = np.bincount(row, minlength=units.max() + 1)[units]
-            diffs.append((w * ra).sum() / w.sum() - (w * rb).sum() / w.sum())
+        ref = stats.difference_interval(_per_patient(ra).astype(int) - _per_patient(rb), sizes, 1 - 0.05 / 3)
         d = p["accuracy_difference"]
-        np.testing.assert_allclose([d["low"], d["high"]], np.percentile(diffs, q), rtol=1e-10, atol=1e-12)
+        assert [d["estimate"], d["low"], d["high"]] == pytest.approx([ref["estimate"], ref["low"], ref["high"]])
         assert d["estimate"] == pytest.approx(ra.mean() - rb.mean())
-    # each model's own interval too: the accuracy of the resampled patients
-    ex = models["swin"]
-    accs = [(np.bincount(r, minlength=units.max() + 1)[units] * (ex["pred"] == labels)).sum() / N for r in draws]
     got = c["metrics"]["swin-tiny"]["accuracy"]
-    np.testing.assert_allclose([got["low"], got["high"]], np.percentile(accs, q), rtol=1e-10)
+    ref = stats.proportion_interval(_per_patient(models["swin"]["pred"] == labels), sizes)
+    assert (got["low"], got["high"], got["n_clusters"]) == pytest.approx((ref["low"], ref["high"], N // 4))
     assert c["interval"]["resampled_unit"] == "patient" and c["interval"]["n_units"] == N // 4
 
 
@@ -110,12 +113,18 @@ def test_outputs_say_no_difference_never_equivalent(three):
     out, c = three["out"], three["c"]
     md = (out / workdir.COMPARE_MD).read_text()
     saved = json.loads((out / workdir.COMPARE_JSON).read_text())
-    assert saved["pairs"][0]["mcnemar"]["p_value"] == c["pairs"][0]["mcnemar"]["p_value"]
+    assert saved["pairs"][0]["primary"] == c["pairs"][0]["primary"]
     close = next(p for p in c["pairs"] if p["models"] == ["convnextv2-tiny", "vit-tiny"])  # 0.93 vs 0.92
     assert close["accuracy_difference"]["low"] < 0 < close["accuracy_difference"]["high"]
-    assert close["accuracy_difference"]["verdict"] == "no difference shown at α = 0.05"
+    assert close["primary"]["verdict"].startswith("no difference shown at α = 0.05 (Holm-adjusted p = ")
     row = next(line for line in md.splitlines() if line.startswith("| convnextv2-tiny vs vit-tiny"))
-    assert "no difference shown at α = 0.05" in row
+    assert "no difference shown at α = 0.05" in row and " n=60 " in row
+    # the claims, tested once each: convnextv2 does not beat vit (0.93 vs 0.92) so neither holds
+    assert [cl["verdict"] for cl in c["claims"]] == ["not shown at α = 0.05"] * 2
+    assert c["claims"][1]["n_hypotheses"] == 2 * 3 * 4 and "## Claims" in md
+    # what each model started from is stated (these test configs name no checkpoint)
+    assert all(m["pretraining"] == "random initialisation" for m in c["models"])
+    assert "## What each model started from" in md and "slice McNemar p (as papers report; ignores patients)" in md
     assert "equivalent" not in md.lower()
     for name in ("model_comparison.png", "per_class.png", "differences.png"):
         with Image.open(out / name) as im:
@@ -134,11 +143,10 @@ def test_rows_are_aligned_by_example_id(three, tmp_path):
            _workdir(tmp_path, "b", models["swin"], model=("swin", "tiny"), order=perm)]
     c = compare.compare(wds, tmp_path / "out", n_resamples=R, seed=SEED)["comparison"]
     ref = next(p for p in three["c"]["pairs"] if p["models"] == ["convnextv2-tiny", "swin-tiny"])
-    assert c["pairs"][0]["mcnemar"] == {k: v for k, v in ref["mcnemar"].items() if k not in
-                                        ("p_holm", "significant_holm", "n_pairs_holm")} | {
-        "p_holm": ref["mcnemar"]["p_value"], "significant_holm": c["pairs"][0]["mcnemar"]["significant_holm"],
-        "n_pairs_holm": 1}
-    assert c["pairs"][0]["accuracy_difference"] == ref["accuracy_difference"]
+    assert c["pairs"][0]["mcnemar_slices"] == ref["mcnemar_slices"]
+    assert c["pairs"][0]["primary"]["p_value"] == ref["primary"]["p_value"]
+    assert c["pairs"][0]["primary"]["p_holm"] == ref["primary"]["p_value"]  # one pair: nothing to adjust
+    assert c["pairs"][0]["accuracy_difference"]["estimate"] == ref["accuracy_difference"]["estimate"]
     assert len(labels) == c["n_examples"]
 
 
@@ -173,7 +181,21 @@ def test_missing_predictions_say_which_eval_to_run(three, tmp_path, capsys):
         compare.compare([a, tmp_path / "nothing"], tmp_path / "out")
 
 
-def test_segmentation_pairs_use_wilcoxon_on_per_case_dice(tmp_path):
+def test_slice_only_predictions_are_refused_unless_allowed(three, tmp_path, capsys):
+    ids = _ids(N)
+    ids["cluster_kind"] = np.full(N, "slice")
+    ids["cluster_id"] = ids["example_id"]
+    a = _workdir(tmp_path, "a", three["models"]["swin"], ids=ids)
+    b = _workdir(tmp_path, "b", three["models"]["vit"], ids=ids)
+    rc = cli.main(["compare", str(a), str(b), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no example has a patient or duplicate-group id" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / workdir.COMPARE_JSON).exists()
+    c = compare.compare([a, b], tmp_path / "out", n_resamples=50, allow_slices=True)["comparison"]
+    assert c["pairs"][0]["primary"]["n_clusters"] == N and c["interval"]["resampled_unit"] == "slice"
+
+
+def test_segmentation_pairs_use_the_sign_flip_test_on_per_patient_dice(tmp_path):
     rng = np.random.default_rng(4)
     n = 40
     base = rng.uniform(0.5, 0.85, n)
@@ -192,13 +214,16 @@ def test_segmentation_pairs_use_wilcoxon_on_per_case_dice(tmp_path):
     for p in c["pairs"]:
         a, b = (dice[m] for m in p["models"])
         ref = scipy.stats.wilcoxon(a, b)  # no ties, n <= 50: scipy's exact test
-        assert p["wilcoxon"]["method"] == "exact"
-        np.testing.assert_allclose(p["wilcoxon"]["p_value"], ref.pvalue, rtol=1e-10)
+        assert p["wilcoxon_slices"]["method"] == "exact"
+        np.testing.assert_allclose(p["wilcoxon_slices"]["p_value"], ref.pvalue, rtol=1e-10)
         assert p["dice_difference"]["estimate"] == pytest.approx(np.mean(a - b))
-        ps.append(ref.pvalue)
-    np.testing.assert_allclose([p["wilcoxon"]["p_holm"] for p in c["pairs"]], multipletests(ps, method="holm")[1])
+        sums = (a - b).reshape(-1, 4).sum(1)  # ten patients of four cases: every sign flip enumerated
+        np.testing.assert_allclose(p["primary"]["statistic"], sums.sum())
+        assert p["primary"]["method"].startswith("exact")
+        ps.append(p["primary"]["p_value"])
+    np.testing.assert_allclose([p["primary"]["p_holm"] for p in c["pairs"]], multipletests(ps, method="holm")[1])
     md = (tmp_path / "out" / workdir.COMPARE_MD).read_text()
-    assert "Wilcoxon p (per-case Dice)" in md and "| segformer-b0 | " in md
+    assert "per-slice Wilcoxon p (as papers report; ignores patients)" in md and "| segformer-b0 | " in md
     # a segmentation run cannot be compared with a classifier
     cls = _workdir(tmp_path, "cls", _classifier(_labels(n), 0.9, 0))
     with pytest.raises(ValueError, match="compare models of one task"):

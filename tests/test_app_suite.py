@@ -64,6 +64,7 @@ def test_leakage_study_shows_the_inflation_on_hard_phantoms(hard, tmp_path, caps
                       for row in stats.bootstrap_indices(int(units.max()) + 1, 1000, i)])
         reps.append((w * correct).sum(1) / w.sum(1))
     np.testing.assert_allclose([diff["low"], diff["high"]], np.percentile(reps[0] - reps[1], [2.5, 97.5]), rtol=1e-9)
+    _leakage_inside_and_reading(out, s)
     assert (out / "figures" / "leakage.png").stat().st_size > 5000
     assert (out / "composition" / "random" / "composition.md").is_file()
     text = report.write_report(out).read_text()
@@ -73,6 +74,57 @@ def test_leakage_study_shows_the_inflation_on_hard_phantoms(hard, tmp_path, caps
     capsys.readouterr()
     assert cli.main(args) == 0
     assert _snapshot(out / "runs") == before
+
+
+def _leakage_inside_and_reading(out: Path, s: dict) -> None:
+    """Balanced accuracy beside accuracy, the random arm split by copies in training, and the reading of the
+    difference when the group arm is not above chance."""
+    rnd, grp = s["arms"]["random"], s["arms"]["group"]
+    for arm in (rnd, grp):
+        assert {"accuracy", "macro_f1", "balanced_accuracy"} <= set(arm) and arm["n_seeds"] == 1
+        assert arm["interval"]["n_clusters"] == arm["n_clusters"] <= arm["n_test"]
+    assert rnd["workdir"] == str(out / "runs" / "random")  # one seed: the layout of studies made before --seeds
+    p = workdir.read_predictions(workdir.predictions_csv(out / "runs" / "random", "test"))
+    assert rnd["accuracy"]["estimate"] == pytest.approx(np.mean(p.label == p.pred))
+    d = s["difference"]["balanced_accuracy"]
+    assert d["estimate"] == pytest.approx(rnd["balanced_accuracy"]["estimate"] - grp["balanced_accuracy"]["estimate"])
+    inside = s["inside_random_arm"]
+    w, wo = inside["with_copy"], inside["without_copy"]
+    c = rnd["copies_in_training"]
+    assert w["n"] + wo["n"] == rnd["n_test"] and (w["exact"], w["near"]) == (c["exact"], c["near"])
+    assert w["n"] == c["exact"] + c["near"] and w["n_clusters"] >= 1 and "by_example" not in c
+    assert w["accuracy"]["low"] <= w["accuracy"]["estimate"] <= w["accuracy"]["high"]
+    # the random model's accuracy on the images with a copy, recomputed from its CSV and the copy flags
+    flags = ip.copies_in_training(study.arm_runs(s["config"], out, s["overrides"])[0].config.data, per_example=True)
+    copied = np.array([flags["by_example"][e] != "none" for e in p.ids["example_id"].tolist()])
+    assert w["accuracy"]["estimate"] == pytest.approx(np.mean((p.label == p.pred)[copied]))
+    chance = 0.25
+    learnt = grp["accuracy"]["high"] > chance and grp["balanced_accuracy"]["low"] > chance
+    assert s["learning"]["group_arm_learnt"] == learnt and s["learning"]["chance"] == chance
+    md = (out / workdir.LEAKAGE_MD).read_text()
+    assert "balanced accuracy" in md and "## The leak inside one model" in md and "one training per arm" in md
+    if not learnt:  # on `hard` with this budget the group arm learns nothing: the reading must say so
+        assert ("the group-split arm did not learn (" in md
+                and "the difference measures memorised copies, not inflation of a model that generalises" in md)
+
+
+def test_leakage_seeds_plan_their_workdirs(tiny_phantoms, tmp_path):
+    data = [f"--config.data.data_dir={tiny_phantoms}", "--config.data.builder_config=tiny", "--config.seed=3"]
+    one = study.arm_runs("configs/vit_cls.py:runlocal", tmp_path, data)
+    assert [(r.model, r.tag, r.workdir) for r in one] == [("random", "random", tmp_path / "runs" / "random"),
+                                                          ("group", "group", tmp_path / "runs" / "group")]
+    runs = study.arm_runs("configs/vit_cls.py:runlocal", tmp_path, data, seeds=2)
+    assert [(r.model, r.tag, r.config.seed) for r in runs] == [("random", "seed0", 3), ("random", "seed1", 4),
+                                                               ("group", "seed0", 3), ("group", "seed1", 4)]
+    assert runs[1].workdir == tmp_path / "runs" / "random" / "seed1"
+    assert {(r.config.data.seed, r.config.data.split_by) for r in runs} == {(0, "random"), (0, "group")}
+    with pytest.raises(ValueError, match="--seeds must be at least 1"):
+        study.arm_runs("configs/vit_cls.py:runlocal", tmp_path, data, seeds=0)
+    # a one-seed study's folder is not reused for several seeds (its runs would nest in the old workdirs)
+    (tmp_path / "runs" / "random").mkdir(parents=True)
+    (tmp_path / "runs" / "random" / workdir.CONFIG).write_text("{}")
+    with pytest.raises(ValueError, match="holds a one-seed study's run; use a fresh --out for --seeds 2"):
+        study.run_leakage("configs/vit_cls.py:runlocal", tmp_path, overrides=data, seeds=2)
 
 
 def _noaug_config(tmp_path: Path) -> str:
@@ -121,9 +173,40 @@ def test_suite_of_three_models_over_three_folds_then_compare_report_resume(hard,
         assert (out / "composition" / f"fold{fold}" / "composition.md").is_file()
         assert json.loads((out / "compare" / f"fold{fold}" / "compare.json").read_text())["n_examples"] == len(p)
     assert len(seen) == len(set(seen)) == 512
+    _pooled_out_of_fold(out, t, configs, common, seen)
     _eval_outputs_are_the_statistics_of_the_csv(out / "runs" / "vit-test-1" / "fold1")
     _compare_and_report(out, capsys)
     _resume_and_refuse(out, args, common, capsys)
+
+
+def _pooled_out_of_fold(out: Path, t: dict, configs: list[str], common: list[str], seen: list[str]) -> None:
+    """Each model's three test folds pooled: every example once, n the folds' sum, the clusters of the
+    folds together (a group split puts no cluster in two folds), compared in compare/pooled/."""
+    pooled = t["pooled"]
+    assert pooled["folds"] == ["fold1", "fold2", "fold3"] and pooled["n"] == 512
+    runs = suite.plan([c for c in configs if c != "--models"], out, folds=3, overrides=common)
+    swin = [r for r in runs if r.model == "swin-test"]
+    p = suite.pooled_predictions(swin)
+    assert p.ids["example_id"].tolist() == seen  # fold after fold, each example once
+    folds = [workdir.read_predictions(workdir.predictions_csv(r.workdir, "test")) for r in swin]
+    for m, row in pooled["models"].items():
+        assert row["n"] == sum(r["n"] for r in t["rows"][m]) == 512
+        assert row["n_clusters"] == sum(suite.n_clusters(f.ids) for f in folds)
+        assert row["accuracy"]["low"] <= row["accuracy"]["estimate"] <= row["accuracy"]["high"]
+    mine = workdir.read_predictions(workdir.predictions_csv(swin[0].workdir, "test"))
+    assert pooled["models"]["swin-test"]["accuracy"]["estimate"] == pytest.approx(np.mean(p.label == p.pred))
+    assert len(mine) < len(p)
+    c = json.loads((out / "compare" / "pooled" / "compare.json").read_text())
+    assert c["n_examples"] == 512 and list(c["metrics"]) == ["vit-test-1", "swin-test", "vit-test-2"]
+    assert len(c["pairs"]) == 3 and pooled["comparison"] == "compare/pooled/compare.md"
+    md = (out / workdir.SUITE_MD).read_text()
+    assert md.index("## Pooled out-of-fold") < md.index("## accuracy")
+    assert "Every patient is tested exactly once" in md and "(compare/pooled/compare.md)" in md
+    # folds whose test splits overlap cannot be pooled: the error names both folds and an example
+    import dataclasses
+
+    with pytest.raises(ValueError, match=r"example '.+' is in the test split of both fold1 and fold9"):
+        suite.pooled_predictions([swin[0], dataclasses.replace(swin[0], tag="fold9")])
 
 
 def _eval_outputs_are_the_statistics_of_the_csv(wd: Path) -> None:
@@ -133,7 +216,8 @@ def _eval_outputs_are_the_statistics_of_the_csv(wd: Path) -> None:
     assert np.mean(p.label == p.pred) == pytest.approx(s["accuracy"])
     np.testing.assert_allclose(p.probs.sum(1), 1.0, atol=1e-5)
     meta = s["intervals"]["interval"]
-    assert meta["resampled_unit"] == "patient" and meta["n_resamples"] == 300 and meta["method"] == "percentile"
+    assert meta["resampled_unit"] == "patient" and meta["n_resamples"] == 300
+    assert meta["method"] == stats.INTERVAL_METHOD
     ref = stats.classification_intervals(p.label, p.pred, p.probs, p.ids["cluster_id"], "patient", num_classes=4,
                                          n_resamples=300, seed=meta["seed"])
     assert s["intervals"]["accuracy"] == ref["accuracy"] and s["intervals"]["macro_f1"] == ref["macro_f1"]
@@ -148,7 +232,7 @@ def _compare_and_report(out: Path, capsys) -> None:
     assert cli.main(["compare", *fold1, "--out", str(cmp), "--names", "vit,swin,vit-noaug", "--resamples", "300"]) == 0
     c = json.loads((cmp / "compare.json").read_text())
     assert [m["name"] for m in c["models"]] == ["vit", "swin", "vit-noaug"] and len(c["pairs"]) == 3
-    assert all(p["mcnemar"]["n_pairs_holm"] == 3 for p in c["pairs"])
+    assert all(p["primary"]["n_pairs_holm"] == 3 for p in c["pairs"])
     for f in ("compare.md", "model_comparison.png", "per_class.png", "differences.png"):
         assert (cmp / f).stat().st_size > 500, f
     capsys.readouterr()
@@ -156,9 +240,10 @@ def _compare_and_report(out: Path, capsys) -> None:
         assert cli.main(["report", "--workdir", str(d)]) == 0
     text = (out / "report.md").read_text()
     assert "## Folds and seeds" in text and "| vit-test-1 | " in text and "[fold1](compare/fold1/compare.md)" in text
+    assert "[pooled](compare/pooled/compare.md)" in text and "### Pooled out-of-fold (the headline)" in text
     assert "## Split composition" in text
     text = (Path(fold1[0]) / "report.md").read_text()
-    assert "Values in brackets: 95% intervals: percentile cluster bootstrap, 300 resamples" in text
+    assert f"Values in brackets: 95% intervals: {stats.INTERVAL_METHOD}; 300 resamples" in text
     assert "recall (sensitivity)" in text and "AUROC (one-vs-rest)" in text
     assert "| vit-test | 0.9850 |" in text  # the paper's ViT accuracy beside this run's
 
@@ -219,11 +304,56 @@ def test_seeds_share_the_split_and_report_training_spread_apart(tiny_phantoms, t
                                                                      "intervals": ci, "split_protocol": "p"})
     t = suite.aggregate(runs, folds=0)
     assert t["per_model"]["vit-test"]["accuracy"]["sd"] == pytest.approx(0.02)
+    assert len(t["notes"]) == 1 and "use at least 5 seeds" in t["notes"][0]
     assert t["per_model"]["vit-test"]["accuracy"]["mean_interval_width"] == pytest.approx(0.2)
     md = tables.suite_markdown(t)
     assert "| vit-test | 0.8000 [0.7000, 0.9000] | 0.8400 [0.7400, 0.9400] |" in md
     assert "sd over seeds 0.0200; mean width of one test set's 95% bootstrap interval 0.2000" in md
     assert "training randomness" in md and "same test set" in md
+
+
+def test_seed_suite_gets_a_two_level_bootstrap(tiny_phantoms, tmp_path):
+    """Two models x three seeds on one test set (predictions CSVs written here, rows in another order in each
+    run): each model's mean over seeds with its two-level interval, the paired difference, the few-seeds note."""
+    data = [f"--config.data.data_dir={tiny_phantoms}", "--config.data.builder_config=tiny"]
+    runs = suite.plan(["configs/vit_cls.py:runlocal", "configs/swin_cls.py:runlocal"], tmp_path, seeds=3,
+                      overrides=data)
+    rng = np.random.default_rng(0)
+    n, names = 40, ["glioma", "meningioma", "notumor", "pituitary"]
+    ids = {"example_id": np.array([f"ex{i:02d}" for i in range(n)]), "dataset": np.array(["d"] * n),
+           "source": np.array(["s"] * n), "cluster_id": np.array([f"patient:p{i // 2}" for i in range(n)]),
+           "cluster_kind": np.array(["patient"] * n)}
+    label = rng.integers(0, 4, n)
+    accuracy = {}
+    for r, acc in zip(runs, (0.95, 0.9, 0.92, 0.4, 0.45, 0.5)):
+        pred = np.where(rng.random(n) < acc, label, (label + 1) % 4)
+        accuracy[(r.model, r.tag)] = np.mean(pred == label)
+        order = rng.permutation(n)
+        workdir.write_predictions(workdir.predictions_csv(r.workdir, "test"), {k: v[order] for k, v in ids.items()},
+                                  {"label": label[order], "pred": pred[order], "probs": np.eye(4)[pred[order]]},
+                                  "classification", names)
+    block = suite.seed_bootstrap(runs, n_resamples=300, seed=0)
+    vit = block["per_model"]["vit-test"]["accuracy"]
+    assert vit["estimate"] == pytest.approx(np.mean([v for (m, _), v in accuracy.items() if m == "vit-test"]))
+    assert block["interval"]["n_seeds"] == 3 and block["interval"]["n_clusters"] == 20
+    pair = block["pairs"][0]
+    assert pair["models"] == ["vit-test", "swin-test"] and pair["accuracy"]["low"] > 0
+    assert pair["accuracy"]["estimate"] == pytest.approx(vit["estimate"]
+                                                         - block["per_model"]["swin-test"]["accuracy"]["estimate"])
+    # a run tested on other examples is refused
+    first = workdir.read_predictions(workdir.predictions_csv(runs[1].workdir, "test"))
+    workdir.write_predictions(workdir.predictions_csv(runs[1].workdir, "test"),
+                              {k: v[1:] for k, v in first.ids.items()},
+                              {"label": first.label[1:], "pred": first.pred[1:], "probs": first.probs[1:]},
+                              "classification", names)
+    with pytest.raises(ValueError, match="was tested on other examples"):
+        suite.seed_bootstrap(runs, n_resamples=10)
+    t = {"task": "classification", "mode": "seeds", "runs": ["seed0", "seed1", "seed2"], "metrics": ["accuracy"],
+         "split_protocol": {}, "dataset": "d", "rows": {}, "per_model": {}, "pairs": [], "two_level": block,
+         "notes": ["only 3 seeds per model: ... use at least 5 seeds"]}
+    md = tables.suite_markdown(t)
+    assert "## Over seeds and patients (two-level bootstrap)" in md and "| vit-test − swin-test |" in md
+    assert "**Note:** only 3 seeds per model" in md
 
 
 def test_unpaired_difference_resamples_each_arm_on_its_own():

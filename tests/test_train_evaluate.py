@@ -154,7 +154,7 @@ def test_intervals_and_per_source_are_the_statistics_of_the_examples():
         assert entry["support"] == np.bincount(ex["label"][rows], minlength=3).tolist()
         assert entry["accuracy"]["low"] <= entry["accuracy"]["estimate"] <= entry["accuracy"]["high"]
     text = print_table(summary, "classification", NAMES)
-    assert "resamples of" in text and "patient+slice" in text and "kaggle:a: accuracy" in text
+    assert "resamples (seed" in text and "patient+slice" in text and "kaggle:a: accuracy" in text
     # slices only: no clusters passed, the unit says so
     only = {k: v for k, v in ids.items()} | {"cluster_kind": np.full(60, "slice"),
                                              "cluster_id": np.array([f"slice:{i}" for i in range(60)])}

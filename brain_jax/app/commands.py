@@ -76,10 +76,24 @@ def compare(args: argparse.Namespace) -> int:
 
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     res = compare_app.compare(args.workdirs, args.out, split=args.split, names=names, n_resamples=args.resamples,
-                              seed=args.bootstrap_seed)
+                              seed=args.bootstrap_seed, claim_best=args.claim_best, allow_slices=args.allow_slices)
     print(Path(res["paths"][1]).read_text())
     print("wrote " + ", ".join(str(p) for p in res["paths"]))
     return 0
+
+
+def reproduce(args: argparse.Namespace) -> int:
+    """The paper's experiments, resumable, into --out (paper_report.md last)."""
+    from brain_jax.app import reproduce as reproduce_app  # start-up
+
+    settings = reproduce_app.Settings(Path(args.manual_dir).expanduser() if args.manual_dir else None,
+                                      Path(args.data_dir).expanduser(), Path(args.out), weights=args.weights,
+                                      smoke=args.smoke, n_resamples=args.resamples, seed=args.bootstrap_seed)
+    res = reproduce_app.reproduce(settings, dry_run=args.dry_run)
+    if res["status"] == "done":
+        print(Path(res["report"]).read_text())
+        print(f"wrote {res['report']}")
+    return 0 if res["status"] in ("done", "planned") else PREEMPTED_EXIT
 
 
 def suite(args: argparse.Namespace) -> int:
@@ -105,8 +119,8 @@ def study_leakage(args: argparse.Namespace) -> int:
     """Random slice-level vs patient/group split of the same pool: the accuracy difference and the copies."""
     from brain_jax.app import study as study_app  # start-up
 
-    res = study_app.run_leakage(args.config, args.out, overrides=args.overrides, n_resamples=args.resamples,
-                                seed=args.bootstrap_seed)
+    res = study_app.run_leakage(args.config, args.out, overrides=args.overrides, seeds=args.seeds,
+                                n_resamples=args.resamples, seed=args.bootstrap_seed)
     if res["status"] == "preempted":
         return PREEMPTED_EXIT
     print(Path(args.out, workdir.LEAKAGE_MD).read_text())

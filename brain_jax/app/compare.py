@@ -3,18 +3,22 @@
 Reads each workdir's predictions CSV of one split (``brain-jax eval`` writes it), checks that every model
 was scored on the same examples (same ids; rows are aligned by id) and writes to ``--out``:
 
-- ``compare.md`` / ``compare.json``: every model's metrics with 95 % cluster-bootstrap intervals, the
-  per-class precision / recall / F1 table (the paper's Table I layout) and, for every pair of models,
-  the exact McNemar test on the discordant slices (what papers report; Holm-adjusted across pairs) and
-  a paired cluster bootstrap of the accuracy and macro-F1 differences (patients / duplicate groups
-  resampled, both models on the same resamples). Segmentation: mean Dice / IoU / HD / HD95 with
-  intervals, the Wilcoxon signed-rank test on per-case Dice (Holm-adjusted) and the paired bootstrap
-  of the mean-Dice difference;
+- ``compare.md`` / ``compare.json``: what each model started from (pre-training data, backbone parameters),
+  every model's metrics with 95 % intervals and the clusters behind them, the per-class precision /
+  recall / F1 table (the paper's Table I layout) and, for every pair of models, the primary test: the
+  exact cluster swap test of the accuracy difference (segmentation: the sign-flip test of the mean-Dice
+  difference), Holm-adjusted across the pairs, its verdict and the difference's simultaneous interval
+  (``pairs[i].primary = {test, statistic, p_value, p_holm, verdict, n_clusters, n_discordant_clusters}``);
+  then descriptive columns: the macro-F1 difference, per-class swap tests, and the slice-level McNemar
+  (or per-slice Wilcoxon) that papers report, labelled as ignoring patients. With ``claim_best``, the
+  claims "it beats each other model" (accuracy) and "on precision, recall and F1 of every class" as
+  intersection-union tests (``claims``);
 - ``model_comparison.png`` (Fig. 9: overall bars with intervals), ``per_class.png`` (Fig. 9 per class)
   and ``differences.png`` (each pair's difference with its interval).
 
-A difference whose interval covers 0 reads "no difference shown at α = 0.05": absence of evidence, never
-evidence of equivalence.
+A pair the test cannot separate reads "no difference shown at α = 0.05": absence of evidence, never
+evidence of equivalence. Workdirs whose predictions carry no patient or duplicate-group ids are refused
+(the tests need the independent unit) unless ``allow_slices``.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from brain_jax.app import figures, results
 from brain_jax.app.evaluate import intervals_for
 from brain_jax.app.tables import compare_markdown
 from brain_jax.metrics import stats
+from brain_jax.models import provenance
 from brain_jax.train.spec import lookup, model_label
 
 
@@ -128,39 +133,79 @@ def align(runs: list[ComparedModel]) -> list[ComparedModel]:
     return out
 
 
-def _classification(runs: list[ComparedModel], opts: dict[str, Any]) -> dict[str, Any]:
+def _clusters(runs: list[ComparedModel], allow_slices: bool) -> tuple[Any, str]:
+    """The first run's cluster ids and kind; ValueError when no example has a patient or group id."""
+    clusters, kind, _ = results.resampling_clusters(runs[0].preds.ids)
+    if kind == "slice" and not allow_slices:
+        raise ValueError(f"{runs[0].preds.path}: no example has a patient or duplicate-group id (cluster_kind is "
+                         "'slice' throughout), so slices would be treated as independent; evaluate data that "
+                         "records patients or groups, or pass --allow-slices to compare slices knowingly")
+    return clusters, kind
+
+
+def _classification(runs: list[ComparedModel], opts: dict[str, Any], allow_slices: bool) -> dict[str, Any]:
     first = runs[0].preds
     k = len(first.class_names)
     blocks = {r.name: intervals_for("classification", {"label": r.preds.label, "pred": r.preds.pred,
                                                         "probs": r.preds.probs}, r.preds.ids, k, **opts)
               for r in runs}
-    clusters, kind, _ = results.resampling_clusters(first.ids)
+    clusters, kind = _clusters(runs, allow_slices)
     pairs = stats.pairwise_comparisons(first.label, {r.name: r.preds.pred for r in runs}, clusters, kind,
                                        num_classes=k, **opts)
     return {"metrics": blocks, "pairs": pairs}
 
 
-def _segmentation(runs: list[ComparedModel], opts: dict[str, Any]) -> dict[str, Any]:
-    first = runs[0].preds
+def claims(best: str, pairs: list[dict[str, Any]], class_names: Sequence[str], alpha: float) -> list[dict[str, Any]]:
+    """The paper's claims about model ``best`` as intersection-union tests of one-sided swap tests:
+    "beats each other model" (accuracy) and "beats each other model on precision, recall and F1 of every
+    class". Each is tested once at ``alpha``; it holds only when every one-sided test rejects."""
+    ours = [p for p in pairs if best in p["models"]]
+    if not ours:
+        raise ValueError(f"--claim-best {best!r} is not one of the compared models "
+                         f"({', '.join(sorted({m for p in pairs for m in p['models']}))})")
+
+    def greater(p: dict[str, Any], block: dict[str, Any], i: int | None = None) -> float:
+        key = "p_greater" if p["models"][0] == best else "p_less"  # one-sided: best > the other
+        return block[key] if i is None else block[key][i]
+
+    others = [m for p in ours for m in p["models"] if m != best]
+    accuracy = stats.intersection_union([greater(p, p["primary"]) for p in ours], alpha)
+    every = stats.intersection_union([greater(p, p["per_class"][m], i) for p in ours
+                                      for m in ("precision", "recall", "f1") for i in range(len(class_names))], alpha)
+    out = []
+    for claim, res in ((f"{best} has higher accuracy than each of {', '.join(others)}", accuracy),
+                       (f"{best} has higher precision, recall and F1 than each of {', '.join(others)} for every "
+                        f"class ({', '.join(class_names)})", every)):
+        verdict = "supported" if res["reject"] else f"not shown at α = {round(alpha, 10):g}"
+        out.append({"claim": claim, **res, "verdict": verdict,
+                    "test": "intersection-union of one-sided cluster swap tests"})
+    return out
+
+
+def _segmentation(runs: list[ComparedModel], opts: dict[str, Any], allow_slices: bool) -> dict[str, Any]:
     blocks = {}
     for r in runs:
         block = intervals_for("segmentation", r.preds.values, r.preds.ids, 0, **opts)
         block["num_missed_tumour"] = int(r.preds.values["missed_tumour"].sum())
         block["num_false_alarm"] = int(r.preds.values["false_alarm"].sum())
         blocks[r.name] = block
-    clusters, kind, _ = results.resampling_clusters(first.ids)
+    clusters, kind = _clusters(runs, allow_slices)
     pairs = stats.pairwise_segmentation_comparisons({r.name: r.preds.values["dice"] for r in runs}, clusters, kind,
                                                     **opts)
     return {"metrics": blocks, "pairs": pairs}
 
 
 def compare_runs(runs: list[ComparedModel], *, n_resamples: int = N_RESAMPLES, seed: int = 0,
-                 confidence: float = 0.95) -> dict[str, Any]:
+                 confidence: float = 0.95, claim_best: str | None = None,
+                 allow_slices: bool = False) -> dict[str, Any]:
     """The comparison of aligned runs as a JSON-able dict (see the module docstring)."""
     runs = align(runs)
     opts = {"n_resamples": n_resamples, "seed": seed, "confidence": confidence}
     first = runs[0].preds
-    body = _classification(runs, opts) if first.task == "classification" else _segmentation(runs, opts)
+    if claim_best is not None and first.task != "classification":
+        raise ValueError("--claim-best tests classification claims; these are segmentation results")
+    body = (_classification(runs, opts, allow_slices) if first.task == "classification"
+            else _segmentation(runs, opts, allow_slices))
     meta = next(iter(body["metrics"].values()))["interval"]
     notes = []
     protocols = {r.protocol for r in runs if r.protocol}
@@ -173,11 +218,20 @@ def compare_runs(runs: list[ComparedModel], *, n_resamples: int = N_RESAMPLES, s
         "class_names": list(first.class_names),
         "n_examples": len(first),
         "interval": meta,
-        "models": [{"name": r.name, "workdir": str(r.workdir), "predictions_csv": str(r.preds.path)} for r in runs],
+        "models": [{"name": r.name, "workdir": str(r.workdir), "predictions_csv": str(r.preds.path)}
+                   | _provenance(r.workdir) for r in runs],
         "metrics": body["metrics"],
         "pairs": body["pairs"],
+        "claims": claims(claim_best, body["pairs"], first.class_names, 1 - confidence) if claim_best else [],
         "notes": notes,
     }
+
+
+def _provenance(wd: Path) -> dict[str, Any]:
+    """The pre-training and backbone size of the workdir's model, from its config.json."""
+    cfg = workdir.read_config_dict(wd)
+    return provenance.describe(str(lookup(cfg, "model.name", "")), str(lookup(cfg, "model.variant", "")),
+                               lookup(cfg, "init_from", None) or None)
 
 
 # ------------------------------------------------------------------------------------------ outputs
@@ -202,9 +256,10 @@ def write_figures(c: dict[str, Any], out: Path) -> list[Path]:
 
 def compare(workdirs: Sequence[str | Path], out: str | Path, *, split: str = "test",
             names: Sequence[str] | None = None, n_resamples: int = N_RESAMPLES, seed: int = 0,
-            confidence: float = 0.95) -> dict[str, Any]:
+            confidence: float = 0.95, claim_best: str | None = None, allow_slices: bool = False) -> dict[str, Any]:
     """Compare the workdirs' evaluations of ``split``; write compare.json, compare.md and figures to ``out``."""
-    c = compare_runs(load_runs(workdirs, split, names), n_resamples=n_resamples, seed=seed, confidence=confidence)
+    c = compare_runs(load_runs(workdirs, split, names), n_resamples=n_resamples, seed=seed, confidence=confidence,
+                     claim_best=claim_best, allow_slices=allow_slices)
     c["split"] = split
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ import numpy as np
 import input_pipeline
 from brain_jax import N_RESAMPLES, workdir
 from brain_jax.app import figures, results
-from brain_jax.app.tables import interval_note, interval_text
+from brain_jax.app.tables import class_entry, interval_note, interval_text
 from brain_jax.metrics import stats
 from brain_jax.train import model_factory
 from brain_jax.train.data import PipelineData
@@ -37,11 +37,6 @@ SEG_METRICS = ("dice", "iou", "hd_mm", "hd95_mm")
 
 
 # ------------------------------------------------------------------------------------------ tables
-
-
-def _entry(block: Mapping[str, Any], name: str, i: int) -> dict[str, float]:
-    """Class i's {"estimate", "low", "high"} of a per-class interval entry."""
-    return {k: block[name][k][i] for k in ("estimate", "low", "high")}
 
 
 def print_table(summary: dict[str, Any], task: str, class_names: Sequence[str]) -> str:
@@ -60,16 +55,17 @@ def print_table(summary: dict[str, Any], task: str, class_names: Sequence[str]) 
     else:
         head = (f"accuracy {interval_text(ci['accuracy'])}   macro F1 {interval_text(ci['macro_f1'])}" if ci else
                 f"accuracy {summary['accuracy']:.4f}   macro F1 {summary['macro_f1']:.4f}")
-        lines.append(f"{head}   n={summary.get('num_examples', '?')}")
+        lines.append(f"{head}   examples: {summary.get('num_examples', '?')}")
         width = max(len(c) for c in class_names) + 2
         if ci:
             pc = ci["per_class"]
-            lines.append(f"{'class':<{width}} {'precision':>9} {'recall (sensitivity)':>26} {'specificity':>11} "
+            lines.append(f"{'class':<{width}} {'precision':>9} {'recall (sensitivity)':>32} {'specificity':>11} "
                          f"{'f1':>6} {'auroc':>6} {'support':>8}")
             for i, name in enumerate(class_names):
                 auroc = pc["auroc"]["estimate"][i] if "auroc" in pc else float("nan")
                 lines.append(f"{name:<{width}} {pc['precision']['estimate'][i]:9.4f} "
-                             f"{interval_text(_entry(pc, 'recall', i)):>26} {pc['specificity']['estimate'][i]:11.4f} "
+                             f"{interval_text(class_entry(pc, 'recall', i)):>32} "
+                             f"{pc['specificity']['estimate'][i]:11.4f} "
                              f"{pc['f1']['estimate'][i]:6.4f} {auroc:6.4f} {int(summary['support'][i]):8d}")
         else:
             lines.append(f"{'class':<{width}} precision  recall     f1  support")

@@ -20,6 +20,7 @@ from brain_jax.app import paper, results
 from brain_jax.app.figures import confusion_matrix_pngs, is_number, training_curves_png
 from brain_jax.app.tables import (
     COVERAGE_NOTE,
+    class_entry,
     compare_markdown,
     fmt,
     interval_note,
@@ -114,7 +115,7 @@ def _per_class_ci(cls: Mapping[str, Any], names: list[str]) -> list[str]:
     metrics = [m for m in ("precision", "recall", "f1", "specificity", "auroc") if m in pc]
     labels = {"recall": "recall (sensitivity)", "auroc": "AUROC (one-vs-rest)"}
     support = cls.get("support") or (cls.get("per_class") or {}).get("support") or [""] * len(names)
-    rows = [[n] + [interval_text({x: pc[m][x][i] for x in ("estimate", "low", "high")}) for m in metrics]
+    rows = [[n] + [interval_text(class_entry(pc, m, i)) for m in metrics]
             + [support[i]] for i, n in enumerate(names)]
     return ["### Per class", ""] + table(["class"] + [labels.get(m, m) for m in metrics] + ["support"], rows) + [""]
 
@@ -264,7 +265,7 @@ def _class_value(cls: Mapping[str, Any], names: list[str], metric: str, i: int) 
     """Class i's ``metric`` with its interval, from any of the summary layouts ("" when absent)."""
     ci = (cls.get("intervals") or {}).get("per_class")
     if isinstance(ci, Mapping) and metric in ci:
-        return interval_text({x: ci[metric][x][i] for x in ("estimate", "low", "high")})
+        return interval_text(class_entry(ci, metric, i))
     pc = cls.get("per_class") or {}
     if isinstance(pc.get(names[i]), Mapping):  # {class: {metric: value}}
         return fmt(pc[names[i]].get(metric, ""))

@@ -15,8 +15,20 @@ Layout of ``--out``::
     runs/<model>/<fold1|seed0>/  one training workdir per model and fold / seed (train, then eval of the test split)
     composition/<fold1>/       class x source x split table of each fold (composition/ for seeds)
     compare/<fold1>/           ``brain-jax compare`` of the models on that fold (two or more models)
-    suite.json / suite.md      per-run rows with intervals, mean ± sd per model, paired per-run differences
+    compare/pooled/            the same on the pooled out-of-fold predictions (folds, two or more models)
+    suite.json / suite.md      per-run rows with intervals, mean ± sd per model, paired per-run differences,
+                               pooled out-of-fold results (folds) or the two-level bootstrap (seeds)
     figures/suite_<metric>.png
+
+Folds pooled: each patient is in exactly one fold's test split, so the test predictions of a model's
+K folds, concatenated, score every patient once. That pooled set (K times a fold's patients) is the
+headline: its intervals and the paired comparison of the models on it (``compare/pooled/``), rather
+than the mean ± sd over folds, whose folds share most of their training data.
+
+Seeds: every seed is scored on one test set; a two-level bootstrap (``brain_jax.metrics.multilevel``:
+seeds, then patients) gives each model's mean over seeds an interval that holds both training
+randomness and test-set sampling, and each pair of models a paired difference (patients drawn once for
+both, seeds drawn apart). Fewer than 5 seeds are flagged.
 
 A run whose workdir already holds its test predictions is never trained or evaluated again; an
 interrupted run resumes from its last checkpoint. ``--index I`` runs fold / seed I only (one process
@@ -39,14 +51,17 @@ import numpy as np
 import input_pipeline
 from brain_jax import N_RESAMPLES, workdir
 from brain_jax.app import compare as compare_app
-from brain_jax.app import figures
-from brain_jax.app.evaluate import evaluate_workdir
-from brain_jax.app.tables import suite_markdown
+from brain_jax.app import figures, results
+from brain_jax.app.evaluate import evaluate_workdir, intervals_for
+from brain_jax.app.tables import compare_markdown, suite_markdown
+from brain_jax.metrics import multilevel
 from brain_jax.train.config import load_config
 from brain_jax.train.spec import RunSpec, lookup
 from brain_jax.train.trainer import train_and_evaluate
 
 METRICS = {"classification": ("accuracy", "macro_f1"), "segmentation": ("dice", "iou", "hd95_mm")}
+TWO_LEVEL_METRICS = {"classification": ("accuracy", "macro_f1"), "segmentation": ("dice",)}
+POOLED = "pooled"  # compare/pooled/: the comparison of the pooled out-of-fold predictions
 
 
 @dataclasses.dataclass
@@ -198,6 +213,13 @@ def run_suite(config_specs: Sequence[str], out: str | Path, *, folds: int = 0, s
                                       n_resamples=n_resamples, seed=seed)
             paths += res["paths"][:2]
     table = aggregate(runs, folds=folds)
+    opts = {"n_resamples": n_resamples, "seed": seed}
+    if folds:
+        table["pooled"] = pool_folds(runs, out, **opts)
+        if table["pooled"]["comparison"]:
+            paths += [out / table["pooled"]["comparison"], out / workdir.COMPARE / POOLED / workdir.COMPARE_JSON]
+    else:
+        table["two_level"] = seed_bootstrap(runs, **opts)
     paths += write_tables(table, out)
     return {"status": "done", "runs": status, "paths": paths, "table": table}
 
@@ -253,9 +275,127 @@ def aggregate(runs: list[Training], *, folds: int) -> dict[str, Any]:
                       **{k: _mean_sd(v) | {"runs_a_higher": int(np.sum(np.asarray(v) > 0))} for k, v in diffs.items()}})
     first = summaries[(runs[0].model, runs[0].tag)]
     protocols = {t: summaries[(models[0], t)].get("split_protocol", "") for t in tags}
+    note = None if folds else multilevel.few_seeds_note(len(tags))
     return {"task": task, "mode": "folds" if folds else "seeds", "runs": tags, "metrics": list(keys),
             "split_protocol": protocols, "dataset": first.get("dataset", ""),
-            "interval": first["intervals"]["interval"], "rows": rows, "per_model": per_model, "pairs": pairs}
+            "interval": first["intervals"]["interval"], "rows": rows, "per_model": per_model, "pairs": pairs,
+            "notes": [note] if note else []}
+
+
+# ------------------------------------------------------------------------------------------ folds pooled
+
+
+def _predictions(run: Training) -> workdir.Predictions:
+    return workdir.read_predictions(workdir.predictions_csv(run.workdir, run.test_split))
+
+
+def pooled_predictions(runs: Sequence[Training]) -> workdir.Predictions:
+    """One model's test predictions of every fold, one fold after another; ValueError naming two folds and
+    an example when an example is in both folds' test splits (then the folds do not partition the pool)."""
+    seen: dict[str, str] = {}
+    parts = []
+    for run in runs:
+        p = _predictions(run)
+        for e in p.ids["example_id"].tolist():
+            if e in seen:
+                raise ValueError(f"{run.model}: example {e!r} is in the test split of both {seen[e]} and {run.tag}; "
+                                 "pooled out-of-fold predictions need every example tested once")
+            seen[e] = run.tag
+        parts.append(p)
+    return workdir.Predictions.concat(parts, path=runs[0].workdir.parent)
+
+
+def n_clusters(ids: dict[str, np.ndarray]) -> int:
+    """How many resampling units (patients / duplicate groups, else slices) the examples hold."""
+    clusters, _, _ = results.resampling_clusters(ids)
+    return len(ids["example_id"]) if clusters is None else len(np.unique(clusters))
+
+
+def pool_folds(runs: list[Training], out: Path, *, n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict[str, Any]:
+    """Every model's pooled out-of-fold predictions with intervals and, with several models, their comparison
+    in ``compare/pooled/`` (``compare.compare_runs``, as each fold's)."""
+    task, keys = str(runs[0].config.data.task), METRICS[str(runs[0].config.data.task)]
+    models = list(dict.fromkeys(r.model for r in runs))
+    folds = list(dict.fromkeys(r.tag for r in runs))
+    pooled = {m: pooled_predictions([r for r in runs if r.model == m]) for m in models}
+    first = _test_summary(runs[0])
+    protocol = (f"out-of-fold test predictions of {len(folds)} folds pooled; {folds[0]}: "
+                f"{first.get('split_protocol', '')}")
+    comparison = None
+    if len(models) > 1:  # each model named by its first fold's workdir (its config is every fold's but the data)
+        compared = [compare_app.ComparedModel(m, next(r.workdir for r in runs if r.model == m), pooled[m],
+                                              str(first.get("dataset", "")), protocol) for m in models]
+        c = compare_app.compare_runs(compared, n_resamples=n_resamples, seed=seed)
+        blocks = c["metrics"]
+        c["split"] = f"{runs[0].test_split} of {len(folds)} folds, pooled"
+        folder = out / workdir.COMPARE / POOLED
+        folder.mkdir(parents=True, exist_ok=True)
+        compare_app.write_figures(c, folder)
+        workdir.write_json(folder / workdir.COMPARE_JSON, c)
+        (folder / workdir.COMPARE_MD).write_text(compare_markdown(c))
+        comparison = (folder / workdir.COMPARE_MD).relative_to(out).as_posix()
+    else:
+        p = pooled[models[0]]
+        examples = ({"label": p.label, "pred": p.pred, "probs": p.probs} if task == "classification" else p.values)
+        blocks = {models[0]: intervals_for(task, examples, p.ids, len(p.class_names), n_resamples=n_resamples,
+                                           seed=seed)}
+    rows = {m: {"n": len(pooled[m]), "n_clusters": n_clusters(pooled[m].ids), **{k: blocks[m][k] for k in keys}}
+            for m in models}
+    return {"folds": folds, "split": runs[0].test_split, "protocol": protocol, "n": len(pooled[models[0]]),
+            "interval": blocks[models[0]]["interval"], "models": rows, "comparison": comparison}
+
+
+# ------------------------------------------------------------------------------------------ seeds
+
+
+def stacked_predictions(runs: Sequence[Training], order: Sequence[str] | None = None) -> dict[str, Any]:
+    """The test predictions of runs scored on one test set, rows aligned by example id (to ``order``, else to
+    the first run's rows): ``values`` (runs, n) predicted classes or per-case Dice, ``label`` (n,) for
+    classification, ``clusters``, ``cluster_kind``, ``example_id``, ``num_classes``; ValueError when a run was
+    tested on other examples."""
+    parts = [_predictions(r) for r in runs]
+    ids = list(order) if order is not None else parts[0].ids["example_id"].tolist()
+    pos = {e: i for i, e in enumerate(ids)}
+    values, label, ref = [], None, None
+    for run, p in zip(runs, parts):
+        got = p.ids["example_id"].tolist()
+        if len(got) != len(pos) or any(e not in pos for e in got):
+            raise ValueError(f"{run.workdir} was tested on other examples than {runs[0].workdir} ({len(got)} vs "
+                             f"{len(pos)}); the runs must share one test split (same data settings)")
+        p = p.take(np.argsort([pos[e] for e in got]))
+        if ref is None:
+            ref, label = p, p.label
+        elif p.task == "classification" and np.any(p.label != label):
+            raise ValueError(f"{run.workdir} and {runs[0].workdir} label the same examples differently")
+        values.append(p.pred if p.task == "classification" else p.values["dice"])
+    clusters, kind, _ = results.resampling_clusters(ref.ids)
+    return {"values": np.stack(values), "label": label, "clusters": clusters, "cluster_kind": kind,
+            "example_id": ref.ids["example_id"], "num_classes": len(ref.class_names), "task": ref.task}
+
+
+def seed_bootstrap(runs: list[Training], *, n_resamples: int = N_RESAMPLES, seed: int = 0,
+                   confidence: float = 0.95) -> dict[str, Any]:
+    """Each model's mean over its seeds with a two-level interval (seeds, then patients), and the paired
+    difference of every pair of models (patients drawn once for both, each model's seeds on its own)."""
+    task = str(runs[0].config.data.task)
+    keys = TWO_LEVEL_METRICS[task]
+    models = list(dict.fromkeys(r.model for r in runs))
+    order = _predictions(runs[0]).ids["example_id"].tolist()
+    data = {m: stacked_predictions([r for r in runs if r.model == m], order) for m in models}
+    d0 = data[models[0]]
+    opts = {"labels": d0["label"], "num_classes": d0["num_classes"], "n_resamples": n_resamples, "seed": seed,
+            "confidence": confidence}
+    per_model, meta = {}, None
+    for m in models:
+        fit, _ = multilevel.two_level(task, data[m]["values"], d0["clusters"], d0["cluster_kind"], **opts)
+        per_model[m] = {k: fit[k] for k in keys}
+        meta = meta or fit["interval"]
+    pairs = []
+    for a, b in itertools.combinations(models, 2):
+        d = multilevel.paired_difference(task, data[a]["values"], data[b]["values"], d0["clusters"],
+                                         d0["cluster_kind"], **opts)
+        pairs.append({"models": [a, b], **{k: d[k] for k in keys}, "interval": d["interval"]})
+    return {"metrics": list(keys), "interval": meta, "per_model": per_model, "pairs": pairs}
 
 
 def write_tables(t: dict[str, Any], out: Path) -> list[Path]:

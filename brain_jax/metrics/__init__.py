@@ -11,14 +11,14 @@ counts (``intersection_union_counts`` + ``mean_iou``), and the per-case symmetri
 ``hausdorff_distance`` in millimetres (``percentile=95`` for HD95).
 
 Uncertainty and comparison (``brain_jax.metrics.stats``, numpy/scipy on the host, after evaluation):
-``classification_intervals`` / ``segmentation_intervals`` give each headline metric a 95 % percentile
-interval from a cluster bootstrap (patients or duplicate groups resampled, slices only when neither
-is known; the statistic recomputed from each resample's confusion matrix), with the method, number
-of resamples, seed and resampled unit recorded beside it. ``paired_comparison`` /
-``pairwise_comparisons`` compare classifiers on the same examples (exact McNemar on slices, paired
-cluster bootstrap of the accuracy and macro-F1 differences, Holm across pairs);
-``paired_segmentation_comparison`` / ``pairwise_segmentation_comparisons`` compare segmenters
-(Wilcoxon signed-rank on per-case Dice, paired bootstrap of the mean-Dice difference).
+``classification_intervals`` / ``segmentation_intervals`` give each metric a 95 % interval with the
+number of clusters (patients / duplicate groups) behind it: Korn-Graubard for proportions, BCa from a
+cluster bootstrap otherwise. ``paired_comparison`` / ``pairwise_comparisons`` compare classifiers on
+the same examples: the exact cluster swap test of the accuracy difference is primary (Holm across
+pairs; the verdict follows it), per-class swap tests and slice-level McNemar are descriptive;
+``paired_segmentation_comparison`` / ``pairwise_segmentation_comparisons`` do the same with the
+sign-flip test of per-patient Dice sums. ``intersection_union`` tests a claim made of several
+one-sided tests.
 
 How a split is reduced
 ----------------------
@@ -86,9 +86,11 @@ Conventions (tested in tests/test_metrics_*.py)
 * AUROC: one-vs-rest per class from the class probabilities, tied scores counting 1/2 (sklearn
   ``roc_auc_score``); NaN for a class without positives or without negatives; macro AUROC averages
   the classes where it is defined.
-* Intervals: percentile bootstrap (numpy's linear interpolation of the replicates), by default
-  ``brain_jax.N_RESAMPLES`` (2000) resamples, seed 0, confidence 0.95; a verdict on a difference says
-  "no difference shown at α = 0.05" when its interval covers 0 (never "equivalent").
+* Intervals: Korn-Graubard for proportions, cluster-bootstrap BCa otherwise, Clopper-Pearson on the
+  clusters at an estimate of 0 or 1 (``brain_jax.metrics.stats``), by default ``brain_jax.N_RESAMPLES``
+  (2000) resamples, seed 0, confidence 0.95. A paired verdict follows the cluster swap test's
+  Holm-adjusted p and says "no difference shown at α = 0.05" when it does not reject (never
+  "equivalent").
 """
 from brain_jax.metrics.accumulators import (
     ClassificationAccumulator,
@@ -106,10 +108,13 @@ from brain_jax.metrics.stats import (
     holm,
     mcnemar_exact,
     paired_comparison,
+    intersection_union,
     paired_segmentation_comparison,
     pairwise_comparisons,
     pairwise_segmentation_comparisons,
     resampling_units,
+    sign_flip_test,
+    swap_test,
     roc_auc_ovr,
     segmentation_intervals,
     wilcoxon_signed_rank,
@@ -147,6 +152,7 @@ __all__ = [
     "mcnemar_exact",
     "mean_iou",
     "paired_comparison",
+    "intersection_union",
     "paired_segmentation_comparison",
     "pairwise_comparisons",
     "pairwise_segmentation_comparisons",
@@ -154,6 +160,8 @@ __all__ = [
     "roc_auc_ovr",
     "segmentation_batch_stats",
     "segmentation_intervals",
+    "sign_flip_test",
+    "swap_test",
     "summarize_confusions",
     "to_host",
     "wilcoxon_signed_rank",
