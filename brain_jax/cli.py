@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("--out", required=True, help="suite folder (workdirs, tables); rerun to resume")
     su.add_argument("--index", type=int, default=None,
                     help="run only fold / seed I (0-based, e.g. $SLURM_ARRAY_TASK_ID); rerun without it to tabulate")
+    su.add_argument("--claim-best", default=None, metavar="NAME",
+                    help="with --folds: test that model NAME (its tag in the tables) beats each other model on the "
+                         "pooled out-of-fold predictions (compare --claim-best)")
     _bootstrap_options(su)
 
     st = _verb(sub, "study")

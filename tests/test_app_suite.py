@@ -1,5 +1,6 @@
-"""``suite`` (3 folds x 3 tiny models), ``compare``, ``study leakage`` and ``report`` end to end on the ``hard``
-phantoms, resuming and refusing bad input. Each end-to-end test is one function (pytest-xdist runs it
+"""``suite`` (3 folds x 3 tiny models), ``compare`` and ``report`` end to end on the ``hard`` phantoms, resuming
+and refusing bad input; ``study leakage``'s planning and statistics (its end-to-end run is part of
+``reproduce --smoke``, tests/test_app_reproduce.py). Each end-to-end test is one function (pytest-xdist runs it
 once); every training is a tiny ViT or Swin at 32 px, so the folds of a model reuse its compiled step."""
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 import input_pipeline as ip
 from brain_jax import cli, workdir
-from brain_jax.app import report, results, study, suite, tables
+from brain_jax.app import study, suite, tables
 from brain_jax.metrics import stats
 from brain_jax.train.config import load_config
 from input_pipeline.splits import identities, resolve
@@ -33,79 +34,6 @@ def hard(tmp_path_factory) -> Path:
 
 def _snapshot(d: Path) -> dict[str, int]:
     return {str(p.relative_to(d)): p.stat().st_mtime_ns for p in d.rglob("*") if p.is_file()}
-
-
-def test_leakage_study_shows_the_inflation_on_hard_phantoms(hard, tmp_path, capsys):
-    out = tmp_path / "leak"
-    args = ["study", "leakage", "--config", "configs/vit_cls.py:runlocal", "--out", str(out), "--resamples", "1000",
-            f"--config.data.data_dir={hard}", *SMALL, "--config.num_train_steps=300", "--config.log_every_steps=100",
-            "--config.data.augment.enabled=false", "--config.optimizer.lr=1e-3",
-            "--config.model.kwargs.drop_path_rate=0.0", "--config.checkpoint_every_steps=0"]
-    assert cli.main(args) == 0
-    s = json.loads((out / workdir.LEAKAGE_JSON).read_text())
-    rnd, grp, diff = s["arms"]["random"], s["arms"]["group"], s["difference"]["accuracy"]
-    assert rnd["protocol"].startswith("random slice-level split (the paper's protocol")
-    assert grp["protocol"].startswith("split by patient and duplicate group")
-    # the leak: most random-split test images have a copy in training, none under the group split
-    c = rnd["copies_in_training"]
-    assert (c["exact"] + c["near"]) / c["num_examples"] > 0.85 and c["num_examples"] == rnd["n_test"]
-    assert grp["copies_in_training"]["exact"] == grp["copies_in_training"]["near"] == 0
-    # the inflation, with an interval that excludes 0
-    assert diff["low"] > 0 and diff["verdict"].startswith("inflation shown")
-    assert diff["estimate"] == pytest.approx(rnd["accuracy"]["estimate"] - grp["accuracy"]["estimate"])
-    # the unpaired interval: each arm's patients / groups resampled on its own, seeds 0 and 1
-    reps = []
-    for i, arm in enumerate(("random", "group")):
-        p = workdir.read_predictions(workdir.predictions_csv(out / "runs" / arm, "test"))
-        clusters, kind, _ = results.resampling_clusters(p.ids)
-        units = stats.resampling_units(clusters, kind, len(p))
-        correct = (p.label == p.pred).astype(float)
-        w = np.stack([np.bincount(row, minlength=units.max() + 1)[units]
-                      for row in stats.bootstrap_indices(int(units.max()) + 1, 1000, i)])
-        reps.append((w * correct).sum(1) / w.sum(1))
-    np.testing.assert_allclose([diff["low"], diff["high"]], np.percentile(reps[0] - reps[1], [2.5, 97.5]), rtol=1e-9)
-    _leakage_inside_and_reading(out, s)
-    assert (out / "figures" / "leakage.png").stat().st_size > 5000
-    assert (out / "composition" / "random" / "composition.md").is_file()
-    text = report.write_report(out).read_text()
-    assert "## Leakage study" in text and "inflation shown" in text and "## Split composition" in text
-    # a finished arm is never trained again
-    before = _snapshot(out / "runs")
-    capsys.readouterr()
-    assert cli.main(args) == 0
-    assert _snapshot(out / "runs") == before
-
-
-def _leakage_inside_and_reading(out: Path, s: dict) -> None:
-    """Balanced accuracy beside accuracy, the random arm split by copies in training, and the reading of the
-    difference when the group arm is not above chance."""
-    rnd, grp = s["arms"]["random"], s["arms"]["group"]
-    for arm in (rnd, grp):
-        assert {"accuracy", "macro_f1", "balanced_accuracy"} <= set(arm) and arm["n_seeds"] == 1
-        assert arm["interval"]["n_clusters"] == arm["n_clusters"] <= arm["n_test"]
-    assert rnd["workdir"] == str(out / "runs" / "random")  # one seed: the layout of studies made before --seeds
-    p = workdir.read_predictions(workdir.predictions_csv(out / "runs" / "random", "test"))
-    assert rnd["accuracy"]["estimate"] == pytest.approx(np.mean(p.label == p.pred))
-    d = s["difference"]["balanced_accuracy"]
-    assert d["estimate"] == pytest.approx(rnd["balanced_accuracy"]["estimate"] - grp["balanced_accuracy"]["estimate"])
-    inside = s["inside_random_arm"]
-    w, wo = inside["with_copy"], inside["without_copy"]
-    c = rnd["copies_in_training"]
-    assert w["n"] + wo["n"] == rnd["n_test"] and (w["exact"], w["near"]) == (c["exact"], c["near"])
-    assert w["n"] == c["exact"] + c["near"] and w["n_clusters"] >= 1 and "by_example" not in c
-    assert w["accuracy"]["low"] <= w["accuracy"]["estimate"] <= w["accuracy"]["high"]
-    # the random model's accuracy on the images with a copy, recomputed from its CSV and the copy flags
-    flags = ip.copies_in_training(study.arm_runs(s["config"], out, s["overrides"])[0].config.data, per_example=True)
-    copied = np.array([flags["by_example"][e] != "none" for e in p.ids["example_id"].tolist()])
-    assert w["accuracy"]["estimate"] == pytest.approx(np.mean((p.label == p.pred)[copied]))
-    chance = 0.25
-    learnt = grp["accuracy"]["high"] > chance and grp["balanced_accuracy"]["low"] > chance
-    assert s["learning"]["group_arm_learnt"] == learnt and s["learning"]["chance"] == chance
-    md = (out / workdir.LEAKAGE_MD).read_text()
-    assert "balanced accuracy" in md and "## The leak inside one model" in md and "one training per arm" in md
-    if not learnt:  # on `hard` with this budget the group arm learns nothing: the reading must say so
-        assert ("the group-split arm did not learn (" in md
-                and "the difference measures memorised copies, not inflation of a model that generalises" in md)
 
 
 def test_leakage_seeds_plan_their_workdirs(tiny_phantoms, tmp_path):

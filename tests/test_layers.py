@@ -138,7 +138,7 @@ APP_GROUPS = (
     ("helpers", {"tables", "figures", "results", "paper", "compile_cache", "inputs"}),
     ("single-workdir verbs", {"evaluate", "predict", "explain", "saliency_panel", "report"}),
     ("experiment verbs", {"compare", "suite", "study"}),
-    ("composers", {"demo", "commands"}),
+    ("composers", {"demo", "reproduce", "commands"}),
 )
 # The app modules that may import the training loop: the verbs that train (study through suite) and the
 # composers (the demo; commands for `brain-jax train`).

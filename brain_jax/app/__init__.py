@@ -10,9 +10,10 @@ before it, and the helpers below them all:
    over K folds or N seeds: train, evaluate, compare) and ``study`` (``study leakage``: one config trained
    under two split protocols). ``suite`` and ``study`` train: the only verbs of groups 1 and 2 that
    import the training loop (``brain_jax.train.trainer``).
-3. Composers, which chain verbs: ``demo`` (train, eval, explain and report on synthetic phantoms) and
-   ``commands`` (every CLI verb's handler, ``brain-jax train`` included; each imports its verb inside it,
-   so a verb loads only what it runs).
+3. Composers, which chain verbs: ``demo`` (train, eval, explain and report on synthetic phantoms),
+   ``reproduce`` (the paper's experiments from the downloads to ``paper_report.md``) and ``commands``
+   (every CLI verb's handler, ``brain-jax train`` included; each imports its verb inside it, so a verb
+   loads only what it runs).
 
 Helpers under all three: ``tables`` (interval text and every markdown table), ``figures`` (matplotlib
 figures), ``inputs`` (the image files of ``predict`` and ``explain``, and the workdir's model),

@@ -102,7 +102,7 @@ def suite(args: argparse.Namespace) -> int:
 
     res = suite_app.run_suite([args.config, *args.models], args.out, folds=args.folds, seeds=args.seeds,
                               overrides=args.overrides, index=args.index, n_resamples=args.resamples,
-                              seed=args.bootstrap_seed)
+                              seed=args.bootstrap_seed, claim_best=args.claim_best)
     for run, status in res["runs"].items():
         print(f"{run}: {'already finished, kept' if status == 'kept' else status}")
     if res["status"] == "preempted":

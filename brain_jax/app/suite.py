@@ -182,9 +182,11 @@ def _check_spec(out: Path, spec: dict[str, Any]) -> None:
 
 def run_suite(config_specs: Sequence[str], out: str | Path, *, folds: int = 0, seeds: int = 0,
               overrides: Sequence[str] = (), index: int | None = None, n_resamples: int = N_RESAMPLES,
-              seed: int = 0) -> dict[str, Any]:
+              seed: int = 0, claim_best: str | None = None) -> dict[str, Any]:
     """Run what is not finished (only fold / seed ``index`` when given), then, without ``index``, write the
-    tables. Returns ``{"status": "done" | "preempted" | "partial", "runs": {...}, "paths": [...]}``."""
+    tables. ``claim_best`` (a model's tag) tests the claims that it beats each other model on the pooled
+    out-of-fold predictions (once, not per fold: ``compare.claims``). Returns
+    ``{"status": "done" | "preempted" | "partial", "runs": {...}, "paths": [...]}``."""
     out = Path(out)
     runs = plan(config_specs, out, folds=folds, seeds=seeds, overrides=overrides)
     tags = list(dict.fromkeys(r.tag for r in runs))
@@ -215,7 +217,7 @@ def run_suite(config_specs: Sequence[str], out: str | Path, *, folds: int = 0, s
     table = aggregate(runs, folds=folds)
     opts = {"n_resamples": n_resamples, "seed": seed}
     if folds:
-        table["pooled"] = pool_folds(runs, out, **opts)
+        table["pooled"] = pool_folds(runs, out, claim_best=claim_best, **opts)
         if table["pooled"]["comparison"]:
             paths += [out / table["pooled"]["comparison"], out / workdir.COMPARE / POOLED / workdir.COMPARE_JSON]
     else:
@@ -311,7 +313,8 @@ def n_clusters(ids: dict[str, np.ndarray]) -> int:
     return len(ids["example_id"]) if clusters is None else len(np.unique(clusters))
 
 
-def pool_folds(runs: list[Training], out: Path, *, n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict[str, Any]:
+def pool_folds(runs: list[Training], out: Path, *, n_resamples: int = N_RESAMPLES, seed: int = 0,
+               claim_best: str | None = None) -> dict[str, Any]:
     """Every model's pooled out-of-fold predictions with intervals and, with several models, their comparison
     in ``compare/pooled/`` (``compare.compare_runs``, as each fold's)."""
     task, keys = str(runs[0].config.data.task), METRICS[str(runs[0].config.data.task)]
@@ -325,7 +328,7 @@ def pool_folds(runs: list[Training], out: Path, *, n_resamples: int = N_RESAMPLE
     if len(models) > 1:  # each model named by its first fold's workdir (its config is every fold's but the data)
         compared = [compare_app.ComparedModel(m, next(r.workdir for r in runs if r.model == m), pooled[m],
                                               str(first.get("dataset", "")), protocol) for m in models]
-        c = compare_app.compare_runs(compared, n_resamples=n_resamples, seed=seed)
+        c = compare_app.compare_runs(compared, n_resamples=n_resamples, seed=seed, claim_best=claim_best)
         blocks = c["metrics"]
         c["split"] = f"{runs[0].test_split} of {len(folds)} folds, pooled"
         folder = out / workdir.COMPARE / POOLED
