@@ -19,6 +19,8 @@ Tumours (the mask is the tumour itself, not the oedema):
 Configs: ``tiny`` (unit tests), ``small`` (demo), ``large``, and ``hard``, a pool where memorising pays
 (for leakage studies): faint, small tumours under a per-patient shading, and every slice repeated
 under other patient ids (``PhantomConfig.copies``), as merged public sets repeat Figshare slices.
+``rank`` ranks models: 156 test patients and tumours a little fainter and smaller (contrast 0.7, size 0.9),
+so a tiny model trained longer is measurably better (``configs/controls.py``: compare's controls).
 """
 from __future__ import annotations
 
@@ -234,6 +236,13 @@ class BrainPhantoms(tfds.core.GeneratorBasedBuilder):
                       "shading, each slice under 4 patient ids (512 records; leakage studies)",
                       image_size=32, num_patients=128, slices_per_patient=1, tumour_contrast=0.2,
                       tumour_scale=0.6, shading=0.6, copies=3),
+        # Models of different strength differ here: the tumours are a little fainter and smaller than the
+        # standard ones, so a tiny model is at ~0.8 after 20 steps and ~0.98 after 600 (configs/controls.py),
+        # on 156 test patients, enough for the swap test to tell them apart.
+        PhantomConfig(name="rank", description="32x32, 1040 patients x 2 slices (156 test patients), tumours at "
+                      "0.7 contrast and 0.9 size (models of different strength differ: compare's controls)",
+                      image_size=32, num_patients=1040, slices_per_patient=2, tumour_contrast=0.7,
+                      tumour_scale=0.9),
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "small"
 
