@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from brain_jax import cli
+from brain_jax.metrics import stats
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def test_train_eval_predict_report_classification_then_bad_input(tmp_path, data_
     assert rc == 0
     out = capsys.readouterr().out
     assert "precision" in out and "glioma" in out and "pituitary" in out
-    assert "95% intervals: percentile cluster bootstrap" in out and "predictions_test.csv" in out
+    assert f"95% intervals: {stats.INTERVAL_METHOD}" in out and "predictions_test.csv" in out
     metrics = json.loads((wd / "metrics.json").read_text())
     assert metrics["schema_version"] == 2 and list(metrics["classification"]) == ["test"]
     cls = metrics["classification"]["test"]

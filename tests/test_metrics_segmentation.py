@@ -18,6 +18,7 @@ from brain_jax.metrics import (
     mean_iou,
     segmentation_batch_stats,
 )
+from brain_jax.metrics import stats
 
 B, S = 16, 32
 
@@ -115,7 +116,7 @@ def test_segmentation_accumulator_over_batches_matches_medpy():
     np.testing.assert_allclose(ex["pred_area_mm2"], [p.sum() * sp[0] * sp[1] for p, _, sp in cases], rtol=1e-6)
     np.testing.assert_array_equal(ex["missed_tumour"], [not p.any() and t.any() for p, t, _ in cases])
     ci = acc.intervals(np.arange(B + 5) // 3, "patient", n_resamples=200, seed=1)
-    assert ci["interval"] == {"method": "percentile", "confidence": 0.95, "n_resamples": 200, "seed": 1,
+    assert ci["interval"] == {"method": stats.INTERVAL_METHOD, "confidence": 0.95, "n_resamples": 200, "seed": 1,
                               "resampled_unit": "patient", "n_units": 7, "n_examples": B + 5}
     for k in ("dice", "iou", "hd_mm", "hd95_mm"):
         np.testing.assert_allclose(ci[k]["estimate"], res[k], rtol=1e-6)
