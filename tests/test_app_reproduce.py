@@ -108,6 +108,11 @@ def test_dry_run_prints_the_plan_with_trainings_and_an_estimate(smoke, tmp_path,
     assert float(re.search(r"([\d.]+) device hours", h200).group(1)) > 0
     assert "swin-tiny_w7 at 224px" in h200 and "convnextv2-tiny" not in h200.split("not measured")[1]
     assert not (tmp_path / "o").exists() and not (tmp_path / "d").exists()
+    # a dataset without builder configs is prepared as NAME/VERSION/ (the phantoms' as NAME/CONFIG/VERSION/)
+    (tmp_path / "d" / "figshare_brain_tumor" / "1.0.0").mkdir(parents=True)
+    (tmp_path / "d" / "figshare_brain_tumor" / "1.0.0" / "dataset_info.json").write_text("{}")
+    assert cli.main(argv) == 0
+    assert "[done] build figshare_brain_tumor" in capsys.readouterr().out
 
 
 def test_missing_downloads_are_named_in_one_line(tmp_path, capsys):

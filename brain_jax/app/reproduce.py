@@ -125,7 +125,8 @@ def check_downloads(s: Settings) -> None:
 
 
 def _built(data_dir: Path, name: str) -> bool:
-    return any((data_dir / name).glob("*/*/dataset_info.json"))
+    """Whether TFDS prepared ``name`` in ``data_dir``: NAME/VERSION/ or, with builder configs, NAME/CONFIG/VERSION/."""
+    return any((data_dir / name).glob("**/dataset_info.json"))
 
 
 def plan(s: Settings) -> list[Step]:
