@@ -134,3 +134,23 @@ def test_subset_difference_splits_one_models_accuracy():
 
 def test_few_seeds_are_flagged():
     assert "at least 5 seeds" in multilevel.few_seeds_note(3) and multilevel.few_seeds_note(5) is None
+
+
+def test_a_replicate_without_a_class_leaves_macro_f1_undefined_not_zero():
+    """Class 2 lives in one patient of 20: replicates that miss that patient (about (19/20)^20 = 36 %) have
+    no example of it, so their macro-F1 is undefined and left out, as in the one-level bootstrap; scoring it
+    0 there would drag the interval down by a third of the class count."""
+    k, r = 3, 400
+    labels = np.repeat(np.arange(20) % 2, 4)
+    labels[:4] = 2
+    clusters = np.repeat(np.arange(20), 4)
+    preds = np.stack([labels, labels])  # perfect predictions, two seeds
+    out, reps = multilevel.two_level("classification", preds, clusters, "patient", labels=labels, num_classes=k,
+                                     n_resamples=r, seed=3)
+    units = stats.resampling_units(clusters, "patient", len(labels))
+    missed = ~np.any(multilevel.draws(20, 2, r, 3)[0] == units[0], axis=1)
+    assert 0.2 < missed.mean() < 0.5
+    assert np.all(np.isnan(reps["macro_f1"][missed])) and np.all(reps["macro_f1"][~missed] == 1.0)
+    assert out["macro_f1"]["undefined_resamples"] == missed.sum()
+    assert out["macro_f1"]["low"] == 1.0 and out["macro_f1"]["estimate"] == 1.0
+    np.testing.assert_array_equal(reps["accuracy"], 1.0)  # accuracy is defined in every replicate

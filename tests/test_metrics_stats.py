@@ -53,8 +53,11 @@ def _pct(values, confidence=0.95):
     return np.percentile(np.asarray(values, float), [100 * a, 100 * (1 - a)], axis=0)
 
 
-def _bca_ref(estimate, reps, jack, confidence=0.95):
-    """BCa from its textbook definition (Efron & Tibshirani 1993, 14.3), one metric at a time."""
+def _bca_ref(estimate, reps, jack, confidence=0.95, n_clusters=None):
+    """BCa from its textbook definition (Efron & Tibshirani 1993, 14.3), one metric at a time, with the normal
+    quantile replaced by sqrt(K / (K - 1)) t_{K-1} (Hesterberg 2015), K = the clusters behind the metric
+    (by default one per jackknife value)."""
+    n_clusters = len(jack) if n_clusters is None else n_clusters
     reps = np.asarray([r for r in reps if np.isfinite(r)], float)
     jack = np.asarray([j for j in jack if np.isfinite(j)], float)
     share = (np.sum(reps < estimate) + 0.5 * np.sum(reps == estimate)) / len(reps)
@@ -63,7 +66,7 @@ def _bca_ref(estimate, reps, jack, confidence=0.95):
     a = np.sum(d**3) / (6 * np.sum(d**2) ** 1.5)
     out = []
     for q in ((1 - confidence) / 2, (1 + confidence) / 2):
-        z = scipy.stats.norm.ppf(q)
+        z = np.sqrt(n_clusters / (n_clusters - 1)) * scipy.stats.t.ppf(q, n_clusters - 1)
         out.append(np.percentile(reps, 100 * scipy.stats.norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z)))))
     return out
 
@@ -118,13 +121,16 @@ def test_classification_intervals_against_sklearn_bca_and_korn_graubard(block_ce
                                    _bca_ref(full[name], [m[name] for m in reps], [m[name] for m in jack], 0.9),
                                    rtol=1e-10, err_msg=name)
         assert res[name]["method"] == metrics_stats.BCA and res[name]["n_clusters"] == 30
+    # the clusters behind each per-class metric: F1 of c, those with a slice labelled or predicted c; AUROC, all
+    behind = {"f1": [len(set(clusters[(labels == c) | (preds == c)])) for c in range(k)],
+              "auroc": [len(set(clusters))] * k}
     for name in ("f1", "auroc"):
         got = res["per_class"][name]
         np.testing.assert_allclose(got["estimate"], full[name], rtol=1e-12, err_msg=name)
         for c in range(k):
             np.testing.assert_allclose([got["low"][c], got["high"][c]],
                                        _bca_ref(full[name][c], [m[name][c] for m in reps], [m[name][c] for m in jack],
-                                                0.9), rtol=1e-10, err_msg=f"{name}[{c}]")
+                                                0.9, n_clusters=behind[name][c]), rtol=1e-10, err_msg=f"{name}[{c}]")
     np.testing.assert_allclose([res["accuracy"]["low"], res["accuracy"]["high"]],
                                _korn_graubard_ref(preds == labels, clusters, 0.9), rtol=1e-10)
     for c in range(k):  # recall of class c: the slices labelled c; precision: the slices predicted c

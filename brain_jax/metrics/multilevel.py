@@ -12,10 +12,11 @@ The statistic is the mean, over the drawn seeds, of the metric recomputed on the
 accuracy, macro-F1 and balanced accuracy from the summed confusion matrix
 (``classification.summarize_confusions``), mean Dice as (sum over drawn cases) / (number of drawn
 cases). The interval is the percentile interval of the replicates. The point estimate is the mean over
-the N trainings of the metric on the whole test set. Ratios keep ``summarize_confusions``' convention (a
-class absent from a replicate, or never predicted, scores 0 there); ratios this module defines itself
-(a subset's accuracy, a mean Dice) are undefined (NaN) in a replicate that draws none of their cases,
-which is then left out of their interval and counted (``undefined_resamples``).
+the N trainings of the metric on the whole test set, with ``summarize_confusions``' convention (an absent
+or never-predicted class scores 0). In a replicate, a ratio whose denominator was not drawn (macro-F1 with
+a class neither present nor predicted, a subset's accuracy, a mean Dice without cases) is undefined (NaN,
+``stats.replicate_summary``), left out of the interval and counted (``undefined_resamples``), as in the
+one-level cluster bootstrap.
 
 Draws (``draws``): the clusters are ``stats.bootstrap_indices(n_units, n_resamples, seed)``, the same
 draws as the one-level cluster bootstrap with that seed, so with one seed this reduces to it exactly;
@@ -111,10 +112,14 @@ def unit_confusions(labels: np.ndarray, preds: np.ndarray, units: np.ndarray, n_
                      .reshape(n_units, k * k) for p in preds]).astype(np.float64)
 
 
-def confusion_statistic(k: int, metrics: Sequence[str] = CLASSIFICATION_METRICS) -> Statistic:
-    """The ``statistic`` of classification metrics from flattened k x k confusion matrices (..., k*k)."""
+def confusion_statistic(k: int, metrics: Sequence[str] = CLASSIFICATION_METRICS, *,
+                        replicate: bool = True) -> Statistic:
+    """The ``statistic`` of classification metrics from flattened k x k confusion matrices (..., k*k):
+    undefined ratios NaN (``replicate``, ``stats.replicate_summary``) or 0 (a point estimate's convention)."""
+    summary = stats.replicate_summary if replicate else summarize_confusions
+
     def stat(sums: np.ndarray) -> dict[str, np.ndarray]:
-        s = summarize_confusions(sums.reshape(*sums.shape[:-1], k, k))
+        s = summary(sums.reshape(*sums.shape[:-1], k, k))
         return {m: s[m] for m in metrics}
 
     return stat
@@ -134,14 +139,16 @@ def unit_means(values: np.ndarray, units: np.ndarray, n_units: int) -> np.ndarra
 
 
 def _task_stats(task: str, truth: Any, values: np.ndarray, units: np.ndarray, n_units: int,
-                num_classes: int | None) -> tuple[np.ndarray, Statistic]:
+                num_classes: int | None) -> tuple[np.ndarray, Statistic, Statistic]:
+    """(unit statistics, the replicates' statistic, the point estimate's statistic)."""
     if task == "classification":
         k = int(num_classes or 0)
         if k < 1:
             raise ValueError("classification needs num_classes")
-        return unit_confusions(truth, values, units, n_units, k), confusion_statistic(k)
+        return (unit_confusions(truth, values, units, n_units, k), confusion_statistic(k),
+                confusion_statistic(k, replicate=False))
     if task == "segmentation":
-        return unit_means(values, units, n_units), mean_statistic
+        return unit_means(values, units, n_units), mean_statistic, mean_statistic
     raise ValueError(f"task must be 'classification' or 'segmentation'; got {task!r}")
 
 
@@ -158,10 +165,10 @@ def two_level(task: str, values: Any, clusters: Any, cluster_kind: str, *, label
     vals = _as_seeds(values, n, f"two_level({task})")
     units = stats.resampling_units(clusters, cluster_kind, n)
     n_units = int(units.max()) + 1
-    unit_stats, statistic = _task_stats(task, labels, vals, units, n_units, num_classes)
+    unit_stats, statistic, point_statistic = _task_stats(task, labels, vals, units, n_units, num_classes)
     cd, sd = draws(n_units, len(vals), n_resamples, seed, stream)
     reps = replicates(unit_stats, statistic, cd, sd)
-    points = {m: float(np.mean(v)) for m, v in statistic(unit_stats.sum(axis=1)).items()}
+    points = {m: float(np.mean(v)) for m, v in point_statistic(unit_stats.sum(axis=1)).items()}
     out: dict[str, Any] = {m: percentile(points[m], reps[m], confidence) for m in reps}
     out["interval"] = _meta(n_resamples, seed, confidence, len(vals), units, cluster_kind, stream)
     return out, reps
