@@ -11,6 +11,9 @@ providing:
 - ``hf_config(model) -> dict``: a transformers ``config.json`` dict describing ``model``;
 - optionally ``prepare(hf_config, tensors, where) -> (hf_config, tensors)``: bring another checkpoint
   layout of the architecture (e.g. a headless ViTModel) to the one ``key_map`` describes.
+
+Not a transformers layout: ``fcmae_from_official`` (``convert/fcmae.py``) reads the official ConvNeXt V2
+FCMAE pretraining checkpoints (``*_fcmae.pt``) into ``brain_jax.models.fcmae.FCMAE``.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from flax import nnx
 
 from brain_jax import models
 from brain_jax.convert.core import ConversionError, export_from, load_hf_checkpoint, load_into, write_hf_checkpoint
+from brain_jax.convert.fcmae import from_official as fcmae_from_official
 from brain_jax.models.weights import abstract
 
 # HF model_type -> architecture module of this package
@@ -35,7 +39,7 @@ _ARCH_MODULES = {
     "segformer": "segformer",
 }
 
-__all__ = ["ConversionError", "from_hf", "to_hf", "arch_module", "load_hf_checkpoint"]
+__all__ = ["ConversionError", "from_hf", "to_hf", "arch_module", "load_hf_checkpoint", "fcmae_from_official"]
 
 
 def arch_module(model_type: str, *, where: str = "config.json") -> ModuleType:

@@ -8,6 +8,10 @@ layer_scale_parameter, drop_path}``, final ``layernorm`` (after global average p
 
 Numerics follow HF exactly: every LayerNorm inside the network uses eps 1e-6; only the final pooled
 LayerNorm uses ``config.layer_norm_eps`` (1e-12 in HF configs).
+
+The V2 blocks, stages and :func:`encode` also take an optional patch ``mask`` (FCMAE pretraining,
+``brain_jax/models/fcmae.py``): the same modules and parameters run as the dense *masked* convolution of
+the official ``TRAINING.md``; without a mask the computation is unchanged.
 """
 from __future__ import annotations
 
@@ -67,10 +71,15 @@ class GRN(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((dim,), jnp.float32))
         self.dtype = dtype
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, visible: jax.Array | None = None) -> jax.Array:
+        """``visible`` (B, H, W, 1) bool: the norm runs over each image's visible positions only (FCMAE);
+        the output at hidden positions is left to the caller to discard."""
         x = x.astype(self.dtype)
         # norms in float32 even under bfloat16 compute: a sum of H·W squares loses too much precision in bf16
-        gx = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=(1, 2), keepdims=True))
+        xf = x.astype(jnp.float32)
+        if visible is not None:
+            xf = jnp.where(visible, xf, 0.0)
+        gx = jnp.sqrt(jnp.sum(jnp.square(xf), axis=(1, 2), keepdims=True))
         nx = (gx / (jnp.mean(gx, axis=-1, keepdims=True) + 1e-6)).astype(self.dtype)
         w = self.weight[...].astype(self.dtype)
         b = self.bias[...].astype(self.dtype)
@@ -93,12 +102,21 @@ class ConvNeXtLayer(nnx.Module):
         self.drop_path = DropPath(drop_path, rngs=rngs)
         self.dtype = dtype
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, visible: jax.Array | None = None) -> jax.Array:
+        """``visible`` (B, H, W, 1) bool (V2 only): the block's input and its depthwise conv's output are
+        zeroed at hidden positions (``where``, so nothing there can leak) and GRN sees visible positions only:
+        at visible positions this equals the official sparse block (``convnextv2_sparse.py``)."""
+        if visible is not None:
+            if self.grn is None:
+                raise ValueError("a patch mask needs a ConvNeXt V2 block (GRN); V1 has no masked form")
+            x = jnp.where(visible, x, jnp.zeros((), x.dtype))
         h = self.dwconv(x)
+        if visible is not None:
+            h = jnp.where(visible, h, jnp.zeros((), h.dtype))
         h = self.layernorm(h)
         h = gelu(self.pwconv1(h))
         if self.grn is not None:
-            h = self.grn(h)
+            h = self.grn(h, visible)
         h = self.pwconv2(h)
         if self.layer_scale_parameter is not None:
             h = h * self.layer_scale_parameter[...].astype(self.dtype)
@@ -118,11 +136,12 @@ class ConvNeXtStage(nnx.Module):
             self.downsampling_layer = nnx.List([])
         self.layers = nnx.List([ConvNeXtLayer(cfg, d_out, r, dtype=dtype, rngs=rngs) for r in rates])
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, visible: jax.Array | None = None) -> jax.Array:
+        """``visible``: (B, H', W', 1) bool on this stage's grid (after downsampling), or None."""
         for layer in self.downsampling_layer:
             x = layer(x)
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x, visible)
         return x
 
 
@@ -174,15 +193,54 @@ class ConvNeXt(nnx.Module):
         smallest = self.config.patch_size * 2 ** (len(self.config.depths) - 1)
         if x.shape[1] < smallest or x.shape[2] < smallest:
             raise ValueError(f"ConvNeXt needs images of at least {smallest}x{smallest} pixels, got {x.shape[1:3]}")
-        h = self.embeddings(x)
-        hidden = [h]
-        for stage in self.encoder.stages:
-            h = stage(h)
-            hidden.append(h)
+        hidden = encode(self.embeddings, self.encoder, x)
+        h = hidden[-1]
         pooled = jnp.mean(h.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
         pooled = self.head_dropout(self.layernorm(pooled))
         logits = self.classifier(pooled).astype(jnp.float32)
         return (logits, hidden) if output_hidden_states else logits
+
+
+MASK_PATCH = 32  # FCMAE's mask cell: the V2 encoder's total stride (stem 4 × three 2× downsamplings)
+
+
+def stage_visibility(mask: jax.Array, grid: tuple[int, int]) -> jax.Array:
+    """(B, H/32, W/32) bool patch mask (True = hidden, the official 1 = remove) -> (B, h, w, 1) bool
+    *visible* map on a feature grid of size ``grid`` (each mask cell repeated, official ``upsample_mask``)."""
+    b, mh, mw = mask.shape
+    if grid[0] % mh or grid[1] % mw or grid[0] // mh != grid[1] // mw:
+        raise ValueError(f"patch mask of {mh}x{mw} cells does not tile a {grid[0]}x{grid[1]} feature grid")
+    s = grid[0] // mh
+    up = jnp.repeat(jnp.repeat(jnp.logical_not(mask.astype(bool)), s, axis=1), s, axis=2)
+    return up[..., None]
+
+
+def encode(embeddings: ConvNeXtEmbeddings, encoder: ConvNeXtEncoder, x: jax.Array,
+           mask: jax.Array | None = None) -> list[jax.Array]:
+    """Stem then stages: ``[stem output, stage 1 ... stage N outputs]`` (NHWC), the classifier's features.
+
+    ``mask`` (B, H/32, W/32) bool, True = hidden patch (V2 only; :data:`MASK_PATCH` must be the encoder's
+    total stride, so every downsampling window lies inside one cell): the FCMAE encoder. The stem output,
+    every block input and depthwise output are zeroed at hidden positions with ``where`` and GRN runs
+    over visible positions (TRAINING.md: "numerically identical to sparse conv"); the returned features
+    are zero at hidden positions, like the official sparse tensor densified.
+    """
+    h = embeddings(x)
+    if mask is None:
+        hidden = [h]
+        for stage in encoder.stages:
+            h = stage(h)
+            hidden.append(h)
+        return hidden
+    zero = jnp.zeros((), h.dtype)
+    h = jnp.where(stage_visibility(mask, h.shape[1:3]), h, zero)
+    hidden = [h]
+    for stage in encoder.stages:
+        grid = (h.shape[1] // 2, h.shape[2] // 2) if len(stage.downsampling_layer) else h.shape[1:3]
+        visible = stage_visibility(mask, grid)
+        h = jnp.where(visible, stage(h, visible), zero)
+        hidden.append(h)
+    return hidden
 
 
 # --------------------------------------------------------------------------- sizes and registry functions
