@@ -1,4 +1,4 @@
-"""Input pipeline throughput: images/s per core for record decoding + transforms, and the host cores a GPU needs.
+"""Input pipeline throughput: host CPU per image up to the device transfer, and the host cores a GPU needs.
 
     python benchmarks/bench_loader.py [--figshare 96] [--kaggle 96] [--sizes 224,512] [--workers 0,2] [--json F]
     python benchmarks/bench_loader.py --tiny      # seconds: proves the script runs (CI), not a timing
@@ -14,9 +14,14 @@ folder, builds them with the project's own builders, and reads them through
   ``Training|Testing/<class>/`` folders.
 
 The JPEG / .mat decoding happens once, at build time (timed and printed as build images/s); the
-loader reads the built records (zlib-compressed uint16 arrays) and per example normalises the
-intensity, resizes, augments (train=True: flip, rotation + scale with scipy's affine_transform on
-image and mask, brightness / contrast) and normalises for the model; then batches.
+prepared cache (``input_pipeline.cache``: intensity window, resize, 8 bits) is written once per size on
+the loader's first use (timed and printed as prepare images/s); then each batch is one gather of uint8
+images and masks from memory-mapped arrays, and ``jax.device_put`` of the batch, which is what the host
+does per step. Augmentation and the mean / std run on the device inside the step: ``--device-augment``
+times that function (jitted, CPU backend) per batch, separately.
+
+A benchmark of the former per-record host pipeline (decode, percentile, resize, scipy affine, float
+3-channel stacking) is this file at the commit before the cache (930a61d); BENCHMARKS.md gives both.
 
 Per dataset, image size and train/eval: with ``workers=0`` the whole pipeline runs in this process,
 so images per CPU-second of this process is the rate of one core; with N > 0 grain worker
@@ -127,18 +132,26 @@ def time_loader(data_dir: Path, name: str, split: str, size: int, train: bool, w
 
     cfg = ip.default_data_config()
     cfg.name, cfg.data_dir, cfg.image_size, cfg.num_workers = name, str(data_dir), size, workers
+    t = time.perf_counter()
     loader = ip.make_loader(cfg, split, global_batch_size=batch, train=train, seed=0, num_epochs=10_000,
                             process_index=0, process_count=1)
+    setup_s = time.perf_counter() - t  # the first call for a size prepares the cache
     it = iter(loader)
+    import jax
+
     first = next(it)  # start-up (worker spawn, file open) is not throughput
-    if first["image"].shape != (batch, size, size, 3):
-        raise RuntimeError(f"{name}: batch image shape {first['image'].shape}, expected {(batch, size, size, 3)}")
+    if first["image"].shape != (batch, size, size) or first["image"].dtype != np.uint8:
+        raise RuntimeError(f"{name}: batch image {first['image'].shape} {first['image'].dtype}, expected "
+                           f"{(batch, size, size)} uint8")
+    keys = [k for k, v in first.items() if v.dtype.kind != "U"]  # ids stay on the host
     images, wall, cpu = [], [], []
     for _ in range(repeats):
         n = 0
         t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
-            n += int(np.sum(next(it)["valid"]))
+            b = next(it)
+            jax.block_until_ready(jax.device_put({k: b[k] for k in keys}))  # up to the device transfer
+            n += int(np.sum(b["valid"]))
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         images.append(n)
@@ -147,8 +160,36 @@ def time_loader(data_dir: Path, name: str, split: str, size: int, train: bool, w
     # With worker processes this process only receives batches: its CPU time says nothing per core.
     per_core = quartiles(np.asarray(images) / np.asarray(cpu)) if workers == 0 and min(cpu) > 0 else None
     return {"dataset": name, "size": size, "train": train, "workers": workers, "batch": batch, "steps": steps,
+            "setup_s": setup_s, "cpu_s_per_1000": 1000.0 * float(np.sum(cpu)) / float(np.sum(images)),
             "repeats": repeats, "images": images, "wall_s": wall, "main_process_cpu_s": cpu,
             "images_per_s": quartiles(rates), "images_per_cpu_s": per_core}
+
+
+def time_device_augment(size: int, batch: int, repeats: int) -> dict:
+    """Seconds per batch of the step's input stage (``input_pipeline.augment.prepare``) jitted on this backend:
+    with the default augmentation (training) and without (evaluation: 8 bits -> mean / std only)."""
+    import jax
+
+    import input_pipeline as ip
+    from input_pipeline import augment
+
+    rng = np.random.default_rng(0)
+    host = {"image": rng.integers(0, 256, (batch, size, size), dtype=np.uint8),
+            "mask": (rng.random((batch, size, size)) > 0.9).astype(np.uint8),
+            "spacing_mm": np.ones((batch, 2), np.float32), "index": np.arange(batch, dtype=np.int32)}
+    dev = jax.device_put(host)
+    out = {"size": size, "batch": batch, "backend": jax.default_backend()}
+    for mode, train in (("train", True), ("eval", False)):
+        spec = augment.StepInputs.from_data_config(ip.default_data_config(), 0, train=train)
+        fn = jax.jit(lambda b, step, spec=spec: augment.prepare(b, spec, step))
+        jax.block_until_ready(fn(dev, 0))
+        times = []
+        for r in range(repeats):
+            t = time.perf_counter()
+            jax.block_until_ready(fn(dev, r + 1))
+            times.append(time.perf_counter() - t)
+        out[mode] = quartiles(times)
+    return out
 
 
 def feeding_cores(rows: list[dict]) -> list[dict]:
@@ -184,6 +225,8 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true",
                     help="8 files per dataset, 64 px, batch 4, 2 repeats of 1 step, in-process")
     ap.add_argument("--json", default=None, help="write all rates to this file")
+    ap.add_argument("--device-augment", action="store_true",
+                    help="also time the step's input stage (augmentation, mean / std) per batch on this backend")
     args = ap.parse_args()
     if args.tiny:
         args.figshare, args.kaggle, args.sizes, args.workers = 8, 8, "64", "0"
@@ -202,7 +245,7 @@ def main() -> None:
             print(f"build {name}: {b['files']} files in {b['build_s']:.1f} s ({rate:.1f} images/s: "
                   "source decoding + hashing + zlib + writing)")
         print(f"{'dataset':22s} {'size':>4s} {'mode':5s} {'workers':>7s} {'images/s (IQR)':>22s} "
-              f"{'per core (IQR)':>22s}")
+              f"{'per core (IQR)':>22s} {'CPU s/1000':>10s}")
         fmt = lambda q: f"{q['median']:7.1f} ({q['q1']:6.1f}-{q['q3']:6.1f})" if q else f"{'-':>22s}"  # noqa: E731
         rows = []
         for name, b in built.items():
@@ -213,14 +256,24 @@ def main() -> None:
                                         args.repeats)
                         rows.append(r)
                         print(f"{name:22s} {size:4d} {'train' if train else 'eval':5s} {w:7d} "
-                              f"{fmt(r['images_per_s']):>22s} {fmt(r['images_per_cpu_s']):>22s}", flush=True)
+                              f"{fmt(r['images_per_s']):>22s} {fmt(r['images_per_cpu_s']):>22s} "
+                              f"{r['cpu_s_per_1000'] if w == 0 else float('nan'):10.2f}   (set-up incl. cache "
+                              f"{r['setup_s']:.1f} s)", flush=True)
+    augment_rows = []
+    if args.device_augment:
+        for size in sizes:
+            a = time_device_augment(size, args.batch, max(3, args.repeats))
+            augment_rows.append(a)
+            print(f"device input stage ({a['backend']}) at {size} px, batch {args.batch}: train "
+                  f"{1e3 * a['train']['median']:.1f} ms, eval {1e3 * a['eval']['median']:.1f} ms per batch")
     cores = feeding_cores(rows)
     for c in cores:
         print(f"{c['model']} at {c['size']} px ({c['gpu_images_per_s']:.0f} images/s on the GPU): {c['cores']} "
               f"host cores like this machine's on {c['dataset']} ({c['per_core_images_per_s']:.1f} images/s a core)")
     if args.json:
         doc = {"benchmark": "loader", "date": datetime.date.today().isoformat(), "host_cores": os.cpu_count(),
-               "versions": versions(), "args": vars(args), "build": built, "rows": rows, "feeding_cores": cores}
+               "versions": versions(), "args": vars(args), "build": built, "rows": rows, "feeding_cores": cores,
+               "device_augment": augment_rows}
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
         print(f"wrote {args.json}")

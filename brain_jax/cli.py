@@ -12,7 +12,7 @@ VERBS = {
     "demo": ("demo", "synthetic phantoms -> train a ConvNeXt V2 and a SegFormer -> report (CPU, minutes)"),
     "train": ("train", "train (or resume) a model from a config file into a workdir"),
     "eval": ("evaluate", "evaluate a workdir's best (else latest) checkpoint on a dataset split"),
-    "predict": ("predict", "classify or segment image files or folders with a trained workdir"),
+    "predict": ("predict", "classify or segment image files or folders with a trained workdir or an ONNX export"),
     "explain": ("explain", "saliency maps (Grad-CAM, integrated gradients, attention rollout) of a trained workdir "
                            "on image files"),
     "report": ("report", "write report.md and figures from a workdir's evaluation results (or a compare / suite / "
@@ -23,7 +23,9 @@ VERBS = {
     "reproduce": ("reproduce", "the paper's experiments from your downloads to paper_report.md (resumable; "
                                "--dry-run, --smoke)"),
     "convert": ("convert", "Hugging Face <-> brain-jax weights"),
-    "data": (None, "build and audit datasets (data build / data audit)"),
+    "export": ("export", "export a workdir or converted folder for serving (ONNX + companion .json; predict "
+                         "--model runs it with ONNX Runtime, no JAX)"),
+    "data": (None, "build, prepare and audit datasets (data build / data prepare / data audit)"),
 }
 CONFIG_VERBS = ("train", "eval", "suite", "study")  # verbs that take --config.FIELD=VALUE overrides
 
@@ -33,11 +35,16 @@ def _handler(name: str):
         # start-up: `brain-jax --help` must not pay for importing jax, orbax and TensorFlow
         from brain_jax.app import commands, compile_cache
 
-        compile_cache.configure(compile_cache.resolve(args.compile_cache, args.no_compile_cache))
+        if not _onnx_route(args):  # ONNX Runtime's route imports no JAX and keeps no XLA cache
+            compile_cache.configure(compile_cache.resolve(args.compile_cache, args.no_compile_cache))
 
         return int(getattr(commands, name)(args) or 0)
 
     return run
+
+
+def _onnx_route(args: argparse.Namespace) -> bool:
+    return args.verb == "predict" and (args.onnx_model is not None or args.onnx)
 
 
 def _verb(sub, verb: str, **kwargs) -> argparse.ArgumentParser:
@@ -69,9 +76,9 @@ def _bootstrap_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap draws (default: 0)")
 
 
-def _image_options(p: argparse.ArgumentParser, *, out: str, batch: str) -> None:
+def _image_options(p: argparse.ArgumentParser, *, out: str, batch: str, workdir_required: bool = True) -> None:
     """The options predict and explain share: a workdir, image files, a volume's slice, an out folder."""
-    p.add_argument("--workdir", required=True, help="a training workdir")
+    p.add_argument("--workdir", required=workdir_required, help="a training workdir")
     p.add_argument("--out", default=None, help=f"folder for {out}")
     p.add_argument("--slice", type=int, default=None,
                    help="axial slice of a NIfTI volume (default: middle) or frame of a multi-frame DICOM")
@@ -106,8 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     _bootstrap_options(ev)
 
     pr = _verb(sub, "predict")
-    _image_options(pr, out="predictions.json, masks and overlays (default: WORKDIR/predictions)",
-                   batch="images per forward pass")
+    _image_options(pr, out="predictions.json, masks and overlays (default: WORKDIR/predictions, or predictions/ "
+                           "beside --model)", batch="images per forward pass", workdir_required=False)
+    pr.add_argument("--model", dest="onnx_model", metavar="FILE.onnx", default=None,
+                    help="run this ONNX export (with FILE.onnx.json beside it) in ONNX Runtime instead of a "
+                         "workdir: no JAX, no compilation (brain-jax export --format onnx writes it)")
+    pr.add_argument("--onnx", action="store_true",
+                    help="with --workdir: run the workdir's ONNX export (WORKDIR/onnx/model.onnx) in ONNX Runtime")
 
     ex = _verb(sub, "explain")
     _image_options(ex, out="overlays, raw maps, explain.json and explain.csv (default: WORKDIR/explain)",
@@ -198,9 +210,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="compute dtype of the loaded model: float32 (default) or bfloat16; weights are stored as "
                          "float32")
 
+    xp = _verb(sub, "export")
+    xp.add_argument("--format", default="onnx", help="onnx (the only format; default)")
+    xp.add_argument("--from", dest="src", required=True, help="a training workdir or a converted folder")
+    xp.add_argument("--out", default=None,
+                    help="the .onnx file to write, with FILE.onnx.json (preprocessing, classes, architecture) "
+                         "beside it (default: SRC/onnx/model.onnx)")
+    xp.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 to 20 (default: 17)")
+    xp.add_argument("--image-size", type=int, default=None, metavar="N",
+                    help="input size of a converted folder's export (default: its config's image_size, else 128); "
+                         "a workdir exports at its trained size")
+
     da = _verb(sub, "data")
     dsub = da.add_subparsers(dest="data_verb", required=True, metavar="ACTION",
-                             help="build: a TFDS dataset from your downloads; audit: duplicates and split composition")
+                             help="build: a TFDS dataset from your downloads; prepare: its cache at an image size; "
+                                  "audit: duplicates and split composition")
     db = dsub.add_parser("build", help="build a TFDS dataset (figshare_brain_tumor, brain_tumor_mri, brain_phantoms)")
     db.add_argument("name", help="dataset name")
     db.add_argument("--manual-dir", default=None, help="folder with the files you downloaded (Figshare, Kaggle)")
@@ -210,6 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--skip-bad", action="store_true", help="skip unreadable files and report the count")
     db.set_defaults(func=_handler("data_build"))
     _cache_options(db)
+    dpr = dsub.add_parser("prepare", help="write the prepared cache (uint8 images at one size) of every split of a "
+                                          "built dataset; training builds it on first use otherwise")
+    dpr.add_argument("name", help="dataset name (figshare_brain_tumor, brain_tumor_mri, brain_phantoms)")
+    dpr.add_argument("--data-dir", required=True, help="TFDS data folder the dataset was built into")
+    dpr.add_argument("--image-size", type=int, required=True, help="side of the square images (config data.image_size)")
+    dpr.add_argument("--config", dest="builder_config", default=None, help="builder config (brain_phantoms)")
+    dpr.add_argument("--upper-percentile", type=float, default=99.5,
+                     help="intensity window: minimum -> 0, this percentile -> 255 (config data.upper_percentile)")
+    dpr.add_argument("--cache-dir", default="", help="where caches live (config data.cache_dir; default: "
+                                                     "DATA_DIR/brain_jax_cache)")
+    dpr.set_defaults(func=_handler("data_prepare"))
+    _cache_options(dpr)
     dau = dsub.add_parser("audit", help="report exact / near duplicates within and across sources and splits")
     dau.add_argument("names", nargs="*", help="dataset names, optionally NAME:SPLIT (default: the --config's pool)")
     dau.add_argument("--data-dir", required=True, help="TFDS data folder the datasets were built into")

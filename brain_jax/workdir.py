@@ -44,6 +44,7 @@ PREDICT_DIR = "predictions"
 PREDICTIONS_JSON = "predictions.json"  # predict's results, in its output folder
 EXPLAIN_DIR = "explain"
 EXPLAIN_JSON, EXPLAIN_CSV = "explain.json", "explain.csv"  # explain's results, in its output folder
+ONNX_EXPORT = "onnx/model.onnx"  # export --format onnx default (and model.onnx.json beside it)
 PANEL_PNG = "saliency.png"  # eval --explain / the demo's saliency panel, in FIGURES
 SALIENCY = "saliency"  # metrics.json section of that panel: its settings and localisation numbers
 TENSORBOARD = "tensorboard"
@@ -59,6 +60,7 @@ CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 CONFUSION_MATRIX_NORMALIZED_PNG = "confusion_matrix_normalized.png"
 OVERLAYS_PNG = "overlays.png"  # Fig. 10: best / median / worst segmentation case
 TRAINING_CURVES_PNG = "training_curves.png"
+RECONSTRUCTION_PNG = "reconstruction.png"  # FCMAE pretraining: held-out slices, visible patches, reconstruction
 MODEL_COMPARISON_PNG, PER_CLASS_PNG, DIFFERENCES_PNG = "model_comparison.png", "per_class.png", "differences.png"
 LEAKAGE_PNG = "leakage.png"
 SUITE_PNG = "suite_{metric}.png"  # one forest plot per metric of a suite
@@ -66,7 +68,7 @@ SUITE_PNG = "suite_{metric}.png"  # one forest plot per metric of a suite
 # metrics.json schema. 1 (before 2026-11-30): {"<task>": summary, "meta": {...}} with the split in
 # meta["<task>_split"]. 2: {"schema_version": 2, "meta": {...}, "<task>": {"<split>": summary}}.
 METRICS_SCHEMA = 2
-TASKS = ("classification", "segmentation")
+TASKS = ("classification", "segmentation", "fcmae")  # fcmae: a pretraining run's held-out loss
 
 
 def predictions_csv(workdir: str | os.PathLike, split: str) -> Path:

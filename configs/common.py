@@ -79,6 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
         dice_weight=0.0,  # segmentation: + dice_weight * soft Dice loss
     ))
     c.log_every_steps = 50
+    c.prefetch_batches = 2  # training batches put on the devices ahead of the step (a host thread)
     c.eval_every_steps = -1  # -1 = once per epoch, 0 = never (the end-of-training eval still runs)
     c.checkpoint_every_steps = -1  # -1 = once per epoch
     c.keep_checkpoints = 2
@@ -98,6 +99,17 @@ def base_config() -> ml_collections.ConfigDict:
     ))
     c.runlocal = False
     return c
+
+
+def fcmae_defaults() -> ml_collections.ConfigDict:
+    """``config.fcmae`` of a pretraining run (official ``main_pretrain.py`` defaults); read with data.task="fcmae"."""
+    return ml_collections.ConfigDict(dict(
+        mask_ratio=0.6,  # share of 32-px patches hidden; each image keeps int(L * (1 - ratio)) visible
+        patch_size=32,  # the mask cell: must be the encoder's total stride, 32
+        decoder_embed_dim=512,
+        decoder_depth=1,
+        norm_pix_loss=True,  # regress per-patch normalised pixels
+    ))
 
 
 DATASETS = ("merged", "figshare", "kaggle", "phantoms")

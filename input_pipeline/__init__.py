@@ -21,7 +21,9 @@ then ``tfds.data_source("brain_phantoms/small", split="train", data_dir=DIR)`` o
 duplicates (``OUT/audit.json``, ``OUT/duplicates.png``). Module map: ``features`` (common record
 format), ``phantoms`` / ``figshare`` / ``kaggle`` (builders), ``builders`` (registry),
 ``sources`` (opening built datasets, metadata, example ids), ``labels`` (class sets, label -> head map),
-``splits`` (split protocols, folds, clusters), ``loader`` (config, grain loader), ``transforms``,
+``splits`` (split protocols, folds, clusters), ``cache`` (the prepared uint8 cache the loader reads;
+``brain-jax data prepare NAME --data-dir DIR --image-size S``), ``loader`` (config, grain loader),
+``transforms`` (host-side preparation), ``augment`` (augmentation and mean / std inside the jitted step),
 ``dedup``, ``audit`` (duplicates, split composition).
 """
 from input_pipeline.audit import composition_markdown, copies_in_training, split_composition, write_composition

@@ -1,10 +1,12 @@
 """grain loaders over the built TFDS array_record datasets.
 
-Order is a pure function of (seed, step): the per-host stream position j maps to global step
-``j // b`` and slot ``j % b``; the epoch's permutation is drawn from ``(seed, epoch)`` and the
-augmentation from ``(seed, epoch, global position)``. So a resumed iterator (grain's
-``get_state()/set_state()``, a small JSON-able dict) replays exactly the batches an uninterrupted run
-would have seen, and the union of all hosts' batches does not depend on the host count.
+Batches come from the prepared cache (``input_pipeline.cache``: uint8 images already normalised and
+resized), one gather per batch; augmentation and the weights' mean / std run on the device
+(``input_pipeline.augment``, inside the jitted step). Order is a pure function of (seed, step): the
+epoch's permutation is drawn from ``(seed, epoch)``; each example carries its position in the global
+batch (``index``), from which the step draws its augmentation. So a resumed iterator replays exactly the
+batches an uninterrupted run would have seen, and the union of all hosts' batches does not depend on
+the host count.
 """
 from __future__ import annotations
 
@@ -15,10 +17,10 @@ from typing import Any, Callable, Sequence
 import ml_collections
 import numpy as np
 
-from input_pipeline import transforms
+from input_pipeline import cache
 from input_pipeline.features import CLASS_NAMES
 from input_pipeline.labels import class_names, label_map
-from input_pipeline.sources import data_dir_of, open_split
+from input_pipeline.sources import data_dir_of, split_metadata
 from input_pipeline.splits import Index, identities, resolve
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,12 +49,18 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.num_classes = 0
     c.image_size = 128
     c.upper_percentile = 99.5  # per-image intensity normalisation: min -> 0, this percentile -> 1
+    # The prepared cache (uint8 images at image_size, per built split; input_pipeline.cache): "" = a
+    # brain_jax_cache folder inside data_dir; set it where data_dir is shared or read-only.
+    c.cache_dir = ""
     # Normalisation of the pretrained weights in use (ImageNet by default; ViT uses 0.5 / 0.5).
     c.mean = IMAGENET_MEAN
     c.std = IMAGENET_STD
+    # Training augmentation, on the device inside the step (input_pipeline.augment): flips, rotation and
+    # zoom about the centre, a random resized crop of area share crop_min..crop_max (off at crop_min=0),
+    # brightness and contrast.
     c.augment = ml_collections.ConfigDict(dict(
         enabled=True, hflip=True, vflip=False, rotate_deg=10.0, scale_min=0.9, scale_max=1.1,
-        brightness=0.1, contrast=0.1))
+        brightness=0.1, contrast=0.1, crop_min=0.0, crop_max=1.0))
     # Duplicates: "none", "exact" (same pixels) or "near" (exact + pHash within near_dup_bits).
     c.dedup = "none"
     c.near_dup_bits = 4
@@ -69,6 +77,9 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.num_folds = 0
     c.fold = 0
     c.seed = 0
+    # Low-label fine-tunes: the train split keeps this share of its patients / duplicate groups, drawn per
+    # class, deterministic from `seed` (splits.label_subset); 1 = all. Other splits are never thinned.
+    c.label_fraction = 1.0
     # 0 = in-process; >0 = grain worker processes (same batches; resume with the same value, as the
     # iterator state's format depends on it).
     c.num_workers = 0
@@ -83,25 +94,24 @@ def num_examples(data_cfg, split: str) -> int:
 # ----------------------------------------------------------------------------- loader
 
 
-class _Example:
-    """Position in this host's stream -> transformed example (picklable for grain workers)."""
+class _Batches:
+    """Step of this host's stream -> the host's batch, gathered from the prepared cache (picklable for grain
+    workers): no per-record work, one fancy index per array and source part."""
 
-    def __init__(self, cfg, index: Index, *, global_batch: int, train: bool, seed: int,
+    def __init__(self, cfg, index: Index, caches: list, *, global_batch: int, train: bool, seed: int,
                  process_index: int, process_count: int, ids: dict[str, np.ndarray] | None = None,
                  head_classes: Sequence[str] | None = None):
-        self.data_dir = data_dir_of(cfg)
         self.parts, self.part, self.record = index.parts, index.part, index.record
+        self.caches = caches  # one cache.PartCache per index part
         # stored label -> head index; a run passes its RunSpec's classes, data tools use the config's
         self.head = label_map(class_names(cfg) if head_classes is None else head_classes)
+        self.data_dir = data_dir_of(cfg)
         self.ids = ids  # host-side per-example strings (evaluation only)
         self.n = len(index)
         self.global_batch, self.train, self.seed = global_batch, train, seed
         self.per_host = global_batch // process_count
         self.host = process_index
         self.size = int(cfg.image_size)
-        self.mean, self.std = tuple(cfg.mean), tuple(cfg.std)
-        self.percentile = float(cfg.upper_percentile)
-        self.aug = cfg.augment if (train and cfg.augment.enabled) else None
         self.steps_per_epoch = self.n // global_batch if train else -(-self.n // global_batch)
         self._perm_epoch, self._perm = -1, None
 
@@ -111,43 +121,37 @@ class _Example:
             self._perm_epoch = epoch
         return self._perm
 
-    def __call__(self, j: int) -> dict[str, Any]:
-        step, slot = divmod(int(j), self.per_host)
-        epoch, s = divmod(step, self.steps_per_epoch)
-        pos = s * self.global_batch + self.host * self.per_host + slot
-        if pos >= self.n:  # evaluation padding
-            return self._padding()
-        k = int(self._permutation(epoch)[pos]) if self.train else pos
-        name, config, split = self.parts[self.part[k]]
-        ex = open_split(name, config, self.data_dir, split)[int(self.record[k])]
-        label = int(self.head[ex["label"]])
-        if label < 0:
-            raise ValueError(f"{name}:{ex['file_name'].decode()} has label {CLASS_NAMES[ex['label']]!r}, which the "
-                             "head does not have (config field data.classes)")
-        img = transforms.normalise_intensity(ex["image"], self.percentile)
-        img, mask, spacing = transforms.resize(img, ex["mask"], ex["pixel_spacing_mm"], self.size)
-        if self.aug is not None:
-            rng = np.random.default_rng([self.seed, epoch, pos, 1])
-            img, mask, spacing = transforms.augment(img, mask, spacing, rng, self.aug)
-        out = {
-            "image": transforms.to_model_input(img, self.mean, self.std),
-            "label": np.int32(label),
-            "mask": (mask > 0).astype(np.int32),
-            "has_mask": np.bool_(ex["has_mask"]),
-            "spacing_mm": np.asarray(spacing, np.float32),
-            "valid": np.bool_(True),
-        }
+    def __call__(self, step: int) -> dict[str, Any]:
+        epoch, s = divmod(int(step), self.steps_per_epoch)
+        slots = np.arange(self.per_host)
+        pos = s * self.global_batch + self.host * self.per_host + slots
+        valid = pos < self.n  # evaluation padding past the end
+        k = self._permutation(epoch)[pos] if self.train else np.where(valid, pos, 0)
+        b, size = len(pos), self.size
+        out = {"image": np.zeros((b, size, size), np.uint8), "label": np.zeros(b, np.int32),
+               "mask": np.zeros((b, size, size), np.uint8), "has_mask": np.zeros(b, bool),
+               "spacing_mm": np.zeros((b, 2), np.float32), "valid": valid,
+               # the example's position in the global batch: the device-side augmentation's key
+               "index": (self.host * self.per_host + slots).astype(np.int32)}
+        part, record = self.part[k], self.record[k]
+        for p in np.unique(part[valid]):
+            rows = np.flatnonzero(valid & (part == p))
+            got = self.caches[p].gather(record[rows])
+            labels = self.head[got["label"]]
+            if np.any(labels < 0):
+                bad = int(record[rows][np.flatnonzero(labels < 0)[0]])
+                name, config, split = self.parts[p]
+                meta = split_metadata(name, config, self.data_dir, split)
+                raise ValueError(f"{name}:{meta['file_name'][bad]} has label {meta['label'][bad]!r} "
+                                 f"({CLASS_NAMES[int(got['label'][np.flatnonzero(labels < 0)[0]])]!r}), which the head "
+                                 "does not have (config field data.classes)")
+            out["image"][rows] = got["image"]
+            out["mask"][rows] = got["mask"]
+            out["label"][rows] = labels
+            out["has_mask"][rows] = got["has_mask"]
+            out["spacing_mm"][rows] = got["spacing"]
         if self.ids is not None:
-            out.update({key: v[k] for key, v in self.ids.items()})
-        return out
-
-    def _padding(self) -> dict[str, Any]:
-        s = self.size
-        out = {"image": np.zeros((s, s, 3), np.float32), "label": np.int32(0),
-               "mask": np.zeros((s, s), np.int32), "has_mask": np.bool_(False),
-               "spacing_mm": np.zeros(2, np.float32), "valid": np.bool_(False)}
-        if self.ids is not None:
-            out.update({key: np.str_("") for key in self.ids})
+            out.update({key: np.where(valid, v[k], "") for key, v in self.ids.items()})
         return out
 
 
@@ -155,7 +159,7 @@ class Loader:
     """Iterable of per-host numpy batches; ``iter()`` gives a grain iterator with get_state/set_state
     (restorable with the same process and worker counts), ``resumable()`` one whose state is the step."""
 
-    def __init__(self, build: Callable[[int], Any], example: _Example, num_batches: int | None):
+    def __init__(self, build: Callable[[int], Any], example: _Batches, num_batches: int | None):
         self._build = build  # first step -> grain IterDataset from that step on
         self._example = example
         self.num_examples = example.n
@@ -181,10 +185,13 @@ def make_loader(data_cfg, split: str, *, global_batch_size: int, train: bool, se
                 process_count: int | None = None, class_names: Sequence[str] | None = None) -> Loader:
     """Per-host loader of `split`.
 
-    Batch keys: ``image`` (B, S, S, 3) float32, ``label`` (B,) int32 head index (``class_names``),
-    ``mask`` (B, S, S) int32, ``has_mask`` (B,) bool, ``spacing_mm`` (B, 2) float32, ``valid`` (B,) bool.
-    train=True: reshuffled every epoch from `seed`, augmented, drop remainder, infinite when
-    num_epochs is None. train=False: fixed order, no augmentation, one pass when num_epochs is None,
+    Batch keys: ``image`` (B, S, S) uint8 (normalised to 0..255 and resized: ``input_pipeline.cache``),
+    ``label`` (B,) int32 head index (``class_names``), ``mask`` (B, S, S) uint8, ``has_mask`` (B,) bool,
+    ``spacing_mm`` (B, 2) float32, ``valid`` (B,) bool, ``index`` (B,) int32 (position in the global batch).
+    The step turns them into model input (``input_pipeline.augment.prepare``: augmentation when training,
+    mean / std). The split's prepared caches are built on first use (``data.cache_dir``).
+    train=True: reshuffled every epoch from `seed`, drop remainder, infinite when
+    num_epochs is None. train=False: fixed order, one pass when num_epochs is None,
     last batch padded with ``valid=False`` so every example is counted exactly once over all hosts; its
     batches also carry host-side string arrays ``example_id``, ``cluster_id``, ``cluster_kind``,
     ``source`` and ``dataset`` (``splits.identities``; "" on padding) that are not sent to devices.
@@ -206,12 +213,12 @@ def make_loader(data_cfg, split: str, *, global_batch_size: int, train: bool, se
     if train and len(index) < global_batch_size:
         raise ValueError(f"split {split!r} of {data_cfg.name} has {len(index)} examples, fewer than "
                          f"global_batch_size {global_batch_size} (training drops the remainder)")
-    ex = _Example(data_cfg, index, global_batch=global_batch_size, train=train, seed=seed,
+    caches = [cache.open_part(data_cfg, n, c, sp) for n, c, sp in index.parts]
+    ex = _Batches(data_cfg, index, caches, global_batch=global_batch_size, train=train, seed=seed,
                   process_index=process_index, process_count=process_count, head_classes=class_names,
                   ids=None if train else identities(data_cfg, index))
     epochs = num_epochs if (num_epochs is not None or train) else 1
     num_batches = None if epochs is None else epochs * ex.steps_per_epoch
-    length = _INFINITE if num_batches is None else num_batches * ex.per_host
     workers = int(data_cfg.num_workers)
     if workers > 0:
         from absl import flags
@@ -220,8 +227,8 @@ def make_loader(data_cfg, split: str, *, global_batch_size: int, train: bool, se
             flags.FLAGS.mark_as_parsed()
 
     def build(first_step: int):
-        # Element j of this host's stream is a pure function of (seed, j): starting at a step is exact.
-        ds = grain.MapDataset.range(first_step * ex.per_host, length).map(ex).batch(ex.per_host, drop_remainder=True)
+        # Batch j of this host's stream is a pure function of (seed, j): starting at a step is exact.
+        ds = grain.MapDataset.range(first_step, _INFINITE if num_batches is None else num_batches).map(ex)
         it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
         return it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers)) if workers > 0 else it
 

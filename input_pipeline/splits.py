@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -56,7 +57,7 @@ class Index:
 
 
 def _check(data_cfg) -> None:
-    checks = (("dedup", ("none", "exact", "near")), ("task", ("classification", "segmentation")),
+    checks = (("dedup", ("none", "exact", "near")), ("task", ("classification", "segmentation", "fcmae")),
               ("split_by", SPLIT_BY))
     for field, allowed in checks:
         if data_cfg[field] not in allowed:
@@ -66,6 +67,9 @@ def _check(data_cfg) -> None:
         raise ValueError("config field data.num_folds applies to split_by='group' or 'random'; builder folds "
                          "(Figshare's fold1..fold5) are chosen with train_split / eval_split / test_split "
                          "(input_pipeline.fold_splits writes them)")
+    frac = float(data_cfg.get("label_fraction", 1.0))
+    if not 0.0 < frac <= 1.0:
+        raise ValueError(f"config field data.label_fraction must be in (0, 1], got {frac}")
     if k == 1 or k < 0 or (k and not 0 <= fold < k):
         raise ValueError(f"config fields data.num_folds={k}, data.fold={fold}: expected num_folds 0 (off) or >= 2 "
                          "and 0 <= fold < num_folds")
@@ -114,7 +118,12 @@ def resolve(data_cfg, split: str) -> Index:
     data_dir = data_dir_of(data_cfg)
     srcs = sources(data_cfg)
     if data_cfg.split_by == "builder":
-        parts = tuple((n, c, split) for n, c in srcs)
+        # "fold1+fold2" is fold1's records then fold2's (as TFDS reads it): one part each, so the prepared
+        # cache (input_pipeline.cache, one per built split) is shared by every fold's split string
+        pieces = [p.strip() for p in str(split).split("+")]
+        if not all(pieces):
+            raise ValueError(f"split {split!r} of {data_cfg.name}: an empty name between '+' signs")
+        parts = tuple((n, c, p) for n, c in srcs for p in pieces)
     else:
         allowed = FOLD_SPLITS if int(data_cfg.num_folds) else list(data_cfg.group_split_fractions)
         if split not in allowed:
@@ -125,7 +134,8 @@ def resolve(data_cfg, split: str) -> Index:
     sizes = [len(open_split(n, c, data_dir, s)) for n, c, s in parts]
     part = np.concatenate([np.full(k, i) for i, k in enumerate(sizes)]).astype(np.int64)
     record = np.concatenate([np.arange(k) for k in sizes]).astype(np.int64)
-    if data_cfg.split_by == "builder" and data_cfg.dedup == "none" and data_cfg.task == "classification":
+    thin = split == data_cfg.train_split and float(data_cfg.get("label_fraction", 1.0)) < 1.0
+    if data_cfg.split_by == "builder" and data_cfg.dedup == "none" and data_cfg.task != "segmentation" and not thin:
         return Index(list(parts), part, record)  # no metadata needed
     meta = _pool_meta(parts, data_dir)
     keep = np.ones(len(record), bool)
@@ -137,7 +147,41 @@ def resolve(data_cfg, split: str) -> Index:
         keep &= _duplicate_groups(parts, data_dir, bits) == np.arange(len(record))
     if data_cfg.split_by != "builder":
         keep &= _assign(data_cfg, parts, data_dir) == split
-    return Index(list(parts), part[keep], record[keep])
+    index = Index(list(parts), part[keep], record[keep])
+    return label_subset(data_cfg, index) if thin else index
+
+
+# ----------------------------------------------------------------------------- low-label fine-tunes
+
+
+def label_subset(data_cfg, index: Index) -> Index:
+    """The records of ``index`` whose cluster (patient, else duplicate group, else slice: ``clusters``) is
+    among the ``data.label_fraction`` share drawn for each class, at least one cluster per class.
+
+    A cluster's class is its most frequent label. Clusters are ranked by a hash of (``data.seed``, cluster
+    id), so the draw is deterministic, independent of record order, and nested: a smaller fraction keeps a
+    subset of a larger one's clusters.
+    """
+    frac = float(data_cfg.label_fraction)
+    meta = index_metadata(data_cfg, index)
+    cid, _ = clusters(meta, int(data_cfg.near_dup_bits))
+    labels = np.asarray(meta["label"])
+    by_class: dict[int, set[str]] = collections.defaultdict(set)
+    for c in np.unique(cid):
+        vals, counts = np.unique(labels[cid == c], return_counts=True)
+        by_class[int(vals[np.argmax(counts)])].add(str(c))
+    seed = int(data_cfg.seed)
+    chosen: set[str] = set()
+    for members in by_class.values():
+        ranked = sorted(members, key=lambda c: (_rank_hash(seed, c), c))
+        chosen.update(ranked[:max(1, int(np.ceil(frac * len(ranked))))])
+    keep = np.isin(cid, sorted(chosen))
+    return Index(index.parts, index.part[keep], index.record[keep])
+
+
+def _rank_hash(seed: int, key: str) -> int:
+    """A stable 64-bit rank of ``key`` under ``seed`` (not Python's salted ``hash``)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big")
 
 
 def index_metadata(data_cfg, index: Index) -> dict[str, list]:

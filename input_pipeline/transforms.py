@@ -1,7 +1,10 @@
-"""Per-example transforms (numpy, run inside grain's map): intensity normalisation, resize with the
-pixel spacing updated, augmentation applied identically to image and mask, grayscale -> 3 channels
-and the mean/std of the pretrained weights."""
+"""Host-side per-image preparation (numpy), shared by the prepared cache and by predict / explain:
+intensity normalisation, resize with the pixel spacing updated, quantisation to uint8. Augmentation and
+the model's mean / std run on the device (``input_pipeline.augment``); ``augment`` and ``to_model_input``
+here are their numpy references for tests and host-side tools."""
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -33,6 +36,22 @@ def resize(image: np.ndarray, mask: np.ndarray, spacing_mm: np.ndarray, size: in
     img = np.asarray(Image.fromarray(image, mode="F").resize((size, size), Image.BILINEAR), np.float32)
     m = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((size, size), Image.NEAREST))
     return img, m, spacing
+
+
+def quantise(image01: np.ndarray) -> np.ndarray:
+    """[0, 1] -> uint8 0..255, rounded to nearest (the prepared cache's storage; |error| <= 1/510)."""
+    return np.round(np.clip(np.asarray(image01, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def prepare(image: np.ndarray, mask: np.ndarray | None, spacing_mm: Any, size: int, upper_percentile: float = 99.5):
+    """Stored image -> (uint8 (size, size) image, uint8 mask or None, spacing): normalise, resize, quantise.
+
+    The one preparation of an image for a model: the cache stores its output for training and evaluation
+    and predict / explain call it on image files, so training and serving see the same pixels."""
+    img01 = normalise_intensity(image, upper_percentile)
+    m = np.zeros(img01.shape, np.uint8) if mask is None else np.asarray(mask, np.uint8)
+    img01, m, spacing = resize(img01, m, np.asarray(spacing_mm, np.float32), size)
+    return quantise(img01), (None if mask is None else np.asarray(m, np.uint8)), spacing
 
 
 def augment(image: np.ndarray, mask: np.ndarray, spacing_mm: np.ndarray, rng: np.random.Generator,

@@ -271,12 +271,14 @@ def _spec(cfg):
 
 
 def _loader_input(image, size, mean, std):
-    """What the training loader feeds the model for an evaluation image."""
+    """What the training loader feeds the model for an evaluation image: the prepared cache's 8-bit image
+    (normalised, resized, rounded), then the mean / std."""
     from input_pipeline import transforms
 
     img = transforms.normalise_intensity(image, 99.5)
     img, _, _ = transforms.resize(img, np.zeros(img.shape, np.uint8), np.ones(2, np.float32), size)
-    return transforms.to_model_input(img, mean, std)
+    u8 = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+    return transforms.to_model_input(u8.astype(np.float32) / np.float32(255), mean, std)
 
 
 def _slice(img, spacing=None, mask=None, path="x.png"):

@@ -39,8 +39,10 @@ def test_bench_hd95_tiny(tmp_path):
 
 
 def test_bench_loader_tiny(tmp_path):
-    doc = run_script("bench_loader.py", tmp_path / "loader.json")
+    doc = run_script("bench_loader.py", tmp_path / "loader.json", "--device-augment")
     assert doc["benchmark"] == "loader"
+    (aug,) = doc["device_augment"]
+    assert aug["size"] == 64 and aug["batch"] == 4 and 0 < aug["eval"]["median"] and 0 < aug["train"]["median"]
     assert {name: b["files"] for name, b in doc["build"].items()} == {"figshare_brain_tumor": 8, "brain_tumor_mri": 8}
     rows = doc["rows"]
     assert {(r["dataset"], r["train"]) for r in rows} == {
@@ -50,6 +52,7 @@ def test_bench_loader_tiny(tmp_path):
         assert all(0 < n <= r["batch"] * r["steps"] for n in r["images"])
         for rate in (r["images_per_s"], r["images_per_cpu_s"]):
             assert 0 < rate["q1"] <= rate["median"] <= rate["q3"]
+        assert r["cpu_s_per_1000"] == pytest.approx(1000 * sum(r["main_process_cpu_s"]) / sum(r["images"]))
     assert doc["feeding_cores"] == []  # no GPU rate is recorded for 64 px
 
 

@@ -176,7 +176,7 @@ def test_eval_batches_carry_identities(pool):
     # Training batches stay numeric: no string keys to move around.
     train = next(iter(ip.make_loader(cfg, "train", global_batch_size=4, train=True, seed=0, process_index=0,
                                      process_count=1)))
-    assert set(train) == {"image", "label", "mask", "has_mask", "spacing_mm", "valid"}
+    assert set(train) == {"image", "label", "mask", "has_mask", "spacing_mm", "valid", "index"}
 
 
 def test_class_names():

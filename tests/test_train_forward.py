@@ -75,7 +75,9 @@ def test_preprocess_is_the_loaders_and_jnp_normalisation_matches_it():
     image = rng.uniform(0, 900, size=(40, 56)).astype(np.float32)
     ref = transforms.normalise_intensity(image, 99.5)
     ref = transforms.resize(ref, np.zeros(ref.shape, np.uint8), np.ones(2, np.float32), 24)[0]
-    ref = transforms.to_model_input(ref, SPEC.mean, SPEC.std)
+    ref = np.round(ref * 255).astype(np.uint8)  # the prepared cache's 8 bits, as training and evaluation read it
+    np.testing.assert_array_equal(transforms.prepare(image, None, np.ones(2), 24, 99.5)[0], ref)
+    ref = transforms.to_model_input(ref.astype(np.float32) / np.float32(255), SPEC.mean, SPEC.std)
     got = forward.preprocess(image, SPEC)
     assert got.shape == (24, 24, 3) and got.dtype == np.float32
     np.testing.assert_array_equal(got, ref)

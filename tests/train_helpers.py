@@ -56,21 +56,24 @@ class TinyCNN(nnx.Module):
 
 
 def fake_example(index: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Class k lights up quadrant k; the mask is that quadrant."""
+    """Class k lights up quadrant k; the mask is that quadrant. As the loader sends it: uint8 (S, S) image
+    and mask (the step normalises and augments)."""
     rng = np.random.default_rng([seed, index])
     label = int(rng.integers(0, 4))
-    img = rng.normal(0, 0.3, (SIZE, SIZE, 3)).astype(np.float32)
-    mask = np.zeros((SIZE, SIZE), np.int32)
+    img = rng.normal(0.3, 0.1, (SIZE, SIZE)).astype(np.float32)
+    mask = np.zeros((SIZE, SIZE), np.uint8)
     h = SIZE // 2
     r, c = divmod(label, 2)
-    img[r * h:(r + 1) * h, c * h:(c + 1) * h] += 1.0
+    img[r * h:(r + 1) * h, c * h:(c + 1) * h] += 0.5
     mask[r * h:(r + 1) * h, c * h:(c + 1) * h] = 1
-    return {"image": img, "label": np.int32(label), "mask": mask, "has_mask": np.bool_(True),
-            "spacing_mm": np.array([1.0, 1.0], np.float32), "valid": np.bool_(True)}
+    return {"image": np.round(np.clip(img, 0, 1) * 255).astype(np.uint8), "label": np.int32(label), "mask": mask,
+            "has_mask": np.bool_(True), "spacing_mm": np.array([1.0, 1.0], np.float32), "valid": np.bool_(True)}
 
 
 def stack(examples: list[dict]) -> dict[str, np.ndarray]:
-    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    """Examples -> a batch with each one's position in it (``index``, as the loader sends it)."""
+    out = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    return out | {"index": np.arange(len(examples), dtype=np.int32)}
 
 
 class FakeIterator:
@@ -83,7 +86,7 @@ class FakeIterator:
         batch = stack([fake_example(self.pos * self.batch_size + i) for i in range(self.batch_size)])
         self.pos += 1
         if self.poison_at is not None and self.pos == self.poison_at:
-            batch["image"][:] = np.nan
+            batch["image"] = np.full(batch["image"].shape, np.nan, np.float32)  # the step reads it as float
         return batch
 
     def get_state(self):

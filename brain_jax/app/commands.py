@@ -25,8 +25,14 @@ def train(args: argparse.Namespace) -> int:
     if result["status"] == "preempted":
         return PREEMPTED_EXIT
     ev = result.get("eval") or {}
-    shown = {k: ev[k] for k in ("accuracy", "macro_f1", "dice", "miou", "hd95_mm") if k in ev}
+    shown = {k: ev[k] for k in ("accuracy", "macro_f1", "dice", "miou", "hd95_mm", "loss") if k in ev}
     print(f"trained {result['step']} steps; workdir {args.workdir}" + (f"; eval {shown}" if shown else ""))
+    if config.data.task == "fcmae" and config.data.eval_split:
+        # the pretraining run's end eval draws its reconstruction panel (the engine draws nothing)
+        from brain_jax.app.evaluate import evaluate_workdir  # start-up
+
+        out = evaluate_workdir(config, args.workdir, split=str(config.data.eval_split), composition=False)
+        print(f"held-out masked-patch loss {out['summary']['loss']:.4f}; wrote " + ", ".join(map(str, out["figures"])))
     return 0
 
 
@@ -57,7 +63,8 @@ def evaluate(args: argparse.Namespace) -> int:
     for note in out["notes"]:
         print(note)
     for p in [*out["figures"], *out["composition"], out["predictions_csv"], out["metrics_json"]]:
-        print(f"wrote {p}")
+        if p is not None:
+            print(f"wrote {p}")
     if args.explain:
         # start-up: only eval --explain draws saliency maps
         from brain_jax.app import explain as explain_app, saliency_panel
@@ -129,7 +136,15 @@ def study_leakage(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    """``brain-jax predict --workdir DIR [--out DIR] [--slice K] [--batch-size N] IMAGE_OR_FOLDER...``."""
+    """``brain-jax predict --workdir DIR [--onnx] | --model FILE.onnx [--out DIR] [--slice K] [--batch-size N]
+    IMAGE_OR_FOLDER...``."""
+    onnx_model = getattr(args, "onnx_model", None)
+    if (args.workdir is None) == (onnx_model is None):
+        raise ValueError("give --workdir DIR (a training workdir) or --model FILE.onnx (an ONNX export), not both")
+    if getattr(args, "onnx", False) and onnx_model is not None:
+        raise ValueError("--onnx picks the ONNX export of --workdir; with --model FILE.onnx leave it out")
+    if onnx_model is not None or getattr(args, "onnx", False):
+        return _predict_onnx(args, onnx_model or str(Path(args.workdir) / workdir.ONNX_EXPORT))
     from brain_jax.app import inputs, predict as predict_app  # start-up: predict loads no trainer
 
     job = inputs.read_job(args.images, args.workdir, out=args.out, default_out=workdir.PREDICT_DIR,
@@ -140,6 +155,25 @@ def predict(args: argparse.Namespace) -> int:
     path = predict_app.write_outputs(results, job.slices, job.out_dir, task, meta)
     print(predict_app.format_table(results, task))
     print(f"wrote {path}" + (f" and {len(results)} mask/overlay pairs in {job.out_dir}" if task == "segmentation"
+                             else ""))
+    return 0
+
+
+def _predict_onnx(args: argparse.Namespace, model_path: str) -> int:
+    """predict through ONNX Runtime: no JAX imported, no compilation cache touched."""
+    # start-up: the ONNX route imports no JAX
+    from brain_jax.app import onnx_predict, predict as predict_app
+
+    if args.onnx and not Path(model_path).is_file():
+        raise FileNotFoundError(f"--workdir {args.workdir} --onnx: no {model_path}; run brain-jax export --format "
+                                f"onnx --from {args.workdir} first")
+    job = onnx_predict.read_job(args.images, model_path, out=args.out, slice_index=args.slice)
+    c = job.model.companion
+    results = onnx_predict.predict(job, batch_size=int(args.batch_size or 8))
+    meta = {"model_file": str(model_path), "model": c.label, "runtime": "onnxruntime"}
+    path = predict_app.write_outputs(results, job.slices, job.out_dir, c.task, meta)
+    print(predict_app.format_table(results, c.task))
+    print(f"wrote {path}" + (f" and {len(results)} mask/overlay pairs in {job.out_dir}" if c.task == "segmentation"
                              else ""))
     return 0
 
@@ -206,7 +240,8 @@ def convert(args: argparse.Namespace) -> int:
     _check_convert_args(args)
     from brain_jax.convert import from_hf, to_hf  # start-up
     from brain_jax.convert.native import is_native_dir, load_native, save_native  # start-up
-    from brain_jax.train.model_factory import dtype_of, load_model_from_workdir  # start-up
+    from brain_jax.convert.fcmae import encoder_to_hf  # start-up
+    from brain_jax.train.model_factory import dtype_of, is_pretraining_workdir, load_model_from_workdir  # start-up
 
     dtype = dtype_of(args.dtype, "--dtype")
     out = Path(args.out)
@@ -221,9 +256,30 @@ def convert(args: argparse.Namespace) -> int:
     if not (is_native_dir(src) or workdir.has_run(src)):
         raise FileNotFoundError(f"--from {src}: neither a converted folder (no brain_jax_model.json) nor a "
                                 f"training workdir (no {workdir.CONFIG})")
-    model = load_native(src, dtype=dtype) if is_native_dir(src) else load_model_from_workdir(src, dtype)
+    if is_native_dir(src):
+        model = load_native(src, dtype=dtype)
+    else:
+        model = load_model_from_workdir(src, dtype, which="latest" if is_pretraining_workdir(src) else "best")
+    if model.config.model_type == "fcmae":
+        encoder_to_hf(model, out)
+        print(f"exported the FCMAE encoder of {args.src} -> {out} as transformers' ConvNextV2Model (config.json, "
+              "model.safetensors); its final layernorm, which FCMAE never trains, is written as the identity "
+              "(weight 1, bias 0)")
+        return 0
     to_hf(model, out)
     print(f"exported {args.src} ({model.config.model_type}) -> {out} (config.json, model.safetensors)")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """``brain-jax export --format onnx --from SRC [--out FILE.onnx] [--opset N]``."""
+    from brain_jax.app import export as export_app  # start-up
+
+    export_app.check_options(args.format, args.opset)
+    res = export_app.export_onnx(args.src, args.out, opset=args.opset, fmt=args.format, image_size=args.image_size)
+    verdict = "within" if res["ok"] else "OVER"
+    print(f"exported {args.src} ({res['label']}) -> {res['model']} and {res['companion']}; ONNX Runtime vs JAX "
+          f"max |logit diff| {res['max_abs_logit_diff']:.2e} ({verdict} {export_app.PARITY_TOL:g})")
     return 0
 
 
@@ -240,6 +296,27 @@ def data_build(args: argparse.Namespace) -> int:
     print(f"{b.info.full_name} in {b.data_dir}: " + ", ".join(f"{k}={v}" for k, v in sorted(splits.items())))
     shown = f"{args.name}/{b.builder_config.name}" if b.builder_config else args.name
     print(f"load with tfds.data_source({shown!r}, split=..., data_dir={args.data_dir!r})")
+    return 0
+
+
+def data_prepare(args: argparse.Namespace) -> int:
+    """The prepared cache of every split of one built dataset (rebuilt where stale or damaged)."""
+    import input_pipeline  # start-up
+    from input_pipeline import cache  # start-up
+    from input_pipeline.sources import sources, split_names  # start-up
+
+    data = input_pipeline.default_data_config()
+    data.name = args.name
+    data.builder_config = args.builder_config or ""
+    data.data_dir, data.cache_dir = args.data_dir, args.cache_dir
+    data.image_size, data.upper_percentile = int(args.image_size), float(args.upper_percentile)
+    if data.image_size < 8:
+        raise ValueError(f"--image-size {args.image_size}: expected at least 8 pixels")
+    (name, config), = sources(data)
+    for split in split_names(name, config, str(data.data_dir)):
+        part = cache.open_part(data, name, config, split)
+        mib = cache.disk_bytes(part.folder) / 2**20
+        print(f"{args.name}:{split}: {part.n} images at {part.size}px, {mib:.1f} MiB in {part.folder}")
     return 0
 
 

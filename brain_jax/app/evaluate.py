@@ -30,8 +30,9 @@ from brain_jax.app.tables import class_entry, interval_note, interval_text
 from brain_jax.metrics import stats
 from brain_jax.train import model_factory
 from brain_jax.train.data import PipelineData
-from brain_jax.train.evaluate import Evaluator, SplitResult
+from brain_jax.train.evaluate import Evaluator, SplitResult, reconstructions
 from brain_jax.train.spec import RunSpec, check_workdir
+from input_pipeline.augment import StepInputs
 
 SEG_METRICS = ("dice", "iou", "hd_mm", "hd95_mm")
 
@@ -43,6 +44,9 @@ def print_table(summary: dict[str, Any], task: str, class_names: Sequence[str]) 
     """Human-readable summary with 95 % intervals (per-class table for classification, per-source lines)."""
     ci = summary.get("intervals")
     lines = []
+    if task == "fcmae":
+        return (f"held-out masked-patch loss {summary['loss']:.4f} (fixed masks, ratio {summary.get('mask_ratio')}, "
+                f"norm_pix_loss {summary.get('norm_pix_loss')}) over {summary['num_examples']} slices")
     if task == "segmentation":
         for k in SEG_METRICS:
             if k in summary:
@@ -158,6 +162,30 @@ def _composition(config: ml_collections.ConfigDict, wd: Path) -> tuple[list[Path
     return list(input_pipeline.write_composition(comp, wd).values()), []
 
 
+def evaluate_pretraining(config: ml_collections.ConfigDict, wd: Path, model: Any, data: PipelineData, split: str,
+                         spec: RunSpec, *, n_panel: int = 8) -> dict[str, Any]:
+    """An FCMAE workdir on ``split``: the held-out masked-patch loss under the fixed evaluation masks (the
+    trainer's, comparable across steps) into metrics.json, and the reconstruction panel into figures/."""
+    inputs = StepInputs.from_data_config(config.data, int(config.seed), train=False)
+    res = Evaluator(model, task="fcmae", class_names=(), inputs=inputs, seed=int(config.seed)).split(
+        data.eval_batches(split), keep_examples=False)
+    summary = dict(res.summary, mask_ratio=float(model.config.mask_ratio),
+                   norm_pix_loss=bool(model.config.norm_pix_loss),
+                   split_protocol=input_pipeline.split_protocol(config.data))
+    rec = reconstructions(model, data.eval_batches(split), inputs, seed=int(config.seed), limit=n_panel)
+    summary["panel_mse"] = [float(v) for v in rec["mse"]]
+    meta = {"model": f"fcmae-{spec.label}", "dataset": str(config.data.name), "split_by": str(config.data.split_by)}
+    figs, path = [], wd / workdir.METRICS
+    if jax.process_index() == 0:
+        figs.append(figures.reconstruction_panel_png(
+            rec["image"], rec["hidden"], rec["reconstruction"], rec["mse"],
+            wd / workdir.FIGURES / workdir.RECONSTRUCTION_PNG,
+            titles=[f"{split} slice {i}" for i in range(len(rec["mse"]))]))
+        path = workdir.update_metrics(wd, "fcmae", split, summary, meta)
+    return {"summary": summary, "cases": [], "class_names": (), "spec": spec, "model": model, "figures": figs,
+            "split": split, "metrics_json": path, "predictions_csv": None, "composition": [], "notes": []}
+
+
 def evaluate_workdir(config: ml_collections.ConfigDict, wd: str | Path, *, split: str | None = None,
                      n_resamples: int = N_RESAMPLES, seed: int = 0, confidence: float = 0.95,
                      composition: bool = True) -> dict[str, Any]:
@@ -174,7 +202,10 @@ def evaluate_workdir(config: ml_collections.ConfigDict, wd: str | Path, *, split
     batches = data.eval_batches(split)  # a missing dataset / unknown split fails here
     # the architecture is the workdir's own (model.json, else its config.json), as trained
     model = model_factory.load_model_from_workdir(wd, model_factory.dtype_of(spec.dtype))
-    ev = Evaluator(model, task=task, class_names=names)
+    if task == "fcmae":
+        return evaluate_pretraining(config, wd, model, data, split, spec)
+    ev = Evaluator(model, task=task, class_names=names,
+                   inputs=StepInputs.from_data_config(config.data, int(config.seed), train=False))
     res = ev.split(batches)
     if res.ids is None:
         raise ValueError(f"split {split!r}: evaluation batches carry no example ids ({', '.join(workdir.ID_COLUMNS)})")

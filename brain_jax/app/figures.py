@@ -406,3 +406,31 @@ def forest_png(rows: Sequence[tuple[str, float, float, float]], path: str | Path
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
+
+
+def reconstruction_panel_png(image: np.ndarray, hidden: np.ndarray, reconstruction: np.ndarray, mse: np.ndarray,
+                             path: str | Path, *, titles: Sequence[str] | None = None) -> Path:
+    """FCMAE on held-out slices, one row each: the slice, its visible patches (hidden ones grey), the
+    reconstruction (hidden patches predicted, visible ones as given, hidden cells outlined) and the image's
+    mean squared error over its hidden patches. ``image`` / ``reconstruction`` (N, S, S) in [0, 1],
+    ``hidden`` (N, S/p, S/p) bool."""
+    n = len(image)
+    fig = _figure(7.5, 2.5 * n + 0.3)
+    axes = fig.subplots(n, 3, squeeze=False)
+    for i in range(n):
+        p = image[i].shape[0] // hidden[i].shape[0]
+        cells = np.kron(hidden[i].astype(np.uint8), np.ones((p, p), np.uint8)).astype(bool)
+        shown = scan_gray(image[i])
+        visible = np.where(cells, 0.5, shown)
+        recon = np.clip((reconstruction[i] - image[i].min())
+                        / max(float(np.percentile(image[i], PREVIEW_PERCENTILE) - image[i].min()), 1e-6), 0, 1)
+        label = titles[i] if titles is not None else f"slice {i}"
+        for ax, img, title in ((axes[i, 0], shown, label), (axes[i, 1], visible, f"visible ({int((~hidden[i]).sum())} "
+                                                                               f"of {hidden[i].size} patches)"),
+                               (axes[i, 2], recon, f"reconstruction, hidden-patch MSE {float(mse[i]):.3f}")):
+            ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(title, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[i, 2].contour(cells, levels=[0.5], colors=["#ffcc00"], linewidths=0.6)
+    return _save(fig, path)

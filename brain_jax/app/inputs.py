@@ -12,7 +12,6 @@ from typing import Any, Sequence
 
 from brain_jax import workdir
 from brain_jax.io import SUPPORTED, Slice, detect_format, read_slice
-from brain_jax.train import model_factory
 from brain_jax.train.spec import RunSpec
 
 
@@ -30,13 +29,23 @@ class ImageJob:
 def read_job(images: Sequence[str], wd: str | Path, *, out: str | Path | None, default_out: str,
              slice_index: int | None = None) -> ImageJob:
     """Read ``images`` (files or folders), check ``out`` (default ``WORKDIR/default_out``), load the workdir."""
-    paths = expand_inputs(images)
-    slices = [read_slice(p, slice_index if _is_volume(p) else None) for p in paths]
-    out_dir = Path(out) if out else Path(wd) / default_out
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out {out_dir}: exists and is not a folder")
+    slices = read_slices(images, slice_index)
+    out_dir = check_out(out, Path(wd) / default_out)
     model, spec = load_workdir(wd)
     return ImageJob(str(wd), slices, out_dir, model, spec)
+
+
+def read_slices(images: Sequence[str], slice_index: int | None = None) -> list[Slice]:
+    """Every image of ``images`` (files or folders) read; ``slice_index`` applies to volumes only."""
+    return [read_slice(p, slice_index if _is_volume(p) else None) for p in expand_inputs(images)]
+
+
+def check_out(out: str | Path | None, default: Path) -> Path:
+    """The output folder, ``out`` or ``default``; an error when it exists and is not a folder."""
+    out_dir = Path(out) if out else default
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir}: exists and is not a folder")
+    return out_dir
 
 
 def load_workdir(wd: str | Path) -> tuple[Any, RunSpec]:
@@ -48,6 +57,9 @@ def load_workdir(wd: str | Path) -> tuple[Any, RunSpec]:
     spec = RunSpec.from_config(workdir.read_config(wd), where=str(wd / workdir.CONFIG))
     if not workdir.has_checkpoint(wd):
         raise FileNotFoundError(f"--workdir {wd}: no checkpoint found (nothing saved yet?); train first")
+    # start-up: predict's ONNX Runtime route reads its inputs here and must not import JAX
+    from brain_jax.train import model_factory
+
     return model_factory.load_model_from_workdir(wd, spec=spec), spec
 
 

@@ -3,7 +3,7 @@
 The core, :func:`predict_arrays`, takes any callable model (an NNX model runs through the engine's
 split-once jitted forward pass, ``brain_jax.train.forward``; a plain function is called as is) plus the
 workdir's ``RunSpec``, so it is testable without a training run. Preprocessing is the loader's own
-(``forward.preprocess``): per-image intensity normalisation (minimum -> 0, ``data.upper_percentile`` -> 1),
+(``preprocess.preprocess``, numpy): per-image intensity normalisation (minimum -> 0, ``data.upper_percentile`` -> 1),
 bilinear resize to ``data.image_size``, gray -> 3 channels, the pretrained weights' mean/std.
 
 Segmentation logits are resized bilinearly straight to the file's original resolution before the
@@ -27,8 +27,8 @@ from brain_jax import workdir
 from brain_jax.app import figures
 from brain_jax.app.inputs import output_stems
 from brain_jax.io import Slice
-from brain_jax.train import forward
-from brain_jax.train.spec import RunSpec
+from brain_jax.train import preprocess
+from brain_jax.train.spec import InputSpec, RunSpec
 
 
 @dataclasses.dataclass
@@ -86,11 +86,24 @@ def predict_arrays(
     batch_size: int = 8,
 ) -> list[Prediction]:
     """Run ``model`` on ``slices`` as ``spec`` (the workdir's run) prepares and reads them."""
+    # start-up: the ONNX Runtime route (brain_jax.app.onnx_predict) shares this module and imports no JAX
+    from brain_jax.train import forward
+
+    logits = forward.logits(model, model_inputs(slices, spec.input), batch_size)
+    return predictions_from_logits(logits, spec.task, spec.class_names, slices)
+
+
+def model_inputs(slices: Sequence[Slice], spec: InputSpec) -> np.ndarray:
+    """(N, S, S, 3) float32 model inputs of ``slices``, prepared as the run's loader prepares images."""
     if not slices:
         raise ValueError("no images to predict")
-    task = spec.task
-    inputs = np.stack([forward.preprocess(s.image, spec.input) for s in slices])
-    logits = forward.logits(model, inputs, batch_size)
+    return np.stack([preprocess.preprocess(s.image, spec) for s in slices])
+
+
+def predictions_from_logits(logits: np.ndarray, task: str, names: Sequence[str],
+                            slices: Sequence[Slice]) -> list[Prediction]:
+    """One ``Prediction`` per slice from float32 logits, (N, classes) or (N, h, w, classes) (NHWC), whichever
+    runtime produced them."""
     results = []
     if task == "classification":
         if logits.ndim != 2:
@@ -98,11 +111,11 @@ def predict_arrays(
                 f"config.json says data.task='classification' but the model returned logits of shape "
                 f"{logits.shape}; expected (batch, num_classes)"
             )
-        names = spec.class_names
+        names = tuple(names)
         if len(names) != logits.shape[1]:
             raise ValueError(f"{workdir.CONFIG} names {len(names)} classes {list(names)} but the model has "
                              f"{logits.shape[1]} outputs")
-        probs = forward.softmax(logits.astype(np.float64))
+        probs = preprocess.softmax(logits.astype(np.float64))
         for s, p in zip(slices, probs):
             results.append(Prediction(
                 s.path, s.source_format, s.shape, s.pixel_spacing_mm,

@@ -217,6 +217,17 @@ def _fig10_section(wd: Path, split: str) -> list[str]:
             + table(["case", "example", "Dice", "HD95 (mm)", "true area (mm²)", "predicted area (mm²)"], rows) + [""])
 
 
+def _fcmae_section(summary: Mapping[str, Any]) -> list[str]:
+    """The held-out masked-patch loss of a pretraining run; the loss curve and the panel are under Figures."""
+    rows = [[k, fmt(summary[k]) if is_number(summary[k]) else summary[k]]
+            for k in ("loss", "num_examples", "hidden_patches", "mask_ratio", "norm_pix_loss") if k in summary]
+    return table(["metric", "value"], rows) + [
+        "", "The loss is the mean squared error over hidden patches (per-patch normalised pixels with "
+        "`norm_pix_loss`), under masks fixed for every evaluation of the run, so values compare across steps. "
+        f"The training loss against step is in `{workdir.FIGURES}/{workdir.TRAINING_CURVES_PNG}`; the "
+        f"reconstructions in `{workdir.FIGURES}/{workdir.RECONSTRUCTION_PNG}`.", ""]
+
+
 def _saliency_section(sal: Any) -> list[str]:
     """``eval --explain`` / the demo: the saliency panel's settings and its localisation numbers."""
     if not isinstance(sal, Mapping) or not sal:
@@ -255,6 +266,9 @@ _FIG_CAPTIONS = {
     workdir.PER_CLASS_PNG: "Per-class precision, recall and F1 per model, with 95% intervals (Fig. 9 per class).",
     workdir.DIFFERENCES_PNG: "Paired differences between models with their 95% intervals (0 = no difference).",
     workdir.LEAKAGE_PNG: "Accuracy under a random slice-level split and a patient / group split, and their difference.",
+    workdir.RECONSTRUCTION_PNG: ("FCMAE on held-out slices: the slice, its visible 32-px patches (hidden ones grey), "
+                                 "the reconstruction (hidden patches predicted, outlined) and each image's "
+                                 "hidden-patch MSE."),
     workdir.OVERLAYS_PNG: "Fig. 10: scan / ground truth / prediction for the best, median and worst case by Dice.",
     workdir.PANEL_PNG: ("Saliency: scan (mask in green), map for the predicted class, map for the true class if "
                         "different."),
@@ -398,8 +412,9 @@ def write_report(wd: str | Path) -> Path:
     meta = metrics.get("meta", {})
     cls = workdir.headline(metrics, "classification")
     seg = workdir.headline(metrics, "segmentation")
-    if cls is None and seg is None and not studies:
-        raise ValueError(f"{wd / workdir.METRICS}: no classification or segmentation results")
+    fc = workdir.headline(metrics, "fcmae")
+    if cls is None and seg is None and fc is None and not studies:
+        raise ValueError(f"{wd / workdir.METRICS}: no classification, segmentation or FCMAE pretraining results")
     fig_dir = wd / workdir.FIGURES
 
     title = meta.get("model") or meta.get("model_name") or wd.name
@@ -413,6 +428,8 @@ def write_report(wd: str | Path) -> Path:
     if seg is not None:
         lines += ["## Segmentation", ""] + _splits_line(metrics, "segmentation", seg[0])
         lines += _segmentation_section(seg[1]) + _fig10_section(wd, seg[0])
+    if fc is not None:
+        lines += ["## FCMAE pretraining", ""] + _splits_line(metrics, "fcmae", fc[0]) + _fcmae_section(fc[1])
     lines += _saliency_section(metrics.get(workdir.SALIENCY))
     lines += studies + _composition(wd)
     if (wd / workdir.METRICS_LOG).is_file():
@@ -428,7 +445,9 @@ def write_report(wd: str | Path) -> Path:
             rel = p.relative_to(wd).as_posix()
             caption = _FIG_CAPTIONS.get(p.name, p.stem.replace("_", " "))
             lines += [f"![{caption}]({rel})", "", f"*{caption}* (`{rel}`)", ""]
-    if cls or seg:
+    if fc is not None and not (cls or seg):
+        pass  # a pretraining run: no classifier to hold against the paper's tables
+    elif cls or seg:
         cm = cls[1].get("confusion_matrix") if cls else None
         names = _class_names(cls[1], wd, len(cm) if isinstance(cm, list) else None) if cls else []
         lines += _how_to_read(meta, cls[1] if cls else {}, seg[1] if seg else {}, names)

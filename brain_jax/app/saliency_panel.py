@@ -23,15 +23,17 @@ from brain_jax.train.data import PipelineData
 from brain_jax.train.spec import RunSpec, label_names
 
 
-def _collect(batches: Any, k: int, num_groups: int) -> dict[str, np.ndarray]:
-    """The first ``k`` valid examples of each label, in split order: image, label, mask (zeros without one)."""
+def _collect(batches: Any, k: int, num_groups: int, spec: RunSpec) -> dict[str, np.ndarray]:
+    """The first ``k`` valid examples of each label, in split order: model input (the loader's 8-bit image
+    with the weights' mean / std, as the eval step makes it), label, mask (zeros without one)."""
     keep: dict[str, list] = {"image": [], "label": [], "mask": []}
     count = np.zeros(num_groups, int)
     for b in batches:
         for i in np.flatnonzero(np.asarray(b["valid"])):
             y = int(b["label"][i])
             if count[y] < k:
-                keep["image"].append(np.asarray(b["image"][i], np.float32))
+                keep["image"].append(forward.normalise(np.asarray(b["image"][i], np.float32) / np.float32(255),
+                                                       spec.input))
                 keep["label"].append(y)
                 keep["mask"].append(np.asarray(b["mask"][i]) * bool(b["has_mask"][i]))
                 count[y] += 1
@@ -74,7 +76,7 @@ def explain_split(config: ml_collections.ConfigDict, wd: str | Path, *, split: s
                                 batch_size=int(config.eval_batch_size))
     task, groups = spec.task, label_names(config, spec)
     k = max(n_per_class, scored_per_class or n_per_class)
-    cases = _collect(PipelineData(config, spec).eval_batches(split), k, len(groups))
+    cases = _collect(PipelineData(config, spec).eval_batches(split), k, len(groups), spec)
     if not len(cases["label"]):
         raise ValueError(f"split {split!r}: no examples to explain")
     x, labels, masks = cases["image"], cases["label"], cases["mask"]

@@ -20,13 +20,15 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from brain_jax import metrics
+from brain_jax.models import fcmae
 from brain_jax.models.common import resize_bilinear
+from input_pipeline.augment import StepInputs, prepare
 from brain_jax.train import losses
 from brain_jax.train.optim import ema_update
 
 DATA_AXIS = "data"
 # Keys of a pipeline batch that go to the device (anything else stays on the host).
-BATCH_KEYS = ("image", "label", "mask", "has_mask", "spacing_mm", "valid")
+BATCH_KEYS = ("image", "label", "mask", "has_mask", "spacing_mm", "valid", "index")
 
 
 # --------------------------------------------------------------------------- mesh and global arrays
@@ -162,19 +164,45 @@ def _reseed_policy(path: tuple, key: jax.Array, shape: tuple[int, ...]) -> jax.A
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    task: str  # "classification" | "segmentation"
+    task: str  # "classification" | "segmentation" | "fcmae"
     label_smoothing: float = 0.0
     class_weights: tuple[float, ...] = ()
     dice_weight: float = 0.0
+    mask_ratio: float = 0.0  # fcmae: the share of 32-px patches hidden (the model's FCMAEConfig.mask_ratio)
 
     @classmethod
-    def from_config(cls, task: str, loss: ml_collections.ConfigDict) -> "LossConfig":
+    def from_config(cls, task: str, loss: ml_collections.ConfigDict, *, mask_ratio: float = 0.0) -> "LossConfig":
         return cls(
             task=task,
             label_smoothing=float(loss.label_smoothing),
             class_weights=tuple(float(w) for w in loss.class_weights),
             dice_weight=float(loss.dice_weight),
+            mask_ratio=float(mask_ratio),
         )
+
+
+# FCMAE's held-out masks: the keys of this "step" (never reached by training) and each example's position in
+# the evaluation batch, so every evaluation of a run hides the same patches and its losses compare across steps.
+EVAL_MASK_STEP = 0x7FFFFFFF
+
+
+def fcmae_mask(batch: Mapping[str, jax.Array], seed: int, step: Any, ratio: float) -> jax.Array:
+    """(B, H/32, W/32) bool hidden patches of a prepared batch: keys of (seed, step, each example's ``index``,
+    its position in the global batch), so a resumed or multi-process run draws the same masks."""
+    images = batch["image"]
+    index = batch["index"] if "index" in batch else jnp.arange(images.shape[0])
+    return fcmae.random_mask(fcmae.mask_keys(seed, step, index), tuple(images.shape[1:3]), ratio)
+
+
+def prepare_batch(local: Mapping[str, np.ndarray], inputs: StepInputs) -> dict[str, jax.Array]:
+    """A host batch as the loader sends it -> model input on the default device, without augmentation."""
+    return prepare({k: jnp.asarray(v) for k, v in local.items() if k in BATCH_KEYS}, inputs)
+
+
+def fcmae_errors(model: nnx.Module, batch: Mapping[str, jax.Array], mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(pred, (B, L) per-patch squared error) of FCMAE on a prepared batch (labels are never read)."""
+    pred = model(batch["image"], mask)
+    return pred, fcmae.patch_errors(batch["image"], pred, model.config.norm_pix_loss)
 
 
 def counted(batch: Mapping[str, Any], task: str) -> Any:
@@ -220,15 +248,24 @@ def make_train_step(
     lc: LossConfig,
     *,
     seed: int,
+    inputs: StepInputs,
     ema_decay: float = 0.0,
 ) -> Callable:
-    """``step(state, batch, rest) -> (state, metrics)``: pure; a non-finite loss freezes the state."""
+    """``step(state, batch, rest) -> (state, metrics)``: pure; a non-finite loss freezes the state.
+
+    ``batch`` is the loader's (uint8 images): ``inputs`` turns it into model input inside the step,
+    augmented with keys of (inputs.seed, the state's step, each example's ``index``)."""
     base_key = jax.random.key(seed)
 
     def loss_fn(params, batch_stats, rest, batch, key):
         model = nnx.merge(parts.graphdef_train, params, batch_stats, rest)
-        logits = model(batch["image"])
-        loss, aux = compute_loss(logits, batch, lc)
+        if lc.task == "fcmae":  # masked-patch MSE; padded rows (valid=False) excluded, labels ignored
+            pred = model(batch["image"], batch["fcmae_mask"])
+            loss = model.loss(batch["image"], pred, batch["fcmae_mask"], example_mask=batch["valid"])
+            aux = {}
+        else:
+            logits = model(batch["image"])
+            loss, aux = compute_loss(logits, batch, lc)
         new_bs = nnx.as_pure(nnx.state(model, nnx.BatchStat))
         return loss, (new_bs, aux)
 
@@ -239,6 +276,9 @@ def make_train_step(
         return nnx.as_pure(nnx.split(model, nnx.Param, nnx.BatchStat, ...)[3])
 
     def step(state, batch, rest):
+        batch = prepare(batch, inputs, state["step"])
+        if lc.task == "fcmae":
+            batch["fcmae_mask"] = fcmae_mask(batch, seed, state["step"], lc.mask_ratio)
         key = jax.random.fold_in(base_key, state["step"])
         rest = seeded(rest, key)
         (loss, (new_bs, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -272,17 +312,34 @@ def make_forward(parts: ModelParts) -> Callable:
     return forward
 
 
-def make_eval_step(parts: ModelParts, task: str) -> Callable:
+def make_eval_step(parts: ModelParts, task: str, inputs: StepInputs | None, *, seed: int = 0,
+                   mask_ratio: float = 0.0) -> Callable:
     """``eval_step(params, batch_stats, rest, batch) -> {"stats": ..., "pred": ...}``.
 
-    ``stats`` are brain_jax.metrics sufficient statistics of the batch (padded examples excluded),
-    ``pred`` the predicted labels (segmentation: label maps at the mask's resolution).
+    ``batch`` is the loader's (uint8 images, turned into model input by ``inputs`` without augmentation),
+    or, with ``inputs`` None, already model input. ``stats`` are brain_jax.metrics sufficient statistics
+    of the batch (padded examples excluded), ``pred`` the predicted labels (segmentation: label maps at the
+    mask's resolution). FCMAE (``task`` "fcmae"): the masked-patch loss's sums under the fixed masks of
+    ``EVAL_MASK_STEP`` (``seed``, ``mask_ratio``), ``pred`` each example's mean error over its hidden patches.
     """
     forward = make_forward(parts)
+    if inputs is not None and inputs.augment is not None:
+        raise ValueError("evaluation does no augmentation: pass StepInputs(augment=None)")
 
     def eval_step(params, batch_stats, rest, batch):
-        logits = forward(params, batch_stats, rest, batch["image"])
+        if inputs is not None:
+            batch = prepare(batch, inputs)
         ok = counted(batch, task)
+        if task == "fcmae":
+            mask = fcmae_mask(batch, seed, EVAL_MASK_STEP, mask_ratio)
+            model = nnx.merge(parts.graphdef_eval, params, batch_stats, rest)
+            _, err = fcmae_errors(model, batch, mask)
+            hidden = mask.reshape(mask.shape[0], -1) & ok[:, None]
+            per_image = jnp.sum(jnp.where(hidden, err, 0.0), axis=1) / jnp.maximum(jnp.sum(hidden, axis=1), 1)
+            stats = {"error_sum": jnp.sum(jnp.where(hidden, err, 0.0)), "hidden_patches": jnp.sum(hidden),
+                     "num_examples": jnp.sum(ok)}
+            return {"stats": stats, "pred": per_image}
+        logits = forward(params, batch_stats, rest, batch["image"])
         if task == "segmentation":
             logits = resize_bilinear(logits, batch["mask"].shape[1:3])
             pred = jnp.argmax(logits, -1).astype(jnp.int32)

@@ -20,7 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from brain_jax import metrics
+from brain_jax.models import fcmae
 from brain_jax.train import engine
+from input_pipeline.augment import StepInputs
 
 # Host-side keys of an evaluation batch (input_pipeline.make_loader, train=False) naming each example.
 ID_KEYS = ("example_id", "cluster_id", "cluster_kind", "source", "dataset")
@@ -39,6 +41,30 @@ class SplitResult:
     samples: dict[str, list]
     examples: dict[str, np.ndarray]
     ids: dict[str, np.ndarray] | None
+
+
+class ReconstructionAccumulator:
+    """FCMAE's held-out loss over a split: summed hidden-patch errors / hidden patches (never a mean of batch
+    means), and each counted example's own mean error (``examples()["mse"]``, in evaluation order)."""
+
+    def __init__(self) -> None:
+        self.error_sum, self.hidden, self.n = 0.0, 0, 0
+        self._per_image: list[np.ndarray] = []
+
+    def update(self, stats: dict[str, Any]) -> None:
+        host = {k: np.asarray(metrics.to_host(v)) for k, v in stats.items()}
+        self.error_sum += float(host["error_sum"])
+        self.hidden += int(host["hidden_patches"])
+        self.n += int(host["num_examples"])
+
+    def add_examples(self, per_image: np.ndarray) -> None:
+        self._per_image.append(np.asarray(per_image, np.float64))
+
+    def result(self) -> dict[str, Any]:
+        return {"loss": self.error_sum / max(self.hidden, 1), "num_examples": self.n, "hidden_patches": self.hidden}
+
+    def examples(self) -> dict[str, np.ndarray]:
+        return {"mse": np.concatenate(self._per_image) if self._per_image else np.zeros(0)}
 
 
 def _counted(local: dict[str, np.ndarray], task: str) -> np.ndarray:
@@ -70,6 +96,8 @@ def run_split(
     num_classes = len(class_names)
     if task == "segmentation":
         acc: Any = metrics.SegmentationAccumulator(num_classes)
+    elif task == "fcmae":
+        acc = ReconstructionAccumulator()
     else:
         acc = metrics.ClassificationAccumulator(num_classes, class_names=list(class_names), keep_examples=keep_examples)
     samples: dict[str, list] = {"images": [], "masks": [], "preds": [], "labels": [], "spacing_mm": []}
@@ -88,6 +116,8 @@ def run_split(
         local = engine.pad_local_batch(local, multiple)
         out = eval_step(params, batch_stats, rest, engine.to_global(local, mesh))
         acc.update(out["stats"])
+        if task == "fcmae" and keep_examples and jax.process_count() == 1:
+            acc.add_examples(metrics.to_host(out["pred"])[_counted(local, task)])
         n_batches += 1
         if len(samples["images"]) < keep_samples:
             _keep(samples, local, metrics.to_host(out["pred"]), keep_samples, task)
@@ -97,8 +127,10 @@ def run_split(
     if task == "classification":
         summary["per_class"] = {k: summary[k] for k in ("precision", "recall", "f1", "support") if k in summary}
     examples = acc.examples() if keep_examples or task == "segmentation" else {}
+    if task == "fcmae" and jax.process_count() > 1:
+        examples = {}  # rows of all processes' padding are mixed in: per-example values on one process only
     named = None
-    if ids is not None and keep_examples:
+    if ids is not None and keep_examples and examples:
         named = gather_ids(np.asarray(counts, np.int64), {k: _concat(v) for k, v in ids.items()})
         n = len(next(iter(examples.values())))
         if len(named["example_id"]) != n:
@@ -190,11 +222,15 @@ class Evaluator:
     """A built model (eval mode) ready to score splits on a mesh: ``split`` for a whole pass, ``cases`` to
     fetch a few chosen examples with their predictions (figures)."""
 
-    def __init__(self, model: Any, *, task: str, class_names: Sequence[str], mesh: jax.sharding.Mesh | None = None):
+    def __init__(self, model: Any, *, task: str, class_names: Sequence[str], inputs: StepInputs,
+                 mesh: jax.sharding.Mesh | None = None, seed: int = 0):
+        """``inputs``: the mean / std that turn the loader's uint8 images into model input; ``seed``: the run's
+        (FCMAE draws its fixed held-out masks from it)."""
         parts = engine.split_model(model)
         self.mesh = mesh if mesh is not None else engine.make_mesh()
         self.task, self.class_names = task, tuple(class_names)
-        self.step = jax.jit(engine.make_eval_step(parts, task))
+        ratio = float(getattr(getattr(model, "config", None), "mask_ratio", 0.0))
+        self.step = jax.jit(engine.make_eval_step(parts, task, inputs, seed=seed, mask_ratio=ratio))
         self.state = tuple(engine.replicate(t, self.mesh) for t in (parts.params, parts.batch_stats, parts.rest))
 
     def split(self, batches: Iterable[dict[str, np.ndarray]], *, keep_samples: int = 0,
@@ -222,3 +258,54 @@ class Evaluator:
             for pos, r in hits:
                 out[pos] = {k: v[r] for k, v in host.items()} | {"pred": pred[r]}
         return out
+
+
+# --------------------------------------------------------------------------- FCMAE reconstructions
+
+
+def reconstructions(model: Any, batches: Iterable[dict[str, np.ndarray]], inputs: StepInputs, *, seed: int,
+                    limit: int = 6) -> dict[str, np.ndarray]:
+    """The first ``limit`` counted examples of a split through an FCMAE under the evaluation's fixed masks
+    (``engine.EVAL_MASK_STEP``; the same masks as ``run_split``'s held-out loss), on the host (one process).
+
+    Returns ``image`` (N, S, S) in [0, 1], ``hidden`` (N, S/32, S/32) bool, ``reconstruction`` (N, S, S) in
+    [0, 1] (visible patches as given, hidden ones predicted; with ``norm_pix_loss`` each predicted patch is
+    brought back with its true patch's mean and standard deviation, as MAE visualisations do) and ``mse`` (N,)
+    each image's mean error over its hidden patches (the loss's per-image term).
+    """
+    cfg = model.config
+    parts = engine.split_model(model)
+    run = jax.jit(lambda params, batch_stats, batch: _reconstruct(parts.merge(params, batch_stats), batch, cfg, seed))
+    out: dict[str, list] = {"image": [], "hidden": [], "reconstruction": [], "mse": []}
+    for local in batches:
+        x, mask, recon, mse = (np.asarray(a) for a in run(parts.params, parts.batch_stats,
+                                                          engine.prepare_batch(local, inputs)))
+        # model input -> [0, 1] intensity through channel 0's mean / std (the three channels are equal)
+        to01 = lambda a: np.clip(a[..., 0] * inputs.std[0] + inputs.mean[0], 0, 1)  # noqa: E731
+        ok = np.asarray(engine.counted(local, "fcmae"), bool).reshape(-1)
+        for k, v in (("image", to01(x)), ("hidden", mask), ("reconstruction", to01(recon)), ("mse", mse)):
+            out[k].extend(list(v[ok]))
+        if len(out["mse"]) >= limit:
+            break
+    if not out["mse"]:
+        raise ValueError("evaluation split yielded no examples to reconstruct")
+    return {k: np.stack(v[:limit]) for k, v in out.items()}
+
+
+def _reconstruct(model: Any, batch: dict[str, jax.Array], cfg: Any, seed: int) -> tuple[jax.Array, ...]:
+    """(input, hidden mask, reconstruction in model-input space, per-image hidden-patch MSE) of one batch."""
+    mask = engine.fcmae_mask(batch, seed, engine.EVAL_MASK_STEP, cfg.mask_ratio)
+    pred, err = engine.fcmae_errors(model, batch, mask)
+    x = batch["image"].astype(jnp.float32)
+    target = fcmae.patchify(x)
+    p = pred.reshape(target.shape)
+    if cfg.norm_pix_loss:  # undo the per-patch normalisation with the true patch's statistics
+        mean = jnp.mean(target, axis=-1, keepdims=True)
+        std = jnp.sqrt(jnp.var(target, axis=-1, keepdims=True, ddof=1) + 1e-6)
+        p = p * std + mean
+    hidden = mask.reshape(mask.shape[0], -1)
+    mixed = jnp.where(hidden[..., None], p, target)
+    grid = tuple(mask.shape[1:3])
+    recon = fcmae.unpatchify(mixed, grid, x.shape[-1])
+    mse = jnp.sum(jnp.where(hidden, err, 0.0), 1) / jnp.maximum(jnp.sum(hidden, 1), 1)
+    return x, mask, recon, mse

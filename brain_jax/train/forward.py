@@ -1,10 +1,12 @@
 """The one batched forward pass of inference (``predict``, ``explain``) and its preprocessing stage.
 
-Preprocessing, as the loader prepares an evaluation image (``input_pipeline.transforms``):
+Preprocessing (numpy, defined in ``brain_jax.train.preprocess`` so that the ONNX Runtime route of ``predict``
+imports no JAX; re-exported here), as the prepared cache and the eval step prepare an evaluation image
+(``input_pipeline.transforms.prepare``, ``input_pipeline.augment.prepare``):
 
 - ``to_unit``: a slice -> float [0, 1] image at the model's size (intensity window: minimum -> 0,
-  ``upper_percentile`` -> 1; bilinear resize). Kept apart for what needs the scan before normalisation
-  (saliency baselines, drawings).
+  ``upper_percentile`` -> 1; bilinear resize; quantised to 8 bits as the cache stores it). Kept apart for
+  what needs the scan before normalisation (saliency baselines, drawings).
 - ``normalise``: [0, 1] image -> (H, W, 3) model input with the pretrained weights' mean/std (numpy, the
   reference); ``normalise_jnp`` is the same step in jnp, so that it can move onto the device (tests hold the
   two equal). ``preprocess`` = ``normalise(to_unit(...))``.
@@ -23,21 +25,10 @@ import numpy as np
 from flax import nnx
 
 from brain_jax.train import engine
+from brain_jax.train.preprocess import normalise, preprocess, softmax, to_unit  # noqa: F401  (re-exported)
 from brain_jax.train.spec import InputSpec
-from input_pipeline import transforms
 
 # ------------------------------------------------------------------------------------ preprocessing
-
-
-def to_unit(image: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """(h, w) scan -> (S, S) float32 in [0, 1] at the model's input size ``spec.image_size``."""
-    img01 = transforms.normalise_intensity(image, spec.upper_percentile)
-    return transforms.resize(img01, np.zeros(img01.shape, np.uint8), np.ones(2, np.float32), spec.image_size)[0]
-
-
-def normalise(image01: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """[0, 1] gray image(s) (..., H, W) -> (..., H, W, 3) float32 model input (numpy reference)."""
-    return transforms.to_model_input(image01, spec.mean, spec.std)
 
 
 def normalise_jnp(image01: jax.Array, spec: InputSpec) -> jax.Array:
@@ -45,11 +36,6 @@ def normalise_jnp(image01: jax.Array, spec: InputSpec) -> jax.Array:
     inv = 1.0 / np.asarray(spec.std, np.float32)
     shift = np.asarray(spec.mean, np.float32) * inv
     return jnp.asarray(image01, jnp.float32)[..., None] * inv - shift
-
-
-def preprocess(image: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """One (h, w) scan -> (S, S, 3) float32 model input, exactly as the loader prepares evaluation images."""
-    return normalise(to_unit(image, spec), spec)
 
 
 # ------------------------------------------------------------------------------------------ forward
@@ -88,9 +74,3 @@ def batched(fn: Callable, arrays: Sequence[np.ndarray], batch_size: int, *, pad_
 def logits(model: Callable, inputs: np.ndarray, batch_size: int) -> np.ndarray:
     """float32 logits of ``model`` (see ``forward_fn``) on model inputs of any number, ``batch_size`` at a time."""
     return batched(forward_fn(model), [inputs], batch_size)
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, in ``x``'s dtype."""
-    z = np.exp(x - x.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)

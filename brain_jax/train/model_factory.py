@@ -11,6 +11,7 @@ from flax import nnx
 from brain_jax import models, workdir
 from brain_jax.convert import from_hf
 from brain_jax.convert.native import is_native_dir, load_native
+from brain_jax.models import common as model_common, fcmae
 from brain_jax.models.weights import abstract, assign
 from brain_jax.train import checkpoints
 from brain_jax.train.spec import DTYPES, RunSpec, check_dtype
@@ -41,7 +42,8 @@ def _checked_overrides(cfg: Any, kwargs: dict, where: str) -> dict:
     fields = {f.name for f in dataclasses.fields(cfg)}
     bad = sorted(set(kwargs) - fields)
     if bad:
-        raise ValueError(f"{where}: unknown field(s) {bad} for {type(cfg).__name__}; valid: {sorted(fields)}")
+        name = cfg.__name__ if isinstance(cfg, type) else type(cfg).__name__
+        raise ValueError(f"{where}: unknown field(s) {bad} for {name}; valid: {sorted(fields)}")
     return dict(kwargs)
 
 
@@ -66,9 +68,23 @@ def graft(model: nnx.Module, pretrained: nnx.Module, *, fresh_head: bool) -> lis
     return fresh
 
 
+def fcmae_config(spec: RunSpec) -> fcmae.FCMAEConfig:
+    """The FCMAE config of an ``fcmae`` run (no parameters built): ``model.variant``'s encoder, ``data.image_size``,
+    ``model.kwargs`` and ``config.fcmae``; a bad value is a ValueError naming its field (``fcmae.patch_size``,
+    ``fcmae.mask_ratio``, ``data.image_size``)."""
+    kwargs = _checked_overrides(fcmae.FCMAEConfig, {"image_size": spec.input.image_size, **spec.model_kwargs,
+                                                    **spec.pretrain}, "config field model.kwargs / fcmae")
+    return fcmae.config_for(spec.variant, **kwargs)
+
+
 def fresh_model(spec: RunSpec, *, dtype: Any | None = None, seed: int | None = None) -> nnx.Module:
-    """The spec's architecture, randomly initialised (params seed ``seed``, dropout ``seed + 1``)."""
+    """The spec's architecture, randomly initialised (params seed ``seed``, dropout ``seed + 1``); for the
+    ``fcmae`` task the masked autoencoder around the ConvNeXt V2 of ``model.variant`` (its settings checked
+    here: a bad ``fcmae.*`` or ``data.image_size`` is a ValueError naming the field)."""
     seed = spec.seed if seed is None else seed
+    if spec.task == "fcmae":
+        return fcmae.FCMAE(fcmae_config(spec), dtype=dtype_of(spec.dtype) if dtype is None else dtype,
+                           rngs=nnx.Rngs(params=seed, dropout=seed + 1))
     return models.create(spec.model_name, spec.variant, spec.num_classes,
                          dtype=dtype_of(spec.dtype) if dtype is None else dtype,
                          rngs=nnx.Rngs(params=seed, dropout=seed + 1), **spec.model_kwargs)
@@ -86,6 +102,8 @@ def create_model(spec: RunSpec, *, dtype: Any | None = None, with_init: bool = T
         return fresh_model(spec, dtype=dtype, seed=seed)
     dtype = dtype_of(spec.dtype) if dtype is None else dtype
     seed = spec.seed if seed is None else seed
+    if is_pretraining_workdir(spec.init_from):
+        return from_pretraining(spec, Path(spec.init_from).expanduser(), dtype=dtype, seed=seed)
     rngs = nnx.Rngs(params=seed, dropout=seed + 1)
     names = spec.class_names
     pretrained = load_pretrained(spec.init_from, dtype)
@@ -106,8 +124,54 @@ def create_model(spec: RunSpec, *, dtype: Any | None = None, with_init: bool = T
     return model
 
 
+def is_pretraining_workdir(src: str | Path) -> bool:
+    """Whether ``src`` is a training workdir of FCMAE pretraining (its model.json says ``fcmae``)."""
+    path = Path(src).expanduser()
+    if not (path.is_dir() and workdir.has_run(path)):
+        return False
+    meta = workdir.read_model_json(path)
+    return meta is not None and meta["model_type"] == fcmae.FCMAEConfig.model_type
+
+
+def from_pretraining(spec: RunSpec, src: Path, *, dtype: Any, seed: int) -> nnx.Module:
+    """The classifier of ``spec`` with the encoder of an FCMAE pretraining workdir's latest checkpoint.
+
+    Copies ``embeddings.*`` and ``encoder.*`` (the same paths in both models), drops the decoder
+    (``fcmae.DECODER_PATHS``) and leaves the final ``layernorm`` and the ``classifier`` at their fresh init
+    (FCMAE never trains them). Another architecture or size is a ValueError naming the field.
+    """
+    meta = workdir.read_model_json(src)
+    cfg = model_common.config_from_dict(fcmae.FCMAEConfig, dict(meta["config"]))
+    saved = workdir.read_config_dict(src)
+    variant = str(saved.get("model", {}).get("variant", ""))
+    where = f"config field init_from={str(spec.init_from)!r} is an FCMAE pretraining workdir of convnextv2-{variant}"
+    if spec.model_name != "convnextv2":
+        raise ValueError(f"config field model.name: {spec.model_name!r}; {where}, whose encoder only fits "
+                         "model.name='convnextv2'")
+    if spec.task != "classification":
+        raise ValueError(f"config field data.task: {spec.task!r}; {where}: fine-tune it as a classifier "
+                         "(data.task='classification')")
+    model = fresh_model(spec, dtype=dtype, seed=seed)
+    if (tuple(model.config.depths), tuple(model.config.hidden_sizes)) != (tuple(cfg.depths), tuple(cfg.hidden_sizes)):
+        raise ValueError(f"config field model.variant: {spec.variant!r}; {where} (depths {list(cfg.depths)}, "
+                         f"hidden sizes {list(cfg.hidden_sizes)}): set model.variant={variant!r}")
+    flat, step, ckpt_dir = checkpoints.load_weights(src, which="latest")
+    arrays = {k.split(".", 1)[1]: a for k, a in flat.items() if k.startswith("params.")}
+    encoder = {k: a for k, a in arrays.items() if fcmae.is_encoder_path(k)}
+    fresh = [p for p in models.weights.model_variables(model) if not fcmae.is_encoder_path(p)]
+    assign(model, encoder, source=f"{ckpt_dir} (step {step})", fresh=fresh)
+    print(f"init_from {src}: ConvNeXt V2 encoder ({len(encoder)} arrays: embeddings.*, encoder.*) loaded from "
+          f"the latest pretraining checkpoint, step {step}", flush=True)
+    print(f"init_from {src}: FCMAE decoder dropped ({', '.join(fcmae.DECODER_PATHS)}); the final layernorm and "
+          f"the classifier start fresh ({len(fresh)} arrays)", flush=True)
+    return model
+
+
 def model_from_json(meta: dict, dtype: Any) -> nnx.Module:
     """A freshly initialised model of the architecture ``model.json`` describes."""
+    if meta["model_type"] == fcmae.FCMAEConfig.model_type:
+        cfg = model_common.config_from_dict(fcmae.FCMAEConfig, dict(meta["config"]))
+        return fcmae.FCMAE(cfg, dtype=dtype, rngs=nnx.Rngs(params=0, dropout=1))
     mod = models.module_for(meta["model_type"])
     return mod.from_config(mod.config_from_dict(dict(meta["config"])), dtype=dtype,
                            rngs=nnx.Rngs(params=0, dropout=1))

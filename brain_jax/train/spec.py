@@ -24,6 +24,11 @@ from brain_jax.io.guards import MAX_PIXELS
 from input_pipeline.labels import class_names as dataset_class_names
 
 TASKS = ("classification", "segmentation")
+# Self-supervised pretraining tasks: no head, no labels read (``data.task="fcmae"``: ConvNeXt V2's masked
+# autoencoder, brain_jax.models.fcmae, on the train split only).
+PRETRAIN_TASKS = ("fcmae",)
+# FCMAE's settings a config may give (``config.fcmae``), passed to brain_jax.models.fcmae.config_for.
+FCMAE_FIELDS = ("mask_ratio", "patch_size", "decoder_embed_dim", "decoder_depth", "norm_pix_loss")
 SEG_CLASS_NAMES = ("background", "tumour")
 # The dtype names a config or a command line may use (resolved to jnp dtypes by the model factory).
 DTYPES = ("float32", "bfloat16", "float16")
@@ -86,6 +91,7 @@ class RunSpec:
     init_from: str
     seed: int
     input: InputSpec
+    pretrain: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # fcmae: FCMAE_FIELDS given
 
     @property
     def num_classes(self) -> int:
@@ -107,9 +113,13 @@ class RunSpec:
             return lookup(config, dotted, default, where=where)
 
         task = get("data.task")
-        if task not in TASKS:
-            raise ValueError(f"{_field(where, 'data.task')}: {task!r}; expected 'classification' or 'segmentation'")
+        if task not in TASKS + PRETRAIN_TASKS:
+            raise ValueError(f"{_field(where, 'data.task')}: {task!r}; expected 'classification', 'segmentation' "
+                             "or 'fcmae' (pretraining)")
         name, variant = get("model.name"), get("model.variant")
+        if task == "fcmae" and name != "convnextv2":
+            raise ValueError(f"{_field(where, 'model.name')}: {name!r}; FCMAE pretraining (data.task='fcmae') "
+                             "needs the ConvNeXt V2 encoder, model.name='convnextv2'")
         if name not in models.NAMES:
             raise ValueError(f"{_field(where, 'model.name')}: unknown model {name!r}; expected one of "
                              f"{', '.join(models.NAMES)}")
@@ -126,11 +136,26 @@ class RunSpec:
             raise ValueError(f"{_field(where, 'batch_size')} must be a positive integer, got {batch!r}")
         if task == "classification":
             get("data.name")  # the head's classes are its datasets': a config without them names the field
-        names = SEG_CLASS_NAMES if task == "segmentation" else dataset_class_names(_as_configdict(get("data")))
+        if task == "fcmae":
+            names: Any = ()  # no head: labels are never read
+            _check_no_test_split(get)
+        else:
+            names = SEG_CLASS_NAMES if task == "segmentation" else dataset_class_names(_as_configdict(get("data")))
         kwargs = get("model.kwargs", {}) or {}
+        pretrain = {k: v for k, v in (get("fcmae", {}) or {}).items() if k in FCMAE_FIELDS} if task == "fcmae" else {}
         return cls(task=task, class_names=tuple(names), dtype=dtype, model_name=name, variant=variant,
                    model_kwargs=dict(kwargs), init_from=str(get("init_from", "") or ""),
-                   seed=int(get("seed", 0)), input=_input_spec(get, where))
+                   seed=int(get("seed", 0)), input=_input_spec(get, where), pretrain=pretrain)
+
+
+def _check_no_test_split(get) -> None:
+    """Pretraining never sees the test split (a transductive leak): train / eval splits must not hold it."""
+    test = {p.strip() for p in str(get("data.test_split", "") or "").split("+") if p.strip()}
+    for field in ("data.train_split", "data.eval_split"):
+        pieces = {p.strip() for p in str(get(field, "") or "").split("+") if p.strip()}
+        if test & pieces:
+            raise ValueError(f"config field {field}={get(field)!r} holds the test split "
+                             f"{get('data.test_split')!r}: FCMAE pretraining must not see the test split")
 
 
 def _field(where: str, dotted: str) -> str:

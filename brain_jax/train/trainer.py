@@ -18,12 +18,13 @@ from tqdm.auto import tqdm
 
 from brain_jax.train import engine, faults, optim
 from brain_jax.train.checkpoints import Checkpointer, abstract_like
-from brain_jax.train.data import DataSource, PipelineData
+from brain_jax.train.data import DataSource, DevicePrefetch, PipelineData
 from brain_jax.train.evaluate import run_split, scalars
 from brain_jax.train.metric_log import MetricWriter
-from brain_jax.train.model_factory import create_model
+from brain_jax.train.model_factory import create_model, fcmae_config
 from brain_jax.train.spec import RunSpec, check_workdir
 from brain_jax.workdir import write_config, write_model_json
+from input_pipeline.augment import StepInputs
 
 # A hook is called after every step as hook(step, state, metrics) (tests use it to inject signals).
 Hook = Callable[[int, Any, Any], None]
@@ -183,6 +184,8 @@ def train_and_evaluate(
     workdir = Path(workdir).absolute()
     spec = RunSpec.from_config(config)  # the run's facts, validated once: nothing is written before
     resume = check_workdir(spec, workdir)
+    if spec.task == "fcmae":
+        fcmae_config(spec)  # a bad fcmae.* / data.image_size fails here, before the data is opened
     data = data if data is not None else PipelineData(config, spec)
     steps_per_epoch = data.steps_per_epoch()  # a missing dataset fails here
     total_steps = total_train_steps(config, steps_per_epoch)
@@ -193,7 +196,8 @@ def train_and_evaluate(
     warmup = opt_cfg.warmup_steps if opt_cfg.warmup_steps >= 0 else int(round(opt_cfg.warmup_epochs * steps_per_epoch))
     opt_view = ml_collections.ConfigDict(dict(opt_cfg.to_dict(), warmup_steps=int(warmup)))
     tx, schedule = optim.make_optimizer(opt_view, total_steps, lr_scales=lr_scales_for(parts, opt_cfg.layer_decay))
-    lc = engine.LossConfig.from_config(spec.task, config.loss)
+    lc = engine.LossConfig.from_config(spec.task, config.loss,
+                                       mask_ratio=float(getattr(getattr(model, "config", None), "mask_ratio", 0.0)))
 
     mesh = engine.make_mesh(int(config.mesh.num_devices))
     ema = float(opt_cfg.ema_decay) > 0
@@ -203,7 +207,11 @@ def train_and_evaluate(
 
     ckpt = Checkpointer(workdir, keep=int(config.keep_checkpoints), best_metric=str(config.best_metric),
                         best_mode=str(config.best_mode), async_save=bool(config.async_checkpoint))
-    train_it = data.train_iterator()
+    multiple = engine.local_batch_multiple(mesh)
+    # the host gathers uint8 batches; a thread puts the next ones on the devices while the step runs
+    train_it = DevicePrefetch(data.train_iterator(),
+                              lambda host: engine.to_global(engine.pad_local_batch(host, multiple), mesh),
+                              depth=max(1, int(config.get("prefetch_batches", 2))))
     start = 0
     if resume:
         restored = ckpt.restore_latest(abstract_like(state, engine.replicated(mesh)))
@@ -218,12 +226,14 @@ def train_and_evaluate(
     # rows and events logged after the restored step (before a crash) are dropped: they are logged again
     writer = MetricWriter(workdir, enabled=is_main, resumed_from=start if start else None)
 
+    train_inputs = StepInputs.from_data_config(config.data, int(config.seed), train=True)
     train_step = engine.jit_train_step(
-        engine.make_train_step(parts, tx, schedule, lc, seed=int(config.seed), ema_decay=float(opt_cfg.ema_decay)),
+        engine.make_train_step(parts, tx, schedule, lc, seed=int(config.seed), inputs=train_inputs,
+                               ema_decay=float(opt_cfg.ema_decay)),
         mesh, state,
     )
-    eval_step = jax.jit(engine.make_eval_step(parts, spec.task))
-    multiple = engine.local_batch_multiple(mesh)
+    eval_step = jax.jit(engine.make_eval_step(parts, spec.task, dataclasses.replace(train_inputs, augment=None),
+                                              seed=int(config.seed), mask_ratio=lc.mask_ratio))
     log_every = max(1, int(config.log_every_steps))
     eval_every = _every(int(config.eval_every_steps), steps_per_epoch)
     ckpt_every = _every(int(config.checkpoint_every_steps), steps_per_epoch)
@@ -258,9 +268,8 @@ def train_and_evaluate(
     try:
         for step in range(start + 1, total_steps + 1):
             t_data = time.perf_counter()
-            host_batch = next(train_it)
+            batch = next(train_it)
             waited += time.perf_counter() - t_data
-            batch = engine.to_global(engine.pad_local_batch(host_batch, multiple), mesh)
             state, metrics = train_step(state, batch, rest)
             pending.append(metrics)
             n_log += int(config.batch_size)
@@ -307,6 +316,7 @@ def train_and_evaluate(
                 break
         failed = False
     finally:
+        train_it.close()  # joins the prefetch thread (after a SIGTERM stop too)
         flag.restore()
         if bar is not None:
             bar.close()
