@@ -33,7 +33,7 @@ def test_config_arguments_select_variant_and_pretrained_id():
     # the paper's SegFormer recipe
     assert (s.optimizer.name, s.optimizer.lr, s.batch_size, s.num_epochs) == ("adam", 6e-4, 10, 15.0)
     assert s.init_from == "nvidia/mit-b0" and s.data.task == "segmentation"
-    with pytest.raises(ValueError, match="variants|valid: dataset, runlocal, variant"):
+    with pytest.raises(ValueError, match=r"'varaint' is not known; valid: dataset, .*runlocal, variant"):
         load_config("configs/convnextv2_cls.py:varaint=tiny")
 
 
