@@ -178,5 +178,5 @@ def test_write_report_errors(tmp_path):
     with pytest.raises(ValueError, match="not valid JSON"):
         report.write_report(tmp_path)
     (tmp_path / "metrics.json").write_text(json.dumps({"meta": {}}))
-    with pytest.raises(ValueError, match="no classification or segmentation results"):
+    with pytest.raises(ValueError, match="no classification, segmentation or FCMAE pretraining results"):
         report.write_report(tmp_path)
