@@ -110,6 +110,20 @@ def test_mutated_files_read_or_fail_cleanly(name, seeds, worker, tmp_path):
     check()
 
 
+def test_a_transfer_syntax_with_a_control_character_is_named_on_one_line(seeds, worker, tmp_path):
+    """Found by the fuzzer in CI: a newline written into the transfer syntax UID of the RLE seed made the
+    'cannot decode' error span two lines. The UID is file content; the message shows it escaped."""
+    seed = seeds["scan_rle.dcm"]
+    uid = b"1.2.840.10008.1.2.5"
+    at = seed.index(uid)
+    damaged = seed[:at + 1] + b"\n" + seed[at + 2:]  # '1\n2.840...' as in the failing example
+    path = tmp_path / "scan_rle.dcm"
+    path.write_bytes(damaged)
+    outcome = worker.call(READ, str(path), None)
+    msg = assert_clean_error(outcome, path)
+    assert "transfer syntax" in msg and "\\n" in msg, msg
+
+
 # ------------------------------------------------------------------------------------ raster images
 
 

@@ -277,7 +277,7 @@ def _read_mat73(p: Path) -> Slice:
     with h5py.File(p, "r") as f:
         link = f.get("cjdata", getlink=True)
         if isinstance(link, h5py.ExternalLink):
-            raise ValueError(f"{p}: cjdata is a link to another file ({link.filename}); refused")
+            raise ValueError(f"{p}: cjdata is a link to another file ({link.filename!r}); refused")
         if link is not None and isinstance(f["cjdata"], h5py.Group) and "image" in f["cjdata"]:
             g = f["cjdata"]
             # h5py sees MATLAB's column-major arrays transposed.
@@ -399,13 +399,15 @@ def _check_dicom_pixels(ds, p: Path) -> tuple[int, int]:
     tsuid = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if tsuid is None:
         raise ValueError(f"{p}: DICOM file without a transfer syntax (0002,0010); cannot decode its pixels")
+    # The UID is file content: a damaged one may hold control characters, so it is shown as repr().
+    name, uid = repr(str(tsuid.name)), repr(str(tsuid))
     try:
         decoder = get_decoder(tsuid)
     except NotImplementedError:
-        raise ValueError(f"{p}: pixel data in transfer syntax {tsuid.name}, which pydicom cannot decode") from None
+        raise ValueError(f"{p}: pixel data in transfer syntax {name}, which pydicom cannot decode") from None
     if not decoder.is_available:
         raise ValueError(
-            f"{p}: pixel data compressed as {tsuid.name} ({tsuid}) and no decoder for it is installed; "
+            f"{p}: pixel data compressed as {name} ({uid}) and no decoder for it is installed; "
             f"install one of: {'; '.join(decoder.missing_dependencies)}, or decompress the file (e.g. dcmdjpeg)")
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     spp = int(ds.get("SamplesPerPixel", 1) or 1)
