@@ -147,12 +147,13 @@ def slurm(tmp_path_factory, env) -> dict[str, str]:
         subprocess.run(["bash", str(script), "down"], env=e, capture_output=True, timeout=120)
 
 
-def sbatch(env: dict[str, str], wd: Path, data_dir: Path, *, fault: str = "", wait: bool = False) -> tuple[str, Path]:
+def sbatch(env: dict[str, str], wd: Path, data_dir: Path, *, fault: str = "", wait: bool = False,
+           config: str = CONFIG, args: Callable[[Path], list[str]] = train_args) -> tuple[str, Path]:
     """Submit launch/slurm.sbatch for a CPU run of 2 tasks; (job id, its output file)."""
     out = wd.parent / f"{wd.name}.slurm.out"
     e = dict(env, BRAIN_JAX_COORDINATOR_PORT=str(free_port()), **({faults.ENV: fault} if fault else {}))
     cmd = ["sbatch", "--parsable", *SBATCH_CPU, f"--output={out}", f"--chdir={ROOT}", *(["--wait"] if wait else []),
-           str(ROOT / "launch" / "slurm.sbatch"), CONFIG, str(wd), *train_args(data_dir)]
+           str(ROOT / "launch" / "slurm.sbatch"), config, str(wd), *args(data_dir)]
     p = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=900)
     job = p.stdout.strip().split(";")[0]
     if wait:
@@ -196,6 +197,39 @@ def test_two_slurm_tasks_end_on_the_weights_of_one_process_with_two_devices(two_
     assert "2 tasks" in out and f"trained {STEPS} steps" in out
     assert logged_steps(two_tasks) == list(range(1, STEPS + 1))
     assert_same_weights(final_weights(two_tasks), one_process_two_devices)
+
+
+FCMAE_CONFIG = "configs/fcmae_pretrain.py:runlocal"
+
+
+def fcmae_args(data_dir: Path) -> list[str]:
+    """4 FCMAE steps at 64 px (2 x 2 mask cells), the held-out loss and panel at the end."""
+    return [f"--config.data.data_dir={data_dir}", "--config.data.builder_config=tiny", "--config.batch_size=8",
+            "--config.eval_batch_size=6", "--config.num_train_steps=4", "--config.eval_every_steps=0",
+            "--config.checkpoint_every_steps=2", "--config.log_every_steps=1", "--config.progress_bar=false"]
+
+
+def test_fcmae_pretraining_over_two_slurm_tasks_matches_one_process_with_two_devices(slurm, env, tiny_phantoms,
+                                                                                    tmp_path):
+    """FCMAE under the launch script: each task draws the masks of its own rows from their global index, so two
+    SLURM tasks end on the weights of one process with two devices, bit for bit, with the same held-out loss."""
+    one = tmp_path / "one"
+    cmd = ["brain-jax", "train", "--config", FCMAE_CONFIG, "--workdir", str(one), *fcmae_args(tiny_phantoms)]
+    p = subprocess.run(cmd, cwd=ROOT, env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=2"),
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    two = tmp_path / "two"
+    _, out = sbatch(slurm, two, tiny_phantoms, wait=True, config=FCMAE_CONFIG, args=fcmae_args)
+    assert "2 tasks" in out.read_text()
+    for wd in (one, two):
+        flat, step, _ = checkpoints.load_weights(wd, which="latest")
+        assert step == 4 and "params.mask_token" in flat
+    assert_same_weights(checkpoints.load_weights(two, which="latest")[0],
+                        checkpoints.load_weights(one, which="latest")[0])
+    held = [json.loads((wd / workdir.METRICS).read_text())["fcmae"]["validation"] for wd in (one, two)]
+    assert held[0]["num_examples"] == held[1]["num_examples"] == 8
+    assert held[1]["loss"] == pytest.approx(held[0]["loss"], rel=1e-6)
+    assert (two / "figures" / "reconstruction.png").is_file()
 
 
 def test_slurm_job_preempted_twice_requeues_and_ends_on_the_same_weights(slurm, tiny_phantoms, tmp_path, two_tasks):

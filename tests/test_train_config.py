@@ -1,6 +1,8 @@
 """Config loading / overrides, layer-wise lr decay, and starting from pretrained weights (no training)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -22,6 +24,32 @@ def test_every_config_loads_and_validates(name):
         r = load_config(f"configs/{name}.py:runlocal")
         RunSpec.from_config(r)
         assert r.model.variant == "test" and r.init_from == "" and r.data.name == "brain_phantoms"
+
+
+CONFIG_FILES = sorted(str(p) for p in Path("configs").glob("*.py") if p.stem not in ("__init__", "common"))
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES)
+def test_every_config_file_loads_with_its_defaults(path):
+    RunSpec.from_config(load_config(path))
+
+
+def test_fcmae_effect_stages_fit_together():
+    """The experiment's two stages: the same variant and image size (so the encoder transfers), the fine-tune
+    starting from the named pretraining workdir or from scratch, and nothing else different between the arms."""
+    pre = load_config("configs/fcmae_effect.py:stage=pretrain")
+    scratch = load_config("configs/fcmae_effect.py:label_fraction=0.05")
+    tuned = load_config("configs/fcmae_effect.py:label_fraction=0.05,pretrained=/runs/pre")
+    assert pre.data.task == "fcmae" and scratch.data.task == tuned.data.task == "classification"
+    for c in (scratch, tuned):
+        assert (c.model.variant, c.data.image_size, c.data.builder_config) == (
+            pre.model.variant, pre.data.image_size, pre.data.builder_config)
+    assert scratch.init_from == "" and tuned.init_from == "/runs/pre"
+    diff = {k for k, v in tuned.to_dict().items() if scratch.to_dict()[k] != v}
+    assert diff == {"init_from"} and tuned.data.label_fraction == 0.05
+    assert pre.data.image_size % 32 == 0 and (pre.data.image_size // 32) ** 2 * 0.4 >= 2  # >= 2 visible cells
+    with pytest.raises(ValueError, match="stage"):
+        load_config("configs/fcmae_effect.py:stage=finetuning")
 
 
 def test_config_arguments_select_variant_and_pretrained_id():

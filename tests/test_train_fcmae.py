@@ -136,6 +136,35 @@ def test_masks_are_a_function_of_seed_step_and_global_index():
     assert set(np.asarray(m0).reshape(8, -1).sum(1)) == {3}
 
 
+def test_train_step_ignores_padded_rows():
+    """The engine's fcmae train step on 2 real rows + 2 padded rows (valid=False, as the loader pads a short
+    batch): what the padded rows hold changes neither the loss nor the updated weights; marked valid, it changes
+    both (so the comparison can fail). One compiled step serves the three batches."""
+    import optax
+
+    parts = engine.split_model(fcmae.create("test", image_size=SIZE))
+    tx = optax.sgd(0.5)
+    step = jax.jit(engine.make_train_step(parts, tx, optax.constant_schedule(0.5),
+                                          engine.LossConfig("fcmae", mask_ratio=0.6), seed=3,
+                                          inputs=StepInputs(mean=(0.5,) * 3, std=(0.25,) * 3)))
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (4, SIZE, SIZE), dtype=np.uint8)
+    other = img.copy()
+    other[2:] = rng.integers(0, 256, (2, SIZE, SIZE), dtype=np.uint8)
+    pad = np.array([True, True, False, False])
+    batches = {"padded": (img, pad), "other padding": (other, pad), "all valid": (other, np.ones(4, bool))}
+    runs = {}
+    for name, (x, valid) in batches.items():
+        state, metrics = step(engine.init_train_state(parts, tx, ema=False),
+                              {"image": x, "index": np.arange(4), "valid": valid}, parts.rest)
+        runs[name] = float(metrics["loss"]), jax.tree.leaves(state["params"])
+    assert runs["padded"][0] == runs["other padding"][0]
+    for a, b in zip(runs["padded"][1], runs["other padding"][1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    moved = max(float(np.max(np.abs(a - b))) for a, b in zip(runs["all valid"][1], runs["padded"][1], strict=True))
+    assert runs["all valid"][0] != runs["padded"][0] and moved > 1e-4, moved
+
+
 def test_pretraining_recipe_decays_only_kernels():
     c = load_config("configs/fcmae_pretrain.py:batch=512")
     assert (c.optimizer.b1, c.optimizer.b2, c.optimizer.weight_decay) == (0.9, 0.95, 0.05)
@@ -203,6 +232,22 @@ def test_finetune_loads_the_encoder_and_starts_head_and_final_norm_fresh(pretrai
             assert path.startswith(("layernorm.", "classifier.")), path
             np.testing.assert_array_equal(arr, init[path], err_msg=path)
     assert not np.array_equal(ours["embeddings.patch_embeddings.kernel"], init["embeddings.patch_embeddings.kernel"])
+
+
+def test_finetune_from_the_cli_trains_and_evaluates(pretrained, tiny_phantoms, capsys):
+    """The README's hand-off, end to end: `brain-jax train --config configs/convnextv2_cls.py:runlocal,finetune
+    --config.init_from=PRETRAINING_WORKDIR` trains, says where its encoder came from and writes test metrics."""
+    wd = pretrained.parent / "ft_cli"
+    rc = cli.main(["train", "--config", "configs/convnextv2_cls.py:runlocal,finetune", "--workdir", str(wd),
+                   f"--config.init_from={pretrained}", *_data_args(tiny_phantoms), "--config.num_train_steps=2",
+                   "--config.checkpoint_every_steps=2"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "encoder" in out and "step 4" in out and "decoder dropped" in out
+    train = [r for r in workdir.read_log(wd) if r["split"] == "train"]
+    assert [r["step"] for r in train] == [1, 2] and all(np.isfinite(r["loss"]) for r in train)
+    flat, step, _ = checkpoints.load_weights(wd, which="latest")
+    assert step == 2 and "params.classifier.kernel" in flat and not any("decoder" in k for k in flat)
 
 
 def test_finetune_into_another_architecture_is_one_line_exit_2(pretrained, tiny_phantoms, capsys):
