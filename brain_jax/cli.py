@@ -225,9 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = da.add_subparsers(dest="data_verb", required=True, metavar="ACTION",
                              help="build: a TFDS dataset from your downloads; prepare: its cache at an image size; "
                                   "audit: duplicates and split composition")
-    db = dsub.add_parser("build", help="build a TFDS dataset (figshare_brain_tumor, brain_tumor_mri, brain_phantoms)")
-    db.add_argument("name", help="dataset name")
-    db.add_argument("--manual-dir", default=None, help="folder with the files you downloaded (Figshare, Kaggle)")
+    db = dsub.add_parser("build", help="build a TFDS dataset (figshare_brain_tumor, brain_tumor_mri, brain_phantoms, "
+                                       "unlabelled_mri)")
+    db.add_argument("name", help="dataset name: figshare_brain_tumor, brain_tumor_mri, brain_phantoms, or "
+                                 "unlabelled_mri (any folder of MRI files, for FCMAE pretraining)")
+    db.add_argument("--manual-dir", default=None,
+                    help="folder with the files you downloaded (Figshare, Kaggle), or your unlabelled_mri folder")
     db.add_argument("--data-dir", required=True, help="TFDS data folder to build into")
     db.add_argument("--config", dest="builder_config", default=None,
                     help="builder config (brain_phantoms: tiny, small, large; default: the builder's own)")
@@ -236,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     _cache_options(db)
     dpr = dsub.add_parser("prepare", help="write the prepared cache (uint8 images at one size) of every split of a "
                                           "built dataset; training builds it on first use otherwise")
-    dpr.add_argument("name", help="dataset name (figshare_brain_tumor, brain_tumor_mri, brain_phantoms)")
+    dpr.add_argument("name", help="dataset name (figshare_brain_tumor, brain_tumor_mri, brain_phantoms, "
+                                  "unlabelled_mri)")
     dpr.add_argument("--data-dir", required=True, help="TFDS data folder the dataset was built into")
     dpr.add_argument("--image-size", type=int, required=True, help="side of the square images (config data.image_size)")
     dpr.add_argument("--config", dest="builder_config", default=None, help="builder config (brain_phantoms)")

@@ -113,15 +113,21 @@ def fcmae_defaults() -> ml_collections.ConfigDict:
 
 
 DATASETS = ("merged", "figshare", "kaggle", "phantoms")
+# Pretraining (configs/fcmae_pretrain.py) also takes a folder of unlabelled images.
+PRETRAIN_DATASETS = (*DATASETS, "unlabelled")
 
 
-def set_dataset(c: ml_collections.ConfigDict, dataset: str) -> None:
-    """Point ``c.data`` at one of DATASETS, with splits that keep patients / duplicates apart.
+def set_dataset(c: ml_collections.ConfigDict, dataset: str, *, pretraining: bool = False) -> None:
+    """Point ``c.data`` at one of DATASETS (PRETRAIN_DATASETS with ``pretraining``), with splits that keep
+    patients / duplicates apart.
 
     - merged: the paper's pool (Figshare + Kaggle), near-duplicates removed, split by duplicate group;
     - figshare: the authors' patient-disjoint folds (train 1-3, validation 4, test 5);
     - kaggle: its Training/Testing folders (no patient ids: exact duplicates removed);
-    - phantoms: the synthetic set (``brain-jax data build brain_phantoms``), patient-disjoint splits.
+    - phantoms: the synthetic set (``brain-jax data build brain_phantoms``), patient-disjoint splits;
+    - unlabelled (pretraining only): a folder of unlabelled images (``brain-jax data build unlabelled_mri``),
+      exact copies removed, split by patient group (its first-level sub-folders): 90 % train, 10 % validation,
+      no test split (pretraining never reads one).
     """
     d = c.data
     d.dedup = "none"
@@ -143,8 +149,19 @@ def set_dataset(c: ml_collections.ConfigDict, dataset: str) -> None:
         d.name = "brain_phantoms"
         d.builder_config = "small"
         d.split_by = "builder"
+    elif dataset == "unlabelled" and pretraining:
+        d.name = "unlabelled_mri"
+        d.builder_config = ""
+        d.dedup = "exact"
+        d.split_by = "group"
+        d.group_split_fractions = ml_collections.ConfigDict(dict(train=0.9, validation=0.1))
+        d.test_split = ""  # pretraining never reads one
+    elif dataset == "unlabelled":
+        raise ValueError("config argument dataset='unlabelled' has no labels: only pretraining reads it "
+                         "(configs/fcmae_pretrain.py:dataset=unlabelled)")
     else:
-        raise ValueError(f"config argument dataset={dataset!r}; expected one of {', '.join(DATASETS)}")
+        allowed = PRETRAIN_DATASETS if pretraining else DATASETS
+        raise ValueError(f"config argument dataset={dataset!r}; expected one of {', '.join(allowed)}")
 
 
 def set_runlocal(c: ml_collections.ConfigDict, *, image_size: int = 64) -> None:

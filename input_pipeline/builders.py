@@ -12,16 +12,20 @@ BUILDER_MODULES = {
     "brain_phantoms": ("input_pipeline.phantoms", "BrainPhantoms"),
     "figshare_brain_tumor": ("input_pipeline.figshare", "FigshareBrainTumor"),
     "brain_tumor_mri": ("input_pipeline.kaggle", "BrainTumorMri"),
+    "unlabelled_mri": ("input_pipeline.unlabelled", "UnlabelledMri"),
 }
-NEEDS_MANUAL_DIR = {"figshare_brain_tumor", "brain_tumor_mri"}
+NEEDS_MANUAL_DIR = {"figshare_brain_tumor", "brain_tumor_mri", "unlabelled_mri"}
 # Known without importing the builder modules (they import TFDS, seconds of start-up), so that the
 # classes of a config resolve in `predict` too; tests check both tables against the builder classes.
 DATASET_CLASSES = {
     "brain_phantoms": CLASS_NAMES,
     "figshare_brain_tumor": ("glioma", "meningioma", "pituitary"),  # no tumour-free slices
     "brain_tumor_mri": CLASS_NAMES,
+    "unlabelled_mri": (),  # no labels: its stored label (0) means nothing
 }
 HAS_BUILDER_CONFIGS = {"brain_phantoms"}
+# Datasets with no classes: only pretraining (data.task="fcmae") reads them (brain_jax.train.spec refuses the rest).
+UNLABELLED = frozenset(name for name, classes in DATASET_CLASSES.items() if not classes)
 
 
 def check_name(name: str) -> str:

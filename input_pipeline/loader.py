@@ -103,8 +103,10 @@ class _Batches:
                  head_classes: Sequence[str] | None = None):
         self.parts, self.part, self.record = index.parts, index.part, index.record
         self.caches = caches  # one cache.PartCache per index part
-        # stored label -> head index; a run passes its RunSpec's classes, data tools use the config's
-        self.head = label_map(class_names(cfg) if head_classes is None else head_classes)
+        # stored label -> head index; a run passes its RunSpec's classes, data tools use the config's. Pretraining
+        # reads no label (and unlabelled datasets have no classes): its batches carry the stored labels as they are.
+        pretraining = cfg.task == "fcmae"
+        self.head = None if pretraining else label_map(class_names(cfg) if head_classes is None else head_classes)
         self.data_dir = data_dir_of(cfg)
         self.ids = ids  # host-side per-example strings (evaluation only)
         self.n = len(index)
@@ -137,7 +139,7 @@ class _Batches:
         for p in np.unique(part[valid]):
             rows = np.flatnonzero(valid & (part == p))
             got = self.caches[p].gather(record[rows])
-            labels = self.head[got["label"]]
+            labels = got["label"] if self.head is None else self.head[got["label"]]
             if np.any(labels < 0):
                 bad = int(record[rows][np.flatnonzero(labels < 0)[0]])
                 name, config, split = self.parts[p]
@@ -186,8 +188,9 @@ def make_loader(data_cfg, split: str, *, global_batch_size: int, train: bool, se
     """Per-host loader of `split`.
 
     Batch keys: ``image`` (B, S, S) uint8 (normalised to 0..255 and resized: ``input_pipeline.cache``),
-    ``label`` (B,) int32 head index (``class_names``), ``mask`` (B, S, S) uint8, ``has_mask`` (B,) bool,
-    ``spacing_mm`` (B, 2) float32, ``valid`` (B,) bool, ``index`` (B,) int32 (position in the global batch).
+    ``label`` (B,) int32 head index (``class_names``; the stored label with ``task="fcmae"``), ``mask``
+    (B, S, S) uint8, ``has_mask`` (B,) bool, ``spacing_mm`` (B, 2) float32, ``valid`` (B,) bool, ``index``
+    (B,) int32 (position in the global batch).
     The step turns them into model input (``input_pipeline.augment.prepare``: augmentation when training,
     mean / std). The split's prepared caches are built on first use (``data.cache_dir``).
     train=True: reshuffled every epoch from `seed`, drop remainder, infinite when

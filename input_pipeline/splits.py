@@ -32,6 +32,7 @@ import numpy as np
 
 from input_pipeline import dedup
 from input_pipeline.sources import (
+    META_KEYS,
     data_dir_of,
     dataset_name,
     example_ids,
@@ -188,13 +189,13 @@ def index_metadata(data_cfg, index: Index) -> dict[str, list]:
     """``META_KEYS`` + ``dataset`` + ``example_id`` for the records of a resolved split, in its order."""
     data_dir = data_dir_of(data_cfg)
     metas = [split_metadata(n, c, data_dir, s) for n, c, s in index.parts]
-    out: dict[str, list] = collections.defaultdict(list)
+    out: dict[str, list] = {k: [] for k in (*META_KEYS, "dataset")}  # every key, also for an empty split
     for p, r in zip(index.part.tolist(), index.record.tolist(), strict=True):
         for k, v in metas[p].items():
             out[k].append(v[r])
         out["dataset"].append(dataset_name(*index.parts[p][:2]))
     out["example_id"] = list(example_ids(out["dataset"], out["file_name"]))
-    return dict(out)
+    return out
 
 
 CLUSTER_KINDS = ("patient", "duplicate_group", "slice")

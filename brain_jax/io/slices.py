@@ -1,6 +1,8 @@
 """Read one 2-D MRI slice from an image, MATLAB, DICOM or NIfTI file, in its original intensities.
 
-Used by ``brain-jax predict`` so a user can point the trained model at whatever file they hold.
+Used by ``brain-jax predict`` so a user can point the trained model at whatever file they hold, and by the
+``unlabelled_mri`` builder, which reads every slice of a file at once (``read_slices``: the volume or the
+multi-frame pixel data is decoded once).
 Every reader returns a :class:`Slice` whose ``image`` is a float32 (rows, cols) array in the file's own
 intensity units (no normalisation: the predictor applies the loader's transform), with row 0 at the top
 of the picture as a viewer would show it, and ``pixel_spacing_mm`` = (row spacing, col spacing), i.e.
@@ -37,12 +39,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,27 +120,69 @@ def read_slice(path: str | os.PathLike, slice_index: int | None = None) -> Slice
     Raises FileNotFoundError for a missing file and ValueError (naming the file and what was
     expected) for anything unreadable, of the wrong shape, or empty.
     """
+    p, kind = _checked_path(path)
+    if slice_index is not None and kind not in ("nifti", "dicom"):
+        raise ValueError(f"{p}: a slice index was given but a {kind} file holds a single slice")
+    reader = {"image": _read_pil, "mat": _read_mat, "dicom": _read_dicom, "nifti": _read_nifti}[kind]
+    sl, notes = _reading(p, kind, lambda: reader(p, slice_index) if kind in ("nifti", "dicom") else reader(p))
+    return _validated(dataclasses.replace(sl, notes=sl.notes + notes))
+
+
+def read_slices(path: str | os.PathLike) -> Iterator[Slice]:
+    """Every 2-D slice of ``path``, the file read once: each axial slice of a NIfTI volume (``k`` = 0 .. n-1),
+    each frame of a multi-frame DICOM, the one slice of the other formats.
+
+    Slice ``k`` is what ``read_slice(path, k)`` returns (``read_slice(path)`` for single-slice files): the
+    same conversions, spacing, notes and checks. The file is opened and decoded before this returns, so an
+    unreadable file raises here (the errors of ``read_slice``); a slice failing the checks (NaN values, ...)
+    raises when the iteration reaches it.
+    """
+    p, kind = _checked_path(path)
+    makers: list[Callable[[], Slice]]
+    if kind == "nifti":
+        (data, zooms), notes = _reading(p, kind, lambda: _load_nifti(p))
+        makers = [functools.partial(_nifti_slice, p, data, zooms, k) for k in range(data.shape[2])]
+    elif kind == "dicom":
+        (ds, frames, spp), notes = _reading(p, kind, lambda: _load_dicom_frames(p))
+        makers = [functools.partial(_dicom_slice, p, ds, frame, spp) for frame in frames]
+    else:
+        reader = _read_mat if kind == "mat" else _read_pil
+        one, notes = _reading(p, kind, lambda: reader(p))
+        makers = [lambda: one]
+
+    def slices() -> Iterator[Slice]:
+        for make in makers:
+            sl = make()
+            yield _validated(dataclasses.replace(sl, notes=sl.notes + notes))
+
+    return slices()
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def _checked_path(path: str | os.PathLike) -> tuple[Path, str]:
+    """(path, reader family) of an existing file; FileNotFoundError / ValueError naming it otherwise."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file")
     if p.is_dir():
         raise ValueError(f"{p}: is a folder; expected an image, .mat, DICOM or NIfTI file")
-    kind = detect_format(p)
-    if slice_index is not None and kind not in ("nifti", "dicom"):
-        raise ValueError(f"{p}: a slice index was given but a {kind} file holds a single slice")
-    reader = {"image": _read_pil, "mat": _read_mat, "dicom": _read_dicom, "nifti": _read_nifti}[kind]
+    return p, detect_format(p)
+
+
+def _reading(p: Path, kind: str, read: Callable[[], Any]) -> tuple[Any, tuple[str, ...]]:
+    """``read()`` with the libraries' messages collected as notes: (its result, the notes). Any failure is one
+    ValueError starting with the file's path."""
     notes: list[str] = []
     try:
         with _library_messages(notes):
-            sl = reader(p, slice_index) if kind in ("nifti", "dicom") else reader(p)
+            out = read()
     except Exception as e:  # noqa: BLE001  (h5py, pydicom, nibabel, PIL raise many types on corrupt files)
         if isinstance(e, (ValueError, FileNotFoundError)) and str(e).startswith(f"{p}:"):
             raise  # ours: already names the file and what was expected
         raise ValueError(f"{p}: cannot read as {kind} ({one_line(e)})") from e
-    return _validated(dataclasses.replace(sl, notes=sl.notes + tuple(dict.fromkeys(notes))))
-
-
-# ----------------------------------------------------------------------------------------- helpers
+    return out, tuple(dict.fromkeys(notes))
 
 
 class _NoteHandler(logging.Handler):
@@ -330,7 +376,8 @@ def _check_numeric_2d(a: np.ndarray, p: Path, key: str) -> None:
         raise ValueError(f"{p}: {key} is empty (shape {a.shape}); expected a 2-D image")
 
 
-def _read_dicom(p: Path, frame: int | None) -> Slice:
+def _open_dicom(p: Path):
+    """The dataset, its samples per pixel and its number of frames, checked before any pixel is decoded."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -343,6 +390,11 @@ def _read_dicom(p: Path, frame: int | None) -> Slice:
     if "PixelData" not in ds:
         raise ValueError(f"{p}: DICOM file has no pixel data")
     spp, nframes = _check_dicom_pixels(ds, p)
+    return ds, spp, nframes
+
+
+def _read_dicom(p: Path, frame: int | None) -> Slice:
+    ds, spp, nframes = _open_dicom(p)
     if nframes > 1 and frame is None:
         raise ValueError(f"{p}: multi-frame DICOM with {nframes} frames; pass a frame index (--slice)")
     if nframes > 1 and not 0 <= frame < nframes:
@@ -352,6 +404,18 @@ def _read_dicom(p: Path, frame: int | None) -> Slice:
     arr = np.asarray(ds.pixel_array)
     if nframes > 1:
         arr = arr[frame]
+    return _dicom_slice(p, ds, arr, spp)
+
+
+def _load_dicom_frames(p: Path):
+    """(dataset, every frame's pixels as decoded, samples per pixel): the pixel data decoded once."""
+    ds, spp, nframes = _open_dicom(p)
+    arr = np.asarray(ds.pixel_array)
+    return ds, (arr if nframes > 1 else arr[None]), spp
+
+
+def _dicom_slice(p: Path, ds, arr: np.ndarray, spp: int) -> Slice:
+    """One decoded frame -> its Slice: rescale, MONOCHROME1 inverted, colour to gray, ``PixelSpacing``."""
     notes: tuple[str, ...] = ()
     if spp == 1:
         img = arr.astype(np.float64)
@@ -421,6 +485,12 @@ def _check_dicom_pixels(ds, p: Path) -> tuple[int, int]:
 
 
 def _read_nifti(p: Path, index: int | None) -> Slice:
+    data, zooms = _load_nifti(p)
+    return _nifti_slice(p, data, zooms, data.shape[2] // 2 if index is None else index)
+
+
+def _load_nifti(p: Path) -> tuple[np.ndarray, tuple[float, float]]:
+    """The volume reoriented to the closest RAS+ axes (x, y, axial slice), read once, and its (x, y) zooms."""
     import nibabel as nib
 
     try:
@@ -442,8 +512,13 @@ def _read_nifti(p: Path, index: int | None) -> Slice:
     can = nib.as_closest_canonical(img)
     data = np.asarray(can.get_fdata(dtype=np.float32))
     zx, zy = (float(z) for z in can.header.get_zooms()[:2])
+    return data, (zx, zy)
+
+
+def _nifti_slice(p: Path, data: np.ndarray, zooms: tuple[float, float], k: int) -> Slice:
+    """Axial slice ``k`` of a volume from ``_load_nifti`` in radiological display."""
+    zx, zy = zooms
     n = data.shape[2]
-    k = n // 2 if index is None else index
     if not 0 <= k < n:
         raise ValueError(f"{p}: axial slice {k} out of range; the volume has {n} axial slices (0..{n - 1})")
     # RAS+ voxel axes: x grows toward the patient's right, y toward anterior. Radiological display:

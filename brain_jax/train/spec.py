@@ -21,6 +21,7 @@ import ml_collections
 
 from brain_jax import models, workdir
 from brain_jax.io.guards import MAX_PIXELS
+from input_pipeline.builders import UNLABELLED
 from input_pipeline.labels import class_names as dataset_class_names
 
 TASKS = ("classification", "segmentation")
@@ -116,6 +117,8 @@ class RunSpec:
         if task not in TASKS + PRETRAIN_TASKS:
             raise ValueError(f"{_field(where, 'data.task')}: {task!r}; expected 'classification', 'segmentation' "
                              "or 'fcmae' (pretraining)")
+        if task not in PRETRAIN_TASKS:
+            _check_labelled(get, task, where)
         name, variant = get("model.name"), get("model.variant")
         if task == "fcmae" and name != "convnextv2":
             raise ValueError(f"{_field(where, 'model.name')}: {name!r}; FCMAE pretraining (data.task='fcmae') "
@@ -156,6 +159,17 @@ def _check_no_test_split(get) -> None:
         if test & pieces:
             raise ValueError(f"config field {field}={get(field)!r} holds the test split "
                              f"{get('data.test_split')!r}: FCMAE pretraining must not see the test split")
+
+
+def _check_labelled(get, task: str, where: str) -> None:
+    """A dataset without labels (``input_pipeline.builders.UNLABELLED``) feeds pretraining only."""
+    data_name = str(get("data.name", "") or "")
+    for part in data_name.split("+"):
+        name = part.strip().partition("/")[0]
+        if name in UNLABELLED:
+            shown = repr(data_name) if data_name.strip() == name else f"{data_name!r} ({name})"
+            raise ValueError(f"{_field(where, 'data.name')}={shown} has no labels; only data.task='fcmae' reads "
+                             f"it, not data.task={task!r}")
 
 
 def _field(where: str, dotted: str) -> str:
