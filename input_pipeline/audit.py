@@ -19,6 +19,7 @@ import numpy as np
 
 from input_pipeline import dedup
 from input_pipeline.builders import builder_class
+from input_pipeline.builders import UNLABELLED
 from input_pipeline.features import CLASS_NAMES, to_uint8
 from input_pipeline.labels import class_names
 from input_pipeline.sources import open_split, patient_keys, split_metadata, split_names
@@ -178,6 +179,11 @@ def copies_in_training(data_cfg, split: str | None = None, *, per_example: bool 
     return out
 
 
+def _class_of(dataset: str, label: int) -> str:
+    """A record's class name; "-" for a dataset without labels (``unlabelled_mri`` stores a meaningless 0)."""
+    return "-" if dataset.partition("/")[0] in UNLABELLED else CLASS_NAMES[label]
+
+
 def split_composition(data_cfg, splits: Sequence[str] | None = None, *, max_groups: int = 10) -> dict[str, Any]:
     """Class x source x split counts of `splits` (default: the config's train / eval / test splits) as
     the loader sees them, with what de-duplication dropped, how many examples of each other split have
@@ -194,7 +200,8 @@ def split_composition(data_cfg, splits: Sequence[str] | None = None, *, max_grou
     raw = {s: index_metadata(raw_cfg, resolve(raw_cfg, s)) for s in splits}
     counts = collections.Counter()
     for s, m in kept.items():
-        counts.update((s, src, CLASS_NAMES[lab]) for src, lab in zip(m["source"], m["label"], strict=True))
+        counts.update((s, src, _class_of(d, lab))
+                      for d, src, lab in zip(m["dataset"], m["source"], m["label"], strict=True))
     dropped = {s: dict(collections.Counter(raw[s]["source"]) - collections.Counter(kept[s]["source"]))
                for s in splits}
     pool = [(s, i) for s in splits for i in range(len(raw[s]["sha256"]))]
@@ -204,7 +211,7 @@ def split_composition(data_cfg, splits: Sequence[str] | None = None, *, max_grou
     for j, g in enumerate(groups.tolist()):
         s, i = pool[j]
         members[g].append({"example_id": raw[s]["example_id"][i], "source": raw[s]["source"][i], "split": s,
-                           "class": CLASS_NAMES[raw[s]["label"][i]]})
+                           "class": _class_of(raw[s]["dataset"][i], raw[s]["label"][i])})
     dup = sorted((m for m in members.values() if len(m) > 1), key=lambda m: (-len(m), m[0]["example_id"]))
     patient_splits = collections.defaultdict(set)
     for s, m in kept.items():
