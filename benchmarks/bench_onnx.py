@@ -4,6 +4,7 @@ PyTorch peer (eager, channels-last, ``torch.compile``), interleaved; plus ``pred
     python benchmarks/bench_onnx.py --json benchmarks/results/cpu2_DATE_onnx.json   # five models, b1 and b32
     python benchmarks/bench_onnx.py --models convnextv2 --batches 1 --repeats 21
     python benchmarks/bench_onnx.py --smoke                                          # tiny sizes: proves it runs
+    python benchmarks/bench_onnx.py --profile --models convnextv2,convnext --batches 1  # ONNX Runtime per operator
 
 Same random weights everywhere: ours from ``brain_jax.models.create``; the peer is transformers' model
 loaded from our HF export; the ONNX graph is what ``brain-jax export --format onnx`` writes from that same
@@ -108,6 +109,46 @@ def run_model(name: str, variant: str, size: int, overrides: dict, batches: list
     return rows
 
 
+def ort_profile(name: str, batch: int, calls: int, work: Path, opset: int) -> dict:
+    """Where ONNX Runtime's time goes: ``calls`` profiled calls after 2 warm-ups, node time summed per operator
+    type (ONNX Runtime's own profiler, which names each kernel's op type), per call."""
+    import onnxruntime as ort
+
+    variant, size, overrides = base.MODELS[name]
+    ours, _ = base.build_pair(name, variant, overrides, str(work))
+    path = export_graph(ours, size, work, opset)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)
+    for _ in range(2):
+        sess.run(["logits"], {"pixel_values": x})
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(work / f"ort_{name}")
+    prof = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    prof.run(["logits"], {"pixel_values": x})  # its first call (arena growth) is not counted
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        prof.run(["logits"], {"pixel_values": x})
+    wall = (time.perf_counter() - t0) / calls
+    events = json.loads(Path(prof.end_profiling()).read_text())
+    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    first_end = runs[0]["ts"] + runs[0]["dur"] if runs else 0
+    per_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= first_end:
+            op = e.get("args", {}).get("op_name", "?")
+            per_op[op] = per_op.get(op, 0.0) + e["dur"] / 1e3 / calls
+    total = sum(per_op.values())
+    ordered = dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
+    print(f"[{name} {size}px b{batch}] ONNX Runtime {wall * 1e3:.1f} ms per profiled call; kernels {total:.1f} ms:")
+    for op, ms in ordered.items():
+        print(f"  {op:24s} {ms:8.2f} ms  {ms / total:6.1%}")
+    return {"model": name, "variant": variant, "size": size, "batch": batch, "calls": calls,
+            "wall_ms_per_call": wall * 1e3, "kernel_ms_per_call_by_op": ordered}
+
+
 def table(rows: list[dict], date: str) -> str:
     """Markdown rows in BENCHMARKS.md's inference-table format, one per (model, batch, route, peer)."""
     out = ["| model / measure | ours (route) | peer | ours / peer | date |", "|---|---|---|---|---|"]
@@ -167,6 +208,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--startup-repeats", type=int, default=5, help="warm predict runs per route (0: skip)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, 2 repeats, eager peer: proves it runs")
     ap.add_argument("--json", default=None, help="write all timings here (default: benchmarks/results/)")
+    ap.add_argument("--profile", action="store_true",
+                    help="instead of timing: ONNX Runtime's per-operator profile of --models at --batches")
     args = ap.parse_args(argv)
     import torch
 
@@ -179,6 +222,14 @@ def main(argv: list[str] | None = None) -> None:
         batches, modes, repeats, warmup = [1, 2], ["eager"], 2, 1
         startup_variant, startup_size = "test", 32
     date = datetime.date.today().isoformat()
+    if args.profile:
+        with tempfile.TemporaryDirectory() as tmp:
+            profiles = [ort_profile(name, b, max(repeats, 3), Path(tmp), args.opset)
+                        for name in models for b in batches]
+        out = Path(args.json) if args.json else Path(__file__).parent / "results" / f"cpu2_{date}_onnx_profile.json"
+        out.write_text(json.dumps({"date": date, "threads": THREADS, "profiles": profiles}, indent=2) + "\n")
+        print(f"wrote {out}")
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:

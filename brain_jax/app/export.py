@@ -8,8 +8,8 @@ The graph: float32 compute whatever the run trained in, ``pixel_values`` (batch,
 out ((batch, classes); SegFormer (batch, classes, S/4, S/4)), dynamic batch, opset ``DEFAULT_OPSET`` unless
 asked. HF's depthwise convolutions are grouped ``Conv`` nodes with their bias, its per-token linear layers
 ``MatMul`` and its LayerNorms ``LayerNormalization``. One rewrite of ours: ConvNeXt V2's GRN as
-x·(1 + γ·N(x)) + β (two passes over the activation instead of four); ONNX Runtime's own fusions (GELU,
-LayerNorm, MatMul + bias) do the rest when it loads the graph.
+x·(1 + γ·N(x)) + β (two passes over the activation instead of four), its sum of squares as one ``MatMul``;
+ONNX Runtime's own fusions (GELU, LayerNorm, MatMul + bias) do the rest when it loads the graph.
 
 Every export is checked before it is kept: ONNX Runtime's logits against our JAX forward on random inputs;
 the largest difference goes into the companion file and is printed.
@@ -159,7 +159,11 @@ def _fuse_grn(hf) -> None:
             self.weight, self.bias = grn.weight, grn.bias
 
         def forward(self, x):  # x: (B, H, W, C)
-            gx = torch.linalg.vector_norm(x, ord=2, dim=(1, 2), keepdim=True)
+            b, h, w, c = x.shape
+            # Σ_hw x² as one MatMul, ones (1, H·W) @ x² (B, H·W, C): ONNX Runtime's GEMM beats its strided
+            # ReduceL2 over two inner axes of a channels-last tensor (BENCHMARKS.md, "ONNX Runtime").
+            ss = torch.matmul(torch.ones(1, h * w, dtype=x.dtype), (x * x).reshape(b, h * w, c))
+            gx = torch.sqrt(ss).reshape(b, 1, 1, c)
             nx = gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)
             return x * (1.0 + self.weight * nx) + self.bias
 
