@@ -40,12 +40,14 @@ NAMES = {"convnextv2": "ConvNeXt V2-T", "convnext": "ConvNeXt V1-T", "swin": "Sw
 THREADS = 2
 
 
-def ort_session(path: Path, threads: int = THREADS):
+def ort_session(path: Path, threads: int = THREADS, profile_prefix: str | None = None):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile_prefix:
+        opts.enable_profiling, opts.profile_file_prefix = True, profile_prefix
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
@@ -110,31 +112,21 @@ def run_model(name: str, variant: str, size: int, overrides: dict, batches: list
 
 
 def ort_profile(name: str, batch: int, calls: int, work: Path, opset: int) -> dict:
-    """Where ONNX Runtime's time goes: ``calls`` profiled calls after 2 warm-ups, node time summed per operator
+    """Where ONNX Runtime's time goes: ``calls`` profiled calls after 2 warm-up calls, node time summed per operator
     type (ONNX Runtime's own profiler, which names each kernel's op type), per call."""
-    import onnxruntime as ort
-
     variant, size, overrides = base.MODELS[name]
     ours, _ = base.build_pair(name, variant, overrides, str(work))
-    path = export_graph(ours, size, work, opset)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    prof = ort_session(export_graph(ours, size, work, opset), profile_prefix=str(work / f"ort_{name}"))
     x = np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)
-    for _ in range(2):
-        sess.run(["logits"], {"pixel_values": x})
-    opts.enable_profiling = True
-    opts.profile_file_prefix = str(work / f"ort_{name}")
-    prof = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    prof.run(["logits"], {"pixel_values": x})  # its first call (arena growth) is not counted
+    for _ in range(2):  # warm-up calls (arena growth): not counted
+        prof.run(["logits"], {"pixel_values": x})
     t0 = time.perf_counter()
     for _ in range(calls):
         prof.run(["logits"], {"pixel_values": x})
     wall = (time.perf_counter() - t0) / calls
     events = json.loads(Path(prof.end_profiling()).read_text())
     runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
-    first_end = runs[0]["ts"] + runs[0]["dur"] if runs else 0
+    first_end = runs[1]["ts"] + runs[1]["dur"]  # the end of the warm-up calls
     per_op: dict[str, float] = {}
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= first_end:
